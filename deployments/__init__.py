@@ -1,0 +1,1 @@
+"""deployments package (see README: layout)."""

@@ -1,0 +1,1 @@
+"""The span-based local NER model (SpanNER): features, batching, network, checkpoints."""

@@ -1,0 +1,134 @@
+"""Turning word-tokenised sentences into padded tensors of sub-words, words and candidate spans."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+
+from linkner.data import OUTSIDE, Sentence
+from linkner.model.casing import casing_class
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class SpanBatch:
+    """Tensors for one batch. Span ends are inclusive word indices; ``spans[i]`` lists the
+    candidate spans of sentence ``i`` as ``(start, end_exclusive)`` in span-axis order."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    word_index: torch.Tensor  # [B, W] position of each word's first sub-token
+    casing: torch.Tensor  # [B, W]
+    span_start: torch.Tensor  # [B, S]
+    span_end: torch.Tensor  # [B, S] inclusive
+    span_width: torch.Tensor  # [B, S] width - 1
+    span_mask: torch.Tensor  # [B, S] bool
+    span_labels: torch.Tensor | None  # [B, S] class index, IGNORE_INDEX on padding
+    spans: list[list[tuple[int, int]]]
+    represented_words: list[int]  # words per sentence that fit under the sub-word limit
+
+    def to(self, device: torch.device | str) -> "SpanBatch":
+        """Move every tensor to ``device``."""
+        moved = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            moved[item.name] = value.to(device) if isinstance(value, torch.Tensor) else value
+        return SpanBatch(**moved)
+
+
+class SpanBatcher:
+    """Encodes sentences for :class:`~linkner.model.span_model.SpanNER`."""
+
+    def __init__(
+        self,
+        tokenizer: "PreTrainedTokenizerBase",
+        labels: Sequence[str],
+        max_span_len: int,
+        max_subwords: int = 512,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.classes = [OUTSIDE, *labels]
+        self.class_index = {name: index for index, name in enumerate(self.classes)}
+        self.max_span_len = max_span_len
+        self.max_subwords = min(max_subwords, getattr(tokenizer, "model_max_length", max_subwords) or max_subwords)
+
+    def encode(self, sentences: Sequence[Sentence], with_labels: bool = False) -> SpanBatch:
+        """Encode a batch; with labels, every candidate span gets its gold class (``O`` if none)."""
+        words = [list(sentence.tokens) for sentence in sentences]
+        encoding = self.tokenizer(
+            words,
+            is_split_into_words=True,
+            truncation=True,
+            max_length=self.max_subwords,
+            padding=True,
+            return_tensors="pt",
+        )
+        batch_size = len(sentences)
+        max_words = max((len(tokens) for tokens in words), default=1) or 1
+        word_index = torch.zeros(batch_size, max_words, dtype=torch.long)
+        casing = torch.zeros(batch_size, max_words, dtype=torch.long)
+        represented: list[int] = []
+        for row, tokens in enumerate(words):
+            represented.append(self._align_words(encoding.word_ids(row), len(tokens), word_index[row]))
+            casing[row, : len(tokens)] = torch.tensor([casing_class(token) for token in tokens], dtype=torch.long)
+
+        spans = [self._candidate_spans(count) for count in represented]
+        max_spans = max((len(candidates) for candidates in spans), default=1) or 1
+        span_start = torch.zeros(batch_size, max_spans, dtype=torch.long)
+        span_end = torch.zeros(batch_size, max_spans, dtype=torch.long)
+        span_mask = torch.zeros(batch_size, max_spans, dtype=torch.bool)
+        span_labels = torch.full((batch_size, max_spans), IGNORE_INDEX, dtype=torch.long) if with_labels else None
+        for row, candidates in enumerate(spans):
+            if not candidates:
+                continue
+            starts, ends = zip(*candidates)
+            count = len(candidates)
+            span_start[row, :count] = torch.tensor(starts)
+            span_end[row, :count] = torch.tensor(ends) - 1
+            span_mask[row, :count] = True
+            if span_labels is not None:
+                gold = {(span.start, span.end): self.class_index[span.label] for span in sentences[row].entities}
+                span_labels[row, :count] = torch.tensor([gold.get(candidate, 0) for candidate in candidates])
+        return SpanBatch(
+            input_ids=encoding["input_ids"],
+            attention_mask=encoding["attention_mask"],
+            word_index=word_index,
+            casing=casing,
+            span_start=span_start,
+            span_end=span_end,
+            span_width=(span_end - span_start).clamp(min=0),
+            span_mask=span_mask,
+            span_labels=span_labels,
+            spans=spans,
+            represented_words=represented,
+        )
+
+    def _align_words(self, word_ids: list[int | None], num_words: int, out: torch.Tensor) -> int:
+        """Fill ``out`` with each word's first sub-token position; return how many words fit.
+
+        A word the tokenizer turned into no sub-token borrows its predecessor's position."""
+        first: dict[int, int] = {}
+        for position, word in enumerate(word_ids):
+            if word is not None and word not in first:
+                first[word] = position
+        if not first:
+            return 0
+        represented = max(first) + 1
+        previous = 0
+        for word in range(represented):
+            previous = first.get(word, previous)
+            out[word] = previous
+        return min(represented, num_words)
+
+    def _candidate_spans(self, num_words: int) -> list[tuple[int, int]]:
+        return [
+            (start, end)
+            for start in range(num_words)
+            for end in range(start + 1, min(num_words, start + self.max_span_len) + 1)
+        ]

@@ -1,0 +1,124 @@
+"""SpanNER: classify every span of up to L words from its boundary word states, width and casing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from linkner.model.batching import IGNORE_INDEX, SpanBatch
+from linkner.model.casing import NUM_CASING_CLASSES
+from linkner.model.config import SpanModelConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+class SpanNER(nn.Module):
+    """Encoder + span classifier over ``["O", *labels]``."""
+
+    def __init__(self, config: SpanModelConfig, encoder: "PreTrainedModel") -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.width_embedding = nn.Embedding(config.max_span_len, config.width_dim)
+        self.casing_embedding = nn.Embedding(NUM_CASING_CLASSES, config.casing_dim)
+        features = 3 * hidden + config.width_dim + 2 * config.casing_dim
+        self.head_dropout = nn.Dropout(config.dropout)
+        self.hidden = nn.Linear(features, config.hidden_dim)
+        self.output = nn.Linear(config.hidden_dim, config.num_classes)
+
+    def span_features(self, batch: SpanBatch) -> torch.Tensor:
+        """Encode once and build span representations ``[B, S, F]`` (no head dropout)."""
+        states = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        words = _gather(states, batch.word_index)  # [B, W, H]
+        start = _gather(words, batch.span_start)
+        end = _gather(words, batch.span_end)
+        casing = self.casing_embedding(batch.casing)  # [B, W, C]
+        return torch.cat(
+            [
+                start,
+                end,
+                start * end,
+                self.width_embedding(batch.span_width.clamp(max=self.config.max_span_len - 1)),
+                _gather(casing, batch.span_start),
+                _gather(casing, batch.span_end),
+            ],
+            dim=-1,
+        )
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Span features ``[..., F]`` to class logits ``[..., K+1]`` (head dropout applies in train mode)."""
+        hidden = F.gelu(self.hidden(self.head_dropout(features)))
+        return self.output(self.head_dropout(hidden))
+
+    def forward(self, batch: SpanBatch) -> torch.Tensor:
+        return self.classify(self.span_features(batch))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities: softmax, or the Dirichlet mean ``alpha / S`` for evidential models."""
+        if self.config.objective == "evidential":
+            alpha = evidence_alpha(logits, self.config.evidence_clamp)
+            return alpha / alpha.sum(-1, keepdim=True)
+        return logits.softmax(-1)
+
+
+def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[b, index[b, i]]`` for ``values`` ``[B, N, D]`` and ``index`` ``[B, M]``."""
+    return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.size(-1)))
+
+
+def evidence_alpha(logits: torch.Tensor, clamp: float = 10.0) -> torch.Tensor:
+    """E-NER's Dirichlet parameters: ``alpha = exp(logits) + 1`` (logits clamped for stability)."""
+    return logits.clamp(max=clamp).exp() + 1.0
+
+
+def span_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    config: SpanModelConfig,
+    outside_weight: float = 0.5,
+    kl_weight: float = 0.0,
+) -> torch.Tensor:
+    """Mean per-span loss; spans whose gold class is ``O`` weigh ``outside_weight``.
+
+    ``cross_entropy``: softmax cross-entropy. ``evidential``: the Dirichlet negative log marginal
+    likelihood ``sum_j y_j (log S - log alpha_j)`` plus ``kl_weight`` times the KL divergence of the
+    misleading evidence from the uniform Dirichlet (Sensoy et al. 2018, as used by E-NER).
+    """
+    valid = labels != IGNORE_INDEX
+    logits, labels = logits[valid], labels[valid]
+    if labels.numel() == 0:
+        return logits.sum() * 0.0
+    weights = torch.where(labels == 0, outside_weight, 1.0).to(logits.dtype)
+    if config.objective == "evidential":
+        per_span = _evidential_loss(logits, labels, config.evidence_clamp, kl_weight)
+    else:
+        per_span = F.cross_entropy(logits, labels, reduction="none")
+    return (per_span * weights).sum() / weights.sum()
+
+
+def _evidential_loss(logits: torch.Tensor, labels: torch.Tensor, clamp: float, kl_weight: float) -> torch.Tensor:
+    alpha = evidence_alpha(logits, clamp)
+    strength = alpha.sum(-1)
+    one_hot = F.one_hot(labels, alpha.size(-1)).to(alpha.dtype)
+    nll = (one_hot * (strength.log().unsqueeze(-1) - alpha.log())).sum(-1)
+    if kl_weight <= 0:
+        return nll
+    misleading = one_hot + (1 - one_hot) * alpha
+    return nll + kl_weight * dirichlet_kl_to_uniform(misleading)
+
+
+def dirichlet_kl_to_uniform(alpha: torch.Tensor) -> torch.Tensor:
+    """``KL(Dir(alpha) || Dir(1, ..., 1))`` over the last axis."""
+    classes = alpha.size(-1)
+    strength = alpha.sum(-1)
+    return (
+        torch.lgamma(strength)
+        - torch.lgamma(torch.tensor(float(classes), dtype=alpha.dtype, device=alpha.device))
+        - torch.lgamma(alpha).sum(-1)
+        + ((alpha - 1) * (torch.digamma(alpha) - torch.digamma(strength).unsqueeze(-1))).sum(-1)
+    )
