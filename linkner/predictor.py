@@ -80,61 +80,64 @@ class SpanPredictor:
         Sentences longer than ``window_words`` (or than the encoder's sub-word limit) are cut
         into windows; every word of the input is looked at."""
         chosen = [get_estimator(name, self.mc_samples) for name in dict.fromkeys(estimators)]
-        results: list[list[EntityPrediction]] = [[] for _ in sentences]
+        found: list[list[EntityPrediction]] = [[] for _ in sentences]
         pending = [
-            (index, offset, tuple(words[offset : offset + self.window_words]))
+            Window(index, *bounds, tuple(words))
             for index, words in enumerate(sentences)
-            for offset in range(0, len(words), self.window_words)
+            for bounds in plan_windows(len(words), 0, len(words), self.window_words)
         ]
         while pending:
-            pending.sort(key=lambda window: len(window[2]))
-            retry = []
+            pending.sort(key=lambda window: window.end - window.start)
+            retry: list[Window] = []
             for chunk in _chunks(pending, self.batch_size):
-                retry.extend(self._predict_windows(chunk, chosen, results))
+                retry.extend(self._predict_windows(chunk, chosen, found))
             pending = retry
-        return results
+        return [
+            greedy_non_overlapping(entities, [(e.start, e.end) for e in entities], [e.probability for e in entities])
+            for entities in found
+        ]
 
     def _predict_windows(
-        self,
-        windows: list[tuple[int, int, tuple[str, ...]]],
-        estimators: list[UncertaintyEstimator],
-        results: list[list[EntityPrediction]],
-    ) -> list[tuple[int, int, tuple[str, ...]]]:
-        """Predict windows into ``results``; return the halves of any window too long to encode."""
-        batch = self.batcher.encode([Sentence(words) for _, _, words in windows]).to(self.device)
+        self, windows: list["Window"], estimators: list[UncertaintyEstimator], found: list[list[EntityPrediction]]
+    ) -> list["Window"]:
+        """Add each window's entities that start in the words it owns to ``found``; return smaller
+        windows replacing any window too long for the encoder's sub-word limit."""
+        batch = self.batcher.encode([Sentence(window.words) for window in windows]).to(self.device)
         outputs = self._outputs(batch, max((e.samples for e in estimators), default=0))
-        uncertainties = {e.name: e(outputs).tolist() for e in estimators} if estimators else {}
+        uncertainties = {e.name: e(outputs).tolist() for e in estimators}
         probs = outputs.probs.tolist()
         predicted = outputs.predicted.tolist()
         classes = self.batcher.classes
-        too_long = []
+        too_long: list[Window] = []
         flat = 0
-        for row, (index, offset, words) in enumerate(windows):
+        for row, window in enumerate(windows):
             spans = batch.spans[row]
-            if batch.represented_words[row] < len(words):
-                half = max(1, len(words) // 2)
-                too_long += [(index, offset, words[:half]), (index, offset + half, words[half:])]
-                flat += len(spans)
+            first, flat = flat, flat + len(spans)
+            if batch.represented_words[row] < len(window.words):
+                size = max(1, (window.end - window.start) // 2)
+                too_long += [
+                    Window(window.sentence, *bounds, window.sentence_words)
+                    for bounds in plan_windows(len(window.sentence_words), window.own_start, window.own_end, size)
+                ]
                 continue
-            candidates = [flat + i for i, _ in enumerate(spans) if predicted[flat + i] != 0]
+            candidates = [first + i for i, (start, _) in enumerate(spans)
+                          if predicted[first + i] != 0 and window.owns(window.start + start)]
             kept = greedy_non_overlapping(
-                candidates, [spans[i - flat] for i in candidates], [probs[i][predicted[i]] for i in candidates]
+                candidates, [spans[i - first] for i in candidates], [probs[i][predicted[i]] for i in candidates]
             )
             for i in kept:
-                start, end = spans[i - flat]
+                start, end = spans[i - first]
                 ranked = sorted(range(len(classes)), key=lambda c: -probs[i][c])[: self.top_k]
-                results[index].append(
+                found[window.sentence].append(
                     EntityPrediction(
-                        start=offset + start,
-                        end=offset + end,
+                        start=window.start + start,
+                        end=window.start + end,
                         label=classes[predicted[i]],
                         probability=probs[i][predicted[i]],
                         uncertainty={name: values[i] for name, values in uncertainties.items()},
                         alternatives=[(classes[c], probs[i][c]) for c in ranked],
                     )
                 )
-            results[index].sort(key=lambda entity: entity.start)
-            flat += len(spans)
         return too_long
 
     @torch.no_grad()
@@ -160,6 +163,41 @@ class SpanPredictor:
             evidential=self.model.config.objective == "evidential",
             evidence_clamp=self.model.config.evidence_clamp,
         )
+
+
+@dataclass(frozen=True)
+class Window:
+    """Words ``start .. end - 1`` of sentence ``sentence``; entities are kept from it only when they
+    start in ``own_start .. own_end - 1`` (the rest is context shared with neighbouring windows)."""
+
+    sentence: int
+    start: int
+    end: int
+    own_start: int
+    own_end: int
+    sentence_words: tuple[str, ...]
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return self.sentence_words[self.start : self.end]
+
+    def owns(self, position: int) -> bool:
+        return self.own_start <= position < self.own_end
+
+
+def plan_windows(length: int, own_start: int, own_end: int, size: int) -> list[tuple[int, int, int, int]]:
+    """Cover words ``own_start .. own_end - 1`` with windows of at most ``size`` words, each owning a
+    central stretch and reading up to ``size // 4`` words of context on either side. Returns
+    ``(start, end, own_start, own_end)`` tuples."""
+    if own_end - own_start <= size and own_start == 0 and own_end == length:
+        return [(0, length, 0, length)] if length else []
+    context = size // 4
+    step = max(1, size - 2 * context)
+    windows = []
+    for chunk_start in range(own_start, own_end, step):
+        chunk_end = min(own_end, chunk_start + step)
+        windows.append((max(0, chunk_start - context), min(length, chunk_end + context), chunk_start, chunk_end))
+    return windows
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

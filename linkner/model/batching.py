@@ -74,8 +74,10 @@ class SpanBatcher:
         word_index = torch.zeros(batch_size, max_words, dtype=torch.long)
         casing = torch.zeros(batch_size, max_words, dtype=torch.long)
         represented: list[int] = []
+        lengths = encoding["attention_mask"].sum(1).tolist()
         for row, tokens in enumerate(words):
-            represented.append(self._align_words(encoding.word_ids(row), len(tokens), word_index[row]))
+            truncated = lengths[row] >= self.max_subwords
+            represented.append(self._align_words(encoding.word_ids(row), len(tokens), truncated, word_index[row]))
             casing[row, : len(tokens)] = torch.tensor([casing_class(token) for token in tokens], dtype=torch.long)
 
         spans = [self._candidate_spans(count) for count in represented]
@@ -109,17 +111,16 @@ class SpanBatcher:
             represented_words=represented,
         )
 
-    def _align_words(self, word_ids: list[int | None], num_words: int, out: torch.Tensor) -> int:
+    def _align_words(self, word_ids: list[int | None], num_words: int, truncated: bool, out: torch.Tensor) -> int:
         """Fill ``out`` with each word's first sub-token position; return how many words fit.
 
-        A word the tokenizer turned into no sub-token borrows its predecessor's position."""
+        A word the tokenizer turned into no sub-token (a lone control character, say) borrows its
+        predecessor's position. Only a sequence cut at the sub-word limit loses words."""
         first: dict[int, int] = {}
         for position, word in enumerate(word_ids):
             if word is not None and word not in first:
                 first[word] = position
-        if not first:
-            return 0
-        represented = max(first) + 1
+        represented = (max(first) + 1 if first else 0) if truncated else num_words
         previous = 0
         for word in range(represented):
             previous = first.get(word, previous)

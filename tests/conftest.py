@@ -1,0 +1,103 @@
+"""Shared fixtures: real CoNLL paths (skipped when absent), a tiny random encoder, a toy corpus."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from linkner.data import Sentence, Span, make_sentence
+
+ROOT = Path(__file__).resolve().parent.parent
+CONLL_DIR = Path(os.environ.get("LINKNER_CONLL_DIR", ROOT.parent / "shared" / "data" / "conll2003"))
+
+PEOPLE = ["John Smith", "Mary Jones", "Ali Khan", "Anna Berg", "Peter Blackburn", "Li Wei", "Carlos Ruiz"]
+PLACES = ["Paris", "London", "New York", "Berlin", "Tokyo", "Cairo", "Lima"]
+ORGS = ["Reuters", "Acme Corp", "United Nations", "Bayern Munich", "Google", "Toyota"]
+TEMPLATES = [
+    "{PER} visited {LOC} yesterday .",
+    "{ORG} said {PER} will move to {LOC} .",
+    "in {LOC} , {ORG} opened a new office .",
+    "the talks between {ORG} and {PER} ended .",
+    "{PER} left {ORG} last week .",
+    "nothing happened today .",
+]
+
+
+@pytest.fixture(scope="session")
+def conll_dir() -> Path:
+    """The CoNLL-2003 folder beside the project; tests needing it skip when it is absent."""
+    if not (CONLL_DIR / "dev.txt").is_file():
+        pytest.skip(f"CoNLL-2003 data not found at {CONLL_DIR} (set LINKNER_CONLL_DIR)")
+    return CONLL_DIR
+
+
+def toy_sentence(rng: random.Random) -> Sentence:
+    """One sentence from the templates with entity spans filled in."""
+    template = rng.choice(TEMPLATES)
+    tokens: list[str] = []
+    spans: list[Span] = []
+    for piece in template.split():
+        if piece.startswith("{"):
+            label = piece.strip("{}")
+            words = rng.choice({"PER": PEOPLE, "LOC": PLACES, "ORG": ORGS}[label]).split()
+            spans.append(Span(len(tokens), len(tokens) + len(words), label))
+            tokens.extend(words)
+        else:
+            tokens.append(piece)
+    return make_sentence(tokens, spans)
+
+
+def toy_corpus(count: int, seed: int) -> list[Sentence]:
+    rng = random.Random(seed)
+    return [toy_sentence(rng) for _ in range(count)]
+
+
+@pytest.fixture(scope="session")
+def toy_train() -> list[Sentence]:
+    return toy_corpus(240, seed=1)
+
+
+@pytest.fixture(scope="session")
+def toy_dev() -> list[Sentence]:
+    return toy_corpus(60, seed=2)
+
+
+def _vocabulary() -> list[str]:
+    words = set()
+    for text in PEOPLE + PLACES + ORGS + TEMPLATES:
+        words.update(word.lower() for word in text.split() if not word.startswith("{"))
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,-'")
+    pieces = letters + ["##" + letter for letter in letters]
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words), *pieces]
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer, 32-wide uncased BERT with its own small vocabulary."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(_vocabulary())}, do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_encoder: Path, toy_train, toy_dev, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny span model trained on the toy corpus (a few seconds on 2 cores)."""
+    from linkner.training import TrainConfig, Trainer
+
+    output = tmp_path_factory.mktemp("tiny-model")
+    config = TrainConfig(encoder=str(tiny_encoder), epochs=6, batch_size=16, lr_encoder=1e-3, lr_head=3e-3,
+                         hidden_dim=64, width_dim=8, casing_dim=8, patience=6, progress=False, threads=1,
+                         max_span_len=4)
+    Trainer(config, toy_train, toy_dev, output).fit()
+    return output

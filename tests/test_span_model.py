@@ -1,0 +1,152 @@
+"""The span model on a tiny random encoder: batching, losses, checkpoints, training, prediction."""
+
+import json
+
+import pytest
+import torch
+
+from linkner.data import Sentence, Span, make_sentence
+from linkner.encoders import load_pretrained_encoder, load_tokenizer
+from linkner.model.batching import IGNORE_INDEX, SpanBatcher
+from linkner.model.casing import LOWER, NUMERIC, PUNCT, TITLE, UPPER, casing_class
+from linkner.model.checkpoint import CheckpointError, load_checkpoint, read_metadata
+from linkner.model.config import SpanModelConfig
+from linkner.model.span_model import SpanNER, dirichlet_kl_to_uniform, span_loss
+from linkner.predictor import SpanPredictor
+from linkner.training import TrainConfig, Trainer
+
+
+@pytest.fixture()
+def batcher(tiny_encoder):
+    return SpanBatcher(load_tokenizer(tiny_encoder), ["LOC", "PER"], max_span_len=3)
+
+
+def test_casing_classes():
+    assert [casing_class(w) for w in ["paris", "EU", "Paris", "1996", ","]] == [LOWER, UPPER, TITLE, NUMERIC, PUNCT]
+
+
+def test_batch_enumerates_spans_and_gold_labels(batcher):
+    sentence = make_sentence(["John", "Smith", "visited", "Paris"], [Span(0, 2, "PER"), Span(3, 4, "LOC")])
+    batch = batcher.encode([sentence, make_sentence(["hi"])], with_labels=True)
+    spans = batch.spans[0]
+    # 4 words, widths up to 3: 3 + 3 + 2 + 1
+    assert len(spans) == 9 and batch.spans[1] == [(0, 1)]
+    labels = dict(zip(spans, batch.span_labels[0].tolist()))
+    assert labels[(0, 2)] == batcher.class_index["PER"] and labels[(3, 4)] == batcher.class_index["LOC"]
+    assert labels[(0, 1)] == 0
+    assert batch.span_labels[1, 1:].eq(IGNORE_INDEX).all()
+    assert batch.span_mask.sum().item() == 10
+    # each word points at its first sub-token: 'john' 'smith' 'visited' 'paris' after [CLS]
+    assert batch.word_index[0].tolist() == [1, 2, 3, 4]
+
+
+def test_words_split_into_pieces_point_at_their_first_piece(batcher):
+    batch = batcher.encode([Sentence(("zork", "paris"))])
+    assert batch.word_index[0].tolist() == [1, 5]  # z ##o ##r ##k
+
+
+def test_kl_matches_torch_distributions():
+    alpha = torch.tensor([[1.5, 2.0, 7.0], [1.0, 1.0, 1.0]])
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Dirichlet(alpha), torch.distributions.Dirichlet(torch.ones_like(alpha))
+    )
+    assert torch.allclose(dirichlet_kl_to_uniform(alpha), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["cross_entropy", "evidential"])
+def test_loss_falls_when_fitting_one_batch(tiny_encoder, batcher, objective):
+    torch.manual_seed(0)
+    config = SpanModelConfig(labels=["LOC", "PER"], max_span_len=3, hidden_dim=32, objective=objective)
+    model = SpanNER(config, load_pretrained_encoder(tiny_encoder))
+    sentence = make_sentence(["John", "Smith", "visited", "Paris"], [Span(0, 2, "PER"), Span(3, 4, "LOC")])
+    batch = batcher.encode([sentence], with_labels=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = span_loss(model(batch), batch.span_labels, config, kl_weight=0.5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_trained_tiny_model_finds_entities(tiny_checkpoint, toy_dev):
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    predictions = predictor.predict([s.tokens for s in toy_dev], ["confidence", "entropy", "mc_dropout"])
+    gold = {(i, span) for i, s in enumerate(toy_dev) for span in s.entities}
+    found = {(i, p.span) for i, sentence in enumerate(predictions) for p in sentence}
+    assert len(found & gold) / len(gold) > 0.8
+    entity = predictions[0][0]
+    assert set(entity.uncertainty) == {"confidence", "entropy", "mc_dropout"}
+    assert all(0.0 <= value <= 1.0 for value in entity.uncertainty.values())
+    assert entity.uncertainty["confidence"] == pytest.approx(1 - entity.probability)
+    assert entity.alternatives[0] == (entity.label, pytest.approx(entity.probability))
+    metadata = read_metadata(tiny_checkpoint)
+    assert metadata["training"]["dev_f1"] > 0.8
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_checkpoint, toy_dev):
+    model, batcher = load_checkpoint(tiny_checkpoint)
+    again, _ = load_checkpoint(tiny_checkpoint)
+    batch = batcher.encode(toy_dev[:4])
+    with torch.no_grad():
+        assert torch.equal(model(batch), again(batch))
+    config = json.loads((tiny_checkpoint / "linkner_config.json").read_text())
+    assert config["labels"] == ["LOC", "ORG", "PER"] and config["encoder_config"]["model_type"] == "bert"
+
+
+def test_missing_checkpoint_says_how_to_train(tmp_path):
+    with pytest.raises(CheckpointError, match="linkner train"):
+        load_checkpoint(tmp_path)
+
+
+def test_long_sentences_are_windowed_and_every_word_is_seen(tiny_checkpoint, toy_dev):
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu", window_words=16)
+    long_tokens, gold = [], []
+    for s in toy_dev[:12]:
+        gold += [Span(span.start + len(long_tokens), span.end + len(long_tokens), span.label) for span in s.entities]
+        long_tokens += s.tokens
+    assert len(long_tokens) > 5 * 16
+    entities = predictor.predict([long_tokens])[0]
+    predicted = [p.span for p in entities]
+    assert all(a.end <= b.start for a, b in zip(predicted, predicted[1:]))  # sorted, non-overlapping
+    assert max(span.end for span in predicted) > len(long_tokens) - 8  # the last window was read
+    assert len(set(predicted) & set(gold)) / len(gold) > 0.75
+
+
+def test_sub_word_limit_splits_windows_instead_of_dropping_words(tiny_checkpoint, toy_dev):
+    model, batcher = load_checkpoint(tiny_checkpoint)
+    batcher.max_subwords = 24  # far fewer pieces than the text has
+    predictor = SpanPredictor(model, batcher, window_words=500)
+    long_tokens, gold = [], []
+    for s in toy_dev[:8]:
+        gold += [Span(span.start + len(long_tokens), span.end + len(long_tokens), span.label) for span in s.entities]
+        long_tokens += s.tokens
+    predicted = {p.span for p in predictor.predict([long_tokens])[0]}
+    assert max(span.end for span in predicted) > len(long_tokens) - 8
+    assert len(predicted & set(gold)) / len(gold) > 0.6
+
+
+def test_training_resumes_and_respects_time_budget(tiny_encoder, toy_train, toy_dev, tmp_path):
+    base = dict(encoder=str(tiny_encoder), batch_size=16, hidden_dim=32, progress=False, max_span_len=4,
+                patience=5, lr_encoder=1e-3, lr_head=3e-3)
+    first = Trainer(TrainConfig(epochs=2, **base), toy_train, toy_dev, tmp_path / "m").fit()
+    assert first.epochs_run == 2 and first.stopped == "epochs"
+    resumed = Trainer(TrainConfig(epochs=3, **base), toy_train, toy_dev, tmp_path / "m").fit(resume=True)
+    assert [int(h["epoch"]) for h in resumed.history] == [1, 2, 3]
+    assert resumed.epochs_run == 3
+    budget = Trainer(TrainConfig(epochs=50, time_budget_s=0.5, **base), toy_train, toy_dev, tmp_path / "b").fit()
+    assert budget.stopped == "time_budget" and budget.epochs_run < 50
+    assert (tmp_path / "b" / "model.safetensors").is_file()
+
+
+def test_evidential_training_supports_all_estimators(tiny_encoder, toy_train, toy_dev, tmp_path):
+    config = TrainConfig(encoder=str(tiny_encoder), objective="evidential", epochs=4, batch_size=16, hidden_dim=64,
+                         progress=False, max_span_len=4, lr_encoder=1e-3, lr_head=3e-3, kl_anneal_epochs=4)
+    result = Trainer(config, toy_train, toy_dev, tmp_path / "ev").fit()
+    assert result.best_dev_f1 > 0.5
+    predictor = SpanPredictor.from_checkpoint(tmp_path / "ev", device="cpu")
+    entity = next(p for sentence in predictor.predict([s.tokens for s in toy_dev[:10]],
+                                                      ["evidential", "confidence"]) for p in sentence)
+    assert 0.0 < entity.uncertainty["evidential"] <= 1.0
