@@ -1,0 +1,127 @@
+"""Quality benchmark of local span models on CoNLL-2003: F1 (dev, test, per type), uncertainty
+AUROC / ECE per estimator, training time and inference speed. Trains a model first when its
+checkpoint is missing. Prints a markdown table; writes JSON, markdown and reliability PNGs.
+
+    python benchmarks/quality.py --model artifacts/models/default [--model other ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from linkner.assessment import assess  # noqa: E402
+from linkner.evaluation import reliability_plot  # noqa: E402
+from linkner.model.checkpoint import is_checkpoint, read_metadata  # noqa: E402
+from linkner.predictor import SpanPredictor  # noqa: E402
+from linkner.readers import read_dataset  # noqa: E402
+from linkner.uncertainty import available_estimators  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, action="append", help="checkpoint folder (repeatable)")
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--objective", default="cross_entropy", help="objective when a model must be trained")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--speed-sentences", type=int, default=1000, help="test sentences timed for speed")
+    return parser.parse_args()
+
+
+def ensure(model: Path, data_dir: Path, objective: str, threads: int | None) -> None:
+    if is_checkpoint(model):
+        return
+    from linkner.training import TrainConfig, Trainer
+
+    print(f"training {model} ({objective})", file=sys.stderr)
+    config = TrainConfig(objective=objective, threads=threads)
+    Trainer(config, read_dataset(data_dir / "train.txt"), read_dataset(data_dir / "dev.txt"), model).fit(resume=True)
+
+
+def speed(predictor: SpanPredictor, sentences: list, estimators: list[str]) -> float:
+    """Sentences per second for a batched pass (after one warm-up batch)."""
+    tokens = [s.tokens for s in sentences]
+    predictor.predict(tokens[:64], estimators)
+    started = time.perf_counter()
+    predictor.predict(tokens, estimators)
+    return len(tokens) / (time.perf_counter() - started)
+
+
+def benchmark(model: Path, args: argparse.Namespace) -> dict:
+    import torch
+
+    ensure(model, args.data_dir, args.objective, args.threads)
+    predictor = SpanPredictor.from_checkpoint(model)
+    estimators = available_estimators(predictor.model.config.objective == "evidential")
+    dev = read_dataset(args.data_dir / "dev.txt")
+    test = read_dataset(args.data_dir / "test.txt")
+    reports = {name: assess(predictor, data, estimators) for name, data in (("dev", dev), ("test", test))}
+    training = read_metadata(model).get("training", {})
+    history = training.get("history", [])
+    plot = reliability_plot(reports["test"].uncertainty, args.out_dir / f"reliability-{model.name}.png",
+                            f"{model.name}: reliability on CoNLL-2003 test")
+    return {
+        "model": model.name,
+        "objective": predictor.model.config.objective,
+        "encoder": predictor.model.config.encoder,
+        "threads": torch.get_num_threads(),
+        "dev": reports["dev"].model_dump(),
+        "test": reports["test"].model_dump(),
+        "training_seconds": history[-1]["seconds"] if history else None,
+        "best_epoch": training.get("epoch"),
+        "epochs_run": len(history),
+        "sentences_per_second": {
+            "confidence": speed(predictor, test[: args.speed_sentences], ["confidence"]),
+            "all_estimators": speed(predictor, test[: args.speed_sentences], estimators),
+        },
+        "reliability_plot": str(plot.relative_to(ROOT)) if plot.is_relative_to(ROOT) else str(plot),
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| model | dev F1 | test F1 | PER | LOC | ORG | MISC | train time | sent/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        per_type = r["test"]["scores"]["per_type"]
+        minutes = f"{r['training_seconds'] / 60:.0f} min ({r['epochs_run']} ep)" if r["training_seconds"] else "n/a"
+        lines.append(
+            f"| {r['model']} ({r['objective']}) | {100 * r['dev']['scores']['micro']['f1']:.2f} | "
+            f"{100 * r['test']['scores']['micro']['f1']:.2f} | "
+            + " | ".join(f"{100 * per_type[t]['f1']:.1f}" for t in ("PER", "LOC", "ORG", "MISC"))
+            + f" | {minutes} | {r['sentences_per_second']['confidence']:.0f} |"
+        )
+    lines += ["", "| model | estimator | test AUROC (wrong vs right) | test ECE | dev AUROC |", "|---|---|---|---|---|"]
+    for r in results:
+        dev_auroc = {q["estimator"]: q["auroc"] for q in r["dev"]["uncertainty"]}
+        for q in r["test"]["uncertainty"]:
+            lines.append(f"| {r['model']} | {q['estimator']} | {q['auroc']:.3f} | {q['ece']:.3f} | "
+                         f"{dev_auroc[q['estimator']]:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    args = parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    models = args.model or [ROOT / "artifacts" / "models" / "default"]
+    results = [benchmark(model, args) for model in models]
+    table = markdown(results)
+    print(table)
+    (args.out_dir / "quality.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    (args.out_dir / "quality.md").write_text(table + "\n", encoding="utf-8")
+    print(f"\nwrote {args.out_dir / 'quality.json'} and {args.out_dir / 'quality.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

