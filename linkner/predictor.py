@@ -141,6 +141,21 @@ class SpanPredictor:
         return too_long
 
     @torch.no_grad()
+    def span_embeddings(self, items: Sequence[tuple[Sequence[str], int, int]], batch_size: int = 64) -> torch.Tensor:
+        """Unit-length embeddings ``[N, 2H]`` of spans ``(words, start, end_exclusive)``: the encoder
+        states of the span's first and last word (what the span classifier itself looks at)."""
+        vectors = []
+        for chunk in _chunks(list(items), batch_size):
+            batch = self.batcher.encode([Sentence(tuple(words)) for words, _, _ in chunk]).to(self.device)
+            states = self.model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+            rows = torch.arange(len(chunk), device=self.device)
+            starts = batch.word_index[rows, torch.tensor([start for _, start, _ in chunk], device=self.device)]
+            ends = batch.word_index[rows, torch.tensor([end - 1 for _, _, end in chunk], device=self.device)]
+            pair = torch.cat([states[rows, starts], states[rows, ends]], dim=-1).float()
+            vectors.append(torch.nn.functional.normalize(pair, dim=-1).cpu())
+        return torch.cat(vectors) if vectors else torch.zeros(0, 2 * self.model.encoder.config.hidden_size)
+
+    @torch.no_grad()
     def _outputs(self, batch, samples: int) -> SpanOutputs:
         """Flattened outputs of the real (unpadded) spans; head-dropout samples when asked."""
         features = self.model.span_features(batch)[batch.span_mask]

@@ -1,0 +1,107 @@
+"""Choosing demonstrations for the LLM prompt: none, random k per label (the paper's), or the k
+training spans most similar to the queried span (by the local encoder's span embedding)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, Sequence
+
+from linkner.data import Sentence
+from linkner.llm.protocol import Demonstration
+
+if TYPE_CHECKING:
+    import torch
+
+    from linkner.predictor import SpanPredictor
+
+DemonstrationKind = Literal["none", "random", "retrieved"]
+SpanRef = tuple[Sequence[str], int, int]  # (words, start, end_exclusive)
+
+
+class DemonstrationSelector(Protocol):
+    def select(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
+        """Demonstrations for each queried span."""
+        ...
+
+
+def training_demonstrations(sentences: Sequence[Sentence]) -> list[Demonstration]:
+    """Every gold entity of ``sentences`` as a demonstration."""
+    return [Demonstration(tokens=s.tokens, start=e.start, end=e.end, label=e.label)
+            for s in sentences for e in s.entities]
+
+
+class NoDemonstrations:
+    def select(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
+        return [[] for _ in spans]
+
+
+class RandomDemonstrations:
+    """``k`` random examples of each label, fixed once (the paper's setting), seeded."""
+
+    def __init__(self, pool: Sequence[Demonstration], k: int = 1, seed: int = 0) -> None:
+        rng = random.Random(seed)
+        by_label: dict[str, list[Demonstration]] = {}
+        for demo in pool:
+            by_label.setdefault(demo.label, []).append(demo)
+        self.chosen = [demo for label in sorted(by_label)
+                       for demo in rng.sample(by_label[label], min(k, len(by_label[label])))]
+        rng.shuffle(self.chosen)
+
+    def select(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
+        return [list(self.chosen) for _ in spans]
+
+
+class RetrievedDemonstrations:
+    """The ``k`` most similar labelled spans by cosine similarity of span embeddings; the most
+    similar comes last (nearest the question). Exact copies of the queried span are skipped."""
+
+    def __init__(self, predictor: "SpanPredictor", pool: Sequence[Demonstration], k: int = 4,
+                 embeddings: "torch.Tensor | None" = None) -> None:
+        self.predictor = predictor
+        self.pool = list(pool)
+        self.k = k
+        self.embeddings = embeddings if embeddings is not None else predictor.span_embeddings(
+            [(demo.tokens, demo.start, demo.end) for demo in self.pool])
+
+    @classmethod
+    def cached(cls, predictor: "SpanPredictor", pool: Sequence[Demonstration], cache: Path, k: int = 4
+               ) -> "RetrievedDemonstrations":
+        """Load the pool's embeddings from ``cache`` (a .pt file) or compute and save them."""
+        import torch
+
+        if cache.is_file():
+            stored = torch.load(cache, weights_only=True)
+            if stored.size(0) == len(pool):
+                return cls(predictor, pool, k, stored)
+        selector = cls(predictor, pool, k)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(selector.embeddings, cache)
+        return selector
+
+    def select(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
+        if not spans:
+            return []
+        queries = self.predictor.span_embeddings(spans)
+        similarity = queries @ self.embeddings.T
+        top = similarity.topk(min(self.k + 2, len(self.pool)), dim=-1).indices.tolist()
+        chosen = []
+        for (words, start, end), candidates in zip(spans, top):
+            picked = [self.pool[i] for i in candidates
+                      if not (self.pool[i].tokens == tuple(words) and (self.pool[i].start, self.pool[i].end) == (start, end))]
+            chosen.append(list(reversed(picked[: self.k])))
+        return chosen
+
+
+def build_selector(kind: DemonstrationKind, predictor: "SpanPredictor | None", pool: Sequence[Demonstration],
+                   k: int, seed: int = 0, cache: Path | None = None) -> DemonstrationSelector:
+    """The selector ``kind`` names (``retrieved`` needs the local predictor for embeddings)."""
+    if kind == "none" or not pool:
+        return NoDemonstrations()
+    if kind == "random":
+        return RandomDemonstrations(pool, k, seed)
+    if predictor is None:
+        raise ValueError("retrieved demonstrations need the local model for span embeddings")
+    if cache is not None:
+        return RetrievedDemonstrations.cached(predictor, pool, cache, k)
+    return RetrievedDemonstrations(predictor, pool, k)

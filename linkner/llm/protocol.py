@@ -1,0 +1,80 @@
+"""The one protocol every LLM backend speaks: a batch of span queries in, one answer per span out.
+
+An answer is a label from the label set or :data:`NON_ENTITY`, never free text. A backend that
+fails returns answers with ``error`` set; it never raises into the linker.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NON_ENTITY = "Non-entity"
+
+
+class Demonstration(BaseModel):
+    """A labelled example span shown to the LLM."""
+
+    model_config = ConfigDict(frozen=True)
+    tokens: tuple[str, ...]
+    start: int
+    end: int
+    label: str  # an entity type or NON_ENTITY
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.tokens[self.start : self.end])
+
+
+class SpanQuery(BaseModel):
+    """One span to classify, in its sentence, with what the local model thought of it."""
+
+    tokens: list[str] = Field(min_length=1)
+    start: int = Field(ge=0)
+    end: int = Field(gt=0)
+    local_label: str | None = None  # None for a span the local model called O
+    alternatives: list[tuple[str, float]] = Field(default_factory=list)
+    demonstrations: list[Demonstration] = Field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.tokens[self.start : self.end])
+
+
+class SpanAnswer(BaseModel):
+    """The LLM's verdict on one span."""
+
+    label: str | None = None  # an entity type, NON_ENTITY, or None when the backend failed
+    score: float | None = None  # probability of ``label`` among the options
+    option_scores: dict[str, float] = Field(default_factory=dict)  # probability per option, when known
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.label is not None
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    """Classifies spans into ``labels + [NON_ENTITY]``."""
+
+    model_id: str
+
+    async def classify(
+        self, queries: Sequence[SpanQuery], labels: Sequence[str], timeout_s: float | None = None
+    ) -> list[SpanAnswer]:
+        """One answer per query, in order; failures come back as answers with ``error`` set."""
+        ...
+
+    async def close(self) -> None:
+        """Release engines, sessions and threads."""
+        ...
+
+
+def failed(queries: Sequence[SpanQuery], model: str, error: str) -> list[SpanAnswer]:
+    """The same error answer for every query."""
+    return [SpanAnswer(model=model, error=error) for _ in queries]

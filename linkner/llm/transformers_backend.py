@@ -1,0 +1,157 @@
+"""A light LLM backend on plain transformers: no generation, no parsing. Each option is scored by
+its log-likelihood as the assistant's answer, so the answer is always one of the options.
+
+- ``letter`` mode: one forward pass per span; the options' letters compete as the next token.
+- ``label`` mode: each option's name plus the end-of-turn token is scored as a continuation
+  (sum of token log-probabilities), all continuations reusing the span prompt's cache.
+The key/value cache of the fixed preamble (system turn, instructions, definitions) is computed
+once per label set and shared by every span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from linkner.encoders import offline_hub
+from linkner.llm.prompts import AnswerMode, PromptBuilder
+from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
+from linkner.llm.scoring import answer_from_logprobs
+
+
+class TransformersBackend:
+    """Scores options with a local causal LM folder (e.g. the prepared SmolLM2)."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        mode: AnswerMode = "label",
+        device: str = "cpu",
+        threads: int | None = None,
+        definitions: dict[str, str] | None = None,
+    ) -> None:
+        if mode not in ("letter", "label"):
+            raise ValueError("the transformers backend scores 'letter' or 'label' options ('choice' is vLLM's)")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        offline_hub()
+        if threads:
+            torch.set_num_threads(threads)
+        path = Path(model_path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a local model folder; run `linkner prepare-llm` first")
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+        self.device = device
+        self.mode: AnswerMode = mode
+        self.definitions = definitions
+        self.model_id = f"transformers:{path.name}:{mode}"
+        self._builders: dict[tuple[str, ...], tuple[PromptBuilder, list[int], Any]] = {}
+        self._lock = threading.Lock()  # one forward pass at a time on this model
+        self._end_ids = self._end_of_turn_ids()
+
+    async def classify(
+        self, queries: Sequence[SpanQuery], labels: Sequence[str], timeout_s: float | None = None
+    ) -> list[SpanAnswer]:
+        """Score every query in a worker thread; a deadline turns unfinished spans into errors."""
+        if not queries:
+            return []
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        try:
+            return await asyncio.to_thread(self._classify_all, list(queries), tuple(labels), deadline)
+        except Exception as error:  # the protocol: failures become error answers
+            return failed(queries, self.model_id, f"{type(error).__name__}: {error}")
+
+    async def close(self) -> None:
+        self._builders.clear()
+
+    # ------------------------------------------------------------------ scoring
+
+    def _classify_all(self, queries: list[SpanQuery], labels: tuple[str, ...], deadline: float | None) -> list[SpanAnswer]:
+        answers = []
+        with self._lock:
+            builder, prefix_ids, prefix_cache = self._builder(labels)
+            for query in queries:
+                if deadline is not None and time.monotonic() > deadline:
+                    answers.append(SpanAnswer(model=self.model_id, error="deadline exceeded before this span"))
+                    continue
+                answers.append(self._classify_one(query, builder, prefix_ids, prefix_cache))
+        return answers
+
+    def _builder(self, labels: tuple[str, ...]) -> tuple[PromptBuilder, list[int], Any]:
+        if labels not in self._builders:
+            builder = PromptBuilder(labels, self.definitions)
+            prefix_ids = self._prompt_ids([{"role": "system", "content": builder.system},
+                                           {"role": "user", "content": builder.preamble}], generation=False)
+            # drop the user turn's closing tokens: the shared prefix ends inside the user message
+            probe = self._prompt_ids(builder.messages(SpanQuery(tokens=["x"], start=0, end=1), self.mode))
+            common = _common_prefix(prefix_ids, probe)
+            with self.torch.no_grad():
+                cache = self.model(self._tensor(prefix_ids[:common]), use_cache=True).past_key_values
+            self._builders[labels] = (builder, prefix_ids[:common], cache)
+        return self._builders[labels]
+
+    def _classify_one(self, query: SpanQuery, builder: PromptBuilder, prefix_ids: list[int], prefix_cache: Any) -> SpanAnswer:
+        torch = self.torch
+        prompt_ids = self._prompt_ids(builder.messages(query, self.mode))
+        shared = len(prefix_ids) if prompt_ids[: len(prefix_ids)] == prefix_ids else 0
+        with torch.no_grad():
+            cache = copy.deepcopy(prefix_cache) if shared else None
+            output = self.model(self._tensor(prompt_ids[shared:]), past_key_values=cache, use_cache=True)
+            last = output.logits[0, -1].float().log_softmax(-1)
+            if self.mode == "letter":
+                letter_ids = [self._single_token(option.letter) for option in builder.options]
+                scores = [last[token].item() for token in letter_ids]
+                completion = 1
+            else:
+                scores, completion = [], 0
+                for option in builder.options:
+                    continuation = self.tokenizer.encode(option.name, add_special_tokens=False) + self._end_ids
+                    branch = copy.deepcopy(output.past_key_values)
+                    rest = self.model(self._tensor(continuation[:-1]), past_key_values=branch).logits[0].float()
+                    logprobs = torch.cat([last.unsqueeze(0), rest.log_softmax(-1)], dim=0)
+                    scores.append(logprobs.gather(1, self._tensor(continuation).T).sum().item())
+                    completion += len(continuation)
+        return answer_from_logprobs(builder.options, scores, self.model_id, len(prompt_ids), completion)
+
+    # ------------------------------------------------------------------ tokens
+
+    def _prompt_ids(self, messages: list[dict[str, str]], generation: bool = True) -> list[int]:
+        if self.tokenizer.chat_template:
+            encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=generation, tokenize=True)
+            ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+            return list(ids)
+        text = "\n\n".join(message["content"] for message in messages) + ("\nAnswer:" if generation else "")
+        return self.tokenizer.encode(text)
+
+    def _end_of_turn_ids(self) -> list[int]:
+        for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+                return [token_id]
+        return [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+
+    def _single_token(self, text: str) -> int:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"option letter {text!r} is not a single token for this tokenizer")
+        return ids[0]
+
+    def _tensor(self, ids: Sequence[int] | Sequence[Sequence[int]]) -> Any:
+        tensor = self.torch.tensor(ids, dtype=self.torch.long, device=self.device)
+        return tensor.unsqueeze(0) if tensor.dim() == 1 else tensor
+
+
+def _common_prefix(first: Sequence[int], second: Sequence[int]) -> int:
+    length = 0
+    for a, b in zip(first, second):
+        if a != b:
+            break
+        length += 1
+    return length

