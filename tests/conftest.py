@@ -101,3 +101,8 @@ def tiny_checkpoint(tiny_encoder: Path, toy_train, toy_dev, tmp_path_factory: py
                          max_span_len=4)
     Trainer(config, toy_train, toy_dev, output).fit()
     return output
+
+
+import sys as _sys
+
+_sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers (openai_peer, tests_helpers)

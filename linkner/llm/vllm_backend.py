@@ -166,8 +166,9 @@ class VLLMBackend:
         end = self._end_of_turn()
         scores, completion = [], 0
         sequences = [self._tokenizer.encode(option.name, add_special_tokens=False) + end for option in options]
-        params = [SamplingParams(max_tokens=1, prompt_logprobs=0, prompt_logprob_start=len(prompt_ids) - 1)
-                  for _ in sequences]
+        # prompt_logprobs=0 returns each prompt token's own log-probability (scoring only the
+        # continuation rows, prompt_logprob_token_ids, needs vLLM's V2 model runner)
+        params = [SamplingParams(max_tokens=1, prompt_logprobs=0) for _ in sequences]
         outputs = await asyncio.gather(*[
             self._generate({"prompt_token_ids": prompt_ids + continuation}, param)
             for continuation, param in zip(sequences, params)

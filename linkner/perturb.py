@@ -1,0 +1,94 @@
+"""Seeded perturbations of a labelled data set, for robustness evaluation.
+
+- ``typo``: one character edit (swap, drop, double or replace) inside a word of each entity.
+- ``oov``: each entity replaced by a made-up, plausible name of the same type that does not occur
+  in a reference vocabulary (the training data), so the local model has never seen it.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Iterable, Literal, Sequence
+
+from linkner.data import Sentence, Span, make_sentence
+
+PerturbKind = Literal["typo", "oov"]
+_ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r", "s", "st", "t", "tr",
+           "v", "z", "ch", "sh", "th"]
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou", "ia"]
+_CODAS = ["", "", "n", "r", "l", "s", "k", "m", "nd", "rt"]
+_SUFFIXES = {
+    "LOC": ["burg", "ville", "stan", "ia", "port", "field", "grad"],
+    "ORG": ["Corp", "Group", "United", "Holdings", "Bank", "Party", "Institute"],
+    "MISC": ["ian", "ese", "ish", "Cup", "Open", "Prize"],
+}
+
+
+def _syllables(rng: random.Random, count: int) -> str:
+    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(count))
+
+
+def invented_name(label: str, rng: random.Random) -> list[str]:
+    """A pronounceable made-up name for an entity type (CoNLL's four; others like ORG)."""
+    if label == "PER":
+        return [_syllables(rng, rng.randint(1, 2)).capitalize(), _syllables(rng, rng.randint(2, 3)).capitalize()]
+    if label == "LOC":
+        return [_syllables(rng, 2).capitalize() + rng.choice(_SUFFIXES["LOC"])]
+    if label == "MISC":
+        suffix = rng.choice(_SUFFIXES["MISC"])
+        stem = _syllables(rng, 2).capitalize()
+        return [stem + suffix] if suffix.islower() else [stem, suffix]
+    return [_syllables(rng, 2).capitalize(), rng.choice(_SUFFIXES["ORG"])]
+
+
+def typo(word: str, rng: random.Random) -> str:
+    """One character edit that changes ``word`` (words shorter than 3 characters stay)."""
+    if len(word) < 3:
+        return word
+    position = rng.randrange(1, len(word) - 1)
+    edit = rng.choice(["swap", "drop", "double", "replace"])
+    if edit == "swap" and word[position] != word[position + 1]:
+        return word[:position] + word[position + 1] + word[position] + word[position + 2:]
+    if edit == "drop":
+        return word[:position] + word[position + 1:]
+    if edit == "double":
+        return word[:position] + word[position] + word[position:]
+    letters = [c for c in "abcdefghijklmnopqrstuvwxyz" if c != word[position].lower()]
+    return word[:position] + rng.choice(letters) + word[position + 1:]
+
+
+def perturb_sentence(sentence: Sentence, kind: PerturbKind, rng: random.Random, vocabulary: set[str]) -> Sentence:
+    """Perturb every entity of ``sentence``; sentences without entities come back unchanged."""
+    if not sentence.entities:
+        return sentence
+    tokens: list[str] = []
+    spans: list[Span] = []
+    cursor = 0
+    for entity in sentence.entities:
+        tokens.extend(sentence.tokens[cursor : entity.start])
+        words = list(sentence.tokens[entity.start : entity.end])
+        if kind == "typo":
+            candidates = [i for i, word in enumerate(words) if len(word) >= 3]
+            if candidates:
+                index = rng.choice(candidates)
+                words[index] = typo(words[index], rng)
+        else:
+            for _ in range(20):
+                words = invented_name(entity.label, rng)
+                if not any(word.lower() in vocabulary for word in words if len(word) > 3):
+                    break
+        spans.append(Span(len(tokens), len(tokens) + len(words), entity.label))
+        tokens.extend(words)
+        cursor = entity.end
+    tokens.extend(sentence.tokens[cursor:])
+    return make_sentence(tokens, spans)
+
+
+def perturb(sentences: Sequence[Sentence], kind: PerturbKind, seed: int = 0,
+            reference: Iterable[Sentence] = ()) -> list[Sentence]:
+    """A perturbed copy of ``sentences``; the same seed gives the same copy."""
+    if kind not in ("typo", "oov"):
+        raise ValueError(f"unknown perturbation {kind!r}; choose typo or oov")
+    rng = random.Random(f"{kind}:{seed}")
+    vocabulary = {token.lower() for sentence in reference for token in sentence.tokens}
+    return [perturb_sentence(sentence, kind, rng, vocabulary) for sentence in sentences]

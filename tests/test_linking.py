@@ -1,0 +1,137 @@
+import asyncio
+
+import pytest
+
+from linkner.data import Span
+from linkner.evaluation import entity_scores
+from linkner.link_eval import AnswerCache, calibrate, evaluate_linking
+from linkner.linking import Calibration, DetectionPolicy, RDCLinker, detect, merge
+from linkner.llm.openai_backend import OpenAIBackend, OpenAISettings
+from linkner.llm.oracle import OracleBackend
+from linkner.llm.protocol import NON_ENTITY, SpanAnswer
+from linkner.predictor import EntityPrediction, SpanPredictor
+from openai_peer import OpenAIPeer, closed_port
+
+
+def entity(start, end, label, u):
+    return EntityPrediction(start=start, end=end, label=label, probability=1 - u, uncertainty={"confidence": u})
+
+
+PREDICTIONS = [[entity(0, 2, "PER", 0.05), entity(3, 4, "LOC", 0.6)], [entity(1, 2, "ORG", 0.3)]]
+
+
+def test_threshold_budget_and_cap():
+    assert detect(PREDICTIONS, DetectionPolicy(kind="threshold", threshold=0.2)) == [(0, 1), (1, 0)]
+    assert detect(PREDICTIONS, DetectionPolicy(kind="budget", budget=0.34)) == [(0, 1), (1, 0)]
+    assert detect(PREDICTIONS, DetectionPolicy(kind="budget", budget=0.33)) == [(0, 1)]
+    assert detect(PREDICTIONS, DetectionPolicy(kind="threshold", threshold=0.0, max_llm_spans=1)) == [(0, 1)]
+    assert detect(PREDICTIONS, DetectionPolicy(kind="none")) == []
+
+
+def test_calibrated_policy_routes_nothing_when_the_llm_did_not_help():
+    calibration = Calibration(estimator="confidence", threshold=None, llm_model="m", dev_f1_local=0.9,
+                              dev_f1_linked=0.9, routed_share=0.0, max_share=0.3, sentences=10)
+    assert detect(PREDICTIONS, DetectionPolicy(kind="calibrated", calibration=calibration)) == []
+    routed = DetectionPolicy(kind="calibrated", calibration=calibration.model_copy(update={"threshold": 0.1}))
+    assert detect(PREDICTIONS, routed) == [(0, 1), (1, 0)]
+
+
+def test_policy_validation_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown uncertainty estimator 'vibes'"):
+        DetectionPolicy(estimator="vibes")
+    with pytest.raises(ValueError, match="linkner calibrate|calibration"):
+        DetectionPolicy(kind="calibrated")
+    with pytest.raises(ValueError):
+        DetectionPolicy(threshold=1.5)
+
+
+def test_merge_replaces_drops_and_degrades():
+    answers = [SpanAnswer(label="ORG", score=0.8, model="m", prompt_tokens=10),
+               SpanAnswer(label=NON_ENTITY, score=0.9, model="m"),
+               SpanAnswer(error="boom", model="m")]
+    predictions = PREDICTIONS + [[entity(0, 1, "MISC", 0.9)]]
+    linked, stats = merge(predictions, "confidence", [(0, 1), (1, 0), (2, 0)], answers)
+    assert [(e.label, e.source) for e in linked[0]] == [("PER", "local"), ("ORG", "llm")]
+    assert linked[0][1].local_label == "LOC" and linked[0][1].llm_score == 0.8
+    assert linked[1] == []  # Non-entity dropped the span
+    assert linked[2][0].label == "MISC" and linked[2][0].degraded and linked[2][0].source == "local"
+    assert stats.degraded and "boom" in stats.degraded_reason
+    assert (stats.routed, stats.changed, stats.dropped, stats.llm_errors, stats.prompt_tokens) == (3, 1, 1, 1, 10)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_oracle_linking_can_only_help(tiny_checkpoint, toy_dev):
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    tokens = [s.tokens for s in toy_dev]
+    gold = [s.entities for s in toy_dev]
+    linker = RDCLinker(predictor, OracleBackend(toy_dev), DetectionPolicy(kind="budget", budget=0.3))
+    local = run(linker.link(tokens, DetectionPolicy(kind="none")))
+    linked = run(linker.link(tokens))
+    f1 = lambda result: entity_scores(gold, [[Span(e.start, e.end, e.label) for e in s] for s in result.sentences]).micro.f1
+    assert local.stats.routed == 0 and linked.stats.routed > 0
+    assert f1(linked) >= f1(local)
+    assert set(linked.stats.timings_s) == {"recognize", "detect", "classify", "merge"}
+
+
+def test_unreachable_llm_gives_local_answer_marked_degraded(tiny_checkpoint, toy_dev):
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    backend = OpenAIBackend(OpenAISettings(base_url=f"http://127.0.0.1:{closed_port()}/v1", model="m",
+                                           max_retries=0))
+    linker = RDCLinker(predictor, backend, DetectionPolicy(kind="budget", budget=1.0))
+    local = run(RDCLinker(predictor, None, DetectionPolicy()).link([s.tokens for s in toy_dev[:5]]))
+    result = run(linker.link([s.tokens for s in toy_dev[:5]]))
+    assert result.stats.degraded and "LLM failed" in result.stats.degraded_reason
+    assert [[(e.start, e.end, e.label) for e in s] for s in result.sentences] == \
+           [[(e.start, e.end, e.label) for e in s] for s in local.sentences]
+    assert all(e.degraded for s in result.sentences for e in s)
+
+
+def test_deadline_shorter_than_the_llm_keeps_local_answers(tiny_checkpoint, toy_dev):
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    with OpenAIPeer(delay_s=3.0) as peer:
+        backend = OpenAIBackend(OpenAISettings(base_url=peer.base_url, model="m"))
+        linker = RDCLinker(predictor, backend, DetectionPolicy(kind="budget", budget=1.0), llm_timeout_s=0.3)
+        result = run(linker.link([s.tokens for s in toy_dev[:3]]))
+    assert result.stats.degraded and result.stats.timings_s["classify"] < 2.0
+    assert sum(len(s) for s in result.sentences) > 0
+
+
+def test_calibration_routes_nothing_for_a_useless_llm_and_something_for_the_oracle(tiny_checkpoint, toy_dev):
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    predictions = predictor.predict([s.tokens for s in toy_dev], ["confidence"])
+
+    class Contrarian:  # always says Non-entity: dropping right answers never helps F1 here
+        model_id = "contrarian"
+
+        async def classify(self, queries, labels, timeout_s=None):
+            return [SpanAnswer(label=NON_ENTITY, score=1.0, model="contrarian") for _ in queries]
+
+        async def close(self):
+            return None
+
+    useless = AnswerCache(Contrarian(), toy_dev, predictions, predictor.labels)
+    oracle = AnswerCache(OracleBackend(toy_dev), toy_dev, predictions, predictor.labels)
+    ranked = sorted(((i, j) for i, s in enumerate(predictions) for j in range(len(s))),
+                    key=lambda ref: -predictions[ref[0]][ref[1]].uncertainty["confidence"])
+    run(useless.ensure(ranked, progress=False))
+    run(oracle.ensure(ranked, progress=False))
+    none = calibrate(toy_dev, predictions, "confidence", useless, max_share=1.0)
+    good = calibrate(toy_dev, predictions, "confidence", oracle, max_share=1.0)
+    if good.dev_f1_local < 1.0:
+        assert good.threshold is not None and good.dev_f1_linked > good.dev_f1_local
+    assert none.dev_f1_linked >= none.dev_f1_local  # never worse than local on the data it was fit on
+
+
+def test_evaluate_linking_report_and_plot(tiny_checkpoint, toy_dev, tmp_path):
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    report = run(evaluate_linking(predictor, toy_dev, "toy", [0.1, 0.5, 1.0], ["confidence", "entropy"],
+                                  backend=OracleBackend(toy_dev), dev=toy_dev, plot=tmp_path / "sweep.png",
+                                  progress=False))
+    assert report.oracle_f1_at("confidence", 1.0) >= report.local_f1
+    assert report.llm.accuracy_on_asked == 1.0 and report.llm.errors == 0
+    assert report.calibrated_f1 >= report.local_f1
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert "oracle, entropy" in report.markdown()
