@@ -224,9 +224,10 @@ async def evaluate_linking(
     predictor, data: Sequence[Sentence], data_name: str, shares: Sequence[float], estimators: Sequence[str],
     backend: LLMBackend | None = None, llm_estimator: str = "confidence", dev: Sequence[Sentence] = (),
     selector: "DemonstrationSelector | None" = None, max_share_calibration: float = 0.3,
-    plot: Path | None = None, progress: bool = True,
+    plot: Path | None = None, progress: bool = True, calibration: Calibration | None = None,
 ) -> LinkingReport:
-    """Local-only, oracle sweeps per estimator, and (with a backend) the LLM sweep and calibration."""
+    """Local-only, oracle sweeps per estimator, and (with a backend) the LLM sweep; the routing
+    threshold is ``calibration``'s, or calibrated on ``dev`` when that is given instead."""
     from linkner.assessment import predict_with_progress
     from linkner.llm.oracle import OracleBackend
 
@@ -253,12 +254,13 @@ async def evaluate_linking(
             spans_asked=len(asked), accuracy_on_asked=right / max(1, len(asked)),
             errors=sum(not a.ok for a in answers), prompt_tokens=sum(a.prompt_tokens for a in answers),
             completion_tokens=sum(a.completion_tokens for a in answers), seconds=cache.seconds)
-        if dev:
+        if calibration is None and dev:
             dev_predictions = predict_with_progress(predictor, dev, [llm_estimator], progress)
             dev_cache = AnswerCache(backend, dev, dev_predictions, predictor.labels, selector)
             dev_ranked = ranked_spans(dev_predictions, llm_estimator)
             await dev_cache.ensure(dev_ranked[: math.ceil(max_share_calibration * len(dev_ranked))], progress=progress)
             calibration = calibrate(dev, dev_predictions, llm_estimator, dev_cache, max_share_calibration)
+        if calibration is not None:
             routed = [] if calibration.threshold is None else [
                 ref for ref in ranked if predictions[ref[0]][ref[1]].uncertainty[llm_estimator] > calibration.threshold]
             await cache.ensure(routed, progress=progress)

@@ -106,3 +106,23 @@ def tiny_checkpoint(tiny_encoder: Path, toy_train, toy_dev, tmp_path_factory: py
 import sys as _sys
 
 _sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers (openai_peer, tests_helpers)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The embedded SmolLM2-135M, converted once from its GGUF into artifacts/llm (about 40 s)."""
+    from linkner.llm.factory import DEFAULT_LLM_FOLDER
+    from linkner.llm.prepare import embedded_gguf_path, prepare_llm
+
+    try:
+        embedded_gguf_path()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    return prepare_llm(DEFAULT_LLM_FOLDER)
+
+
+LLM_QUERIES_SENTENCES = [
+    (["Peter", "Blackburn", "spoke", "in", "Brussels", "."], 0, 2),
+    (["Peter", "Blackburn", "spoke", "in", "Brussels", "."], 4, 5),
+    (["Shares", "of", "Reuters", "rose", "."], 2, 3),
+]

@@ -57,6 +57,14 @@ class VLLMBackend:
         self._ids = itertools.count()
         self._builders: dict[tuple[str, ...], PromptBuilder] = {}
 
+    def with_mode(self, mode: AnswerMode) -> "VLLMBackend":
+        """A view of this backend answering in another mode, sharing the same engine."""
+        other = VLLMBackend.__new__(VLLMBackend)
+        other.__dict__.update(self.__dict__)
+        other.settings = self.settings.model_copy(update={"mode": mode})
+        other.model_id = self.model_id.rsplit(":", 1)[0] + f":{mode}"
+        return other
+
     async def start(self) -> None:
         """Start the engine (tens of seconds on CPU); later calls return at once."""
         async with self._start_lock:

@@ -1,0 +1,107 @@
+"""Linking benchmark on CoNLL-2003: local-only F1, oracle-linked F1 against LLM share for each
+uncertainty estimator (full dev and test), and the embedded LLM (SmolLM2-135M, vLLM when
+installed, else transformers) with retrieved demonstrations on the first N sentences of test
+and of its perturbed copies (typos, out-of-vocabulary names), its threshold calibrated on dev.
+Prints markdown tables; writes JSON, markdown and PNG sweeps to benchmarks/results/.
+
+    python benchmarks/linking.py --model artifacts/models/default [--llm-sentences 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from linkner.assessment import estimator_names  # noqa: E402
+from linkner.link_eval import evaluate_linking  # noqa: E402
+from linkner.llm.demonstrations import build_selector, training_demonstrations  # noqa: E402
+from linkner.llm.factory import LLMConfig, build_backend, vllm_available  # noqa: E402
+from linkner.llm.prepare import prepare_llm  # noqa: E402
+from linkner.perturb import perturb  # noqa: E402
+from linkner.predictor import SpanPredictor  # noqa: E402
+from linkner.readers import read_dataset  # noqa: E402
+
+SHARES = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default")
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--backend", choices=["auto", "vllm", "transformers", "none"], default="auto")
+    parser.add_argument("--mode", choices=["letter", "label", "choice"], default="letter")
+    parser.add_argument("--demonstrations", choices=["none", "random", "retrieved"], default="retrieved")
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--llm-estimator", default="confidence")
+    parser.add_argument("--llm-sentences", type=int, default=1000, help="sentences per set the LLM sees")
+    parser.add_argument("--max-share", type=float, default=0.3)
+    parser.add_argument("--threads", type=int, default=None)
+    return parser.parse_args()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    predictor = SpanPredictor.from_checkpoint(args.model)
+    estimators = estimator_names("all", predictor)
+    train = read_dataset(args.data_dir / "train.txt")
+    dev = read_dataset(args.data_dir / "dev.txt")
+    test = read_dataset(args.data_dir / "test.txt")
+    sets = {"test": test, "test-typo": perturb(test, "typo", 0, train), "test-oov": perturb(test, "oov", 0, train)}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict = {"oracle": {}, "llm": {}}
+    markdown = ["## Oracle linking (full sets)", ""]
+    for name, data in [("dev", dev), *sets.items()]:
+        report = await evaluate_linking(predictor, data, name, SHARES, estimators,
+                                        plot=args.out_dir / f"sweep-oracle-{name}.png")
+        results["oracle"][name] = report.model_dump()
+        markdown += [report.markdown(), ""]
+        print(report.markdown(), "\n", flush=True)
+
+    backend_name = args.backend
+    if backend_name == "auto":
+        backend_name = "vllm" if vllm_available() else "transformers"
+    if backend_name != "none":
+        llm_folder = prepare_llm(ROOT / "artifacts" / "llm" / "smollm2-135m")
+        backend = build_backend(LLMConfig(backend=backend_name, model=str(llm_folder), mode=args.mode,
+                                          threads=args.threads))
+        pool = training_demonstrations(train)
+        selector = build_selector(args.demonstrations, predictor, pool, args.k,
+                                  cache=args.model / f"demonstrations-{len(pool)}.pt")
+        n = args.llm_sentences
+        markdown += [f"## {backend.model_id}, {args.demonstrations} demonstrations (k={args.k}), first {n} sentences", ""]
+        calibration = None
+        try:
+            for name, data in sets.items():
+                report = await evaluate_linking(
+                    predictor, data[:n], f"{name}[:{n}]", SHARES, [args.llm_estimator], backend, args.llm_estimator,
+                    dev=dev[:n], selector=selector, max_share_calibration=args.max_share,
+                    plot=args.out_dir / f"sweep-llm-{name}.png", calibration=calibration)
+                calibration = report.calibration
+                results["llm"][name] = report.model_dump()
+                markdown += [report.markdown(), ""]
+                print(report.markdown(), "\n", flush=True)
+        finally:
+            await backend.close()
+    (args.out_dir / "linking.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    (args.out_dir / "linking.md").write_text("\n".join(markdown) + "\n", encoding="utf-8")
+    print(f"wrote {args.out_dir / 'linking.json'} and {args.out_dir / 'linking.md'}", file=sys.stderr)
+    return 0
+
+
+def main() -> int:
+    args = parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
