@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Protocol, Sequence
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -90,6 +90,7 @@ class LinkedEntity(BaseModel):
     llm_label: str | None = None
     llm_score: float | None = None
     degraded: bool = False  # routed, but the LLM could not answer: the local label stands
+    alternatives: list[tuple[str, float]] = Field(default_factory=list)  # the local model's top classes
 
 
 class LinkStats(BaseModel):
@@ -128,7 +129,8 @@ def merge(
         for j, entity in enumerate(entities):
             base = LinkedEntity(start=entity.start, end=entity.end, label=entity.label, source="local",
                                 local_label=entity.label, local_probability=entity.probability,
-                                uncertainty=entity.uncertainty.get(estimator, 1.0 - entity.probability))
+                                uncertainty=entity.uncertainty.get(estimator, 1.0 - entity.probability),
+                                alternatives=entity.alternatives)
             answer = by_ref.get((i, j))
             if answer is None:
                 linked.append(base)
@@ -188,18 +190,40 @@ async def classify_with_deadline(
     return list(answers)
 
 
+class Recognizer(Protocol):
+    """The local model as the linker sees it: in-process, or a remote replica pool."""
+
+    labels: list[str]
+
+    async def recognize(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str]
+                        ) -> list[list["EntityPrediction"]]:
+        ...
+
+
+class LocalRecognizer:
+    """A :class:`SpanPredictor` in this process (inference runs in a worker thread)."""
+
+    def __init__(self, predictor: "SpanPredictor") -> None:
+        self.predictor = predictor
+        self.labels = predictor.labels
+
+    async def recognize(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str]
+                        ) -> list[list["EntityPrediction"]]:
+        return await asyncio.to_thread(self.predictor.predict, sentences, list(estimators))
+
+
 class RDCLinker:
     """Runs Recognize, Detect, Classify and merge for batches of word-tokenised sentences."""
 
     def __init__(
         self,
-        predictor: "SpanPredictor",
+        recognizer: "Recognizer | SpanPredictor",
         backend: LLMBackend | None,
         policy: DetectionPolicy,
         selector: "DemonstrationSelector | None" = None,
         llm_timeout_s: float | None = 30.0,
     ) -> None:
-        self.predictor = predictor
+        self.recognizer = recognizer if hasattr(recognizer, "recognize") else LocalRecognizer(recognizer)
         self.backend = backend
         self.policy = policy
         self.selector = selector
@@ -213,7 +237,7 @@ class RDCLinker:
         policy = policy or self.policy
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        predictions = await asyncio.to_thread(self.predictor.predict, sentences, [policy.estimator])
+        predictions = await self.recognizer.recognize(sentences, [policy.estimator])
         timings["recognize"] = time.perf_counter() - started
         mark = time.perf_counter()
         routed = detect(predictions, policy) if self.backend is not None else []
@@ -223,7 +247,7 @@ class RDCLinker:
         if routed and self.backend is not None:
             queries = await asyncio.to_thread(span_queries, sentences, predictions, routed, self.selector)
             deadline = timeout_s if timeout_s is not None else self.llm_timeout_s
-            answers = await classify_with_deadline(self.backend, queries, self.predictor.labels, deadline)
+            answers = await classify_with_deadline(self.backend, queries, self.recognizer.labels, deadline)
         timings["classify"] = time.perf_counter() - mark
         mark = time.perf_counter()
         linked, stats = merge(predictions, policy.estimator, routed, answers)
