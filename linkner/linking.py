@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, Sequence
 from pydantic import BaseModel, Field, model_validator
 
 from linkner.llm.protocol import NON_ENTITY, LLMBackend, SpanAnswer, SpanQuery
+from linkner.telemetry import traced
 from linkner.uncertainty import ESTIMATORS
 
 if TYPE_CHECKING:
@@ -236,21 +237,29 @@ class RDCLinker:
         """Link a batch; ``policy`` and ``timeout_s`` override the defaults for this call."""
         policy = policy or self.policy
         timings: dict[str, float] = {}
-        started = time.perf_counter()
-        predictions = await self.recognizer.recognize(sentences, [policy.estimator])
-        timings["recognize"] = time.perf_counter() - started
-        mark = time.perf_counter()
-        routed = detect(predictions, policy) if self.backend is not None else []
-        timings["detect"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        answers: list[SpanAnswer] = []
-        if routed and self.backend is not None:
-            queries = await asyncio.to_thread(span_queries, sentences, predictions, routed, self.selector)
-            deadline = timeout_s if timeout_s is not None else self.llm_timeout_s
-            answers = await classify_with_deadline(self.backend, queries, self.recognizer.labels, deadline)
-        timings["classify"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        linked, stats = merge(predictions, policy.estimator, routed, answers)
-        timings["merge"] = time.perf_counter() - mark
-        stats.timings_s = timings
-        return LinkResult(sentences=linked, stats=stats)
+        with traced("linkner.link", sentences=len(sentences), policy=policy.kind, estimator=policy.estimator) as span:
+            started = time.perf_counter()
+            with traced("linkner.recognize", sentences=len(sentences)):
+                predictions = await self.recognizer.recognize(sentences, [policy.estimator])
+            timings["recognize"] = time.perf_counter() - started
+            mark = time.perf_counter()
+            with traced("linkner.detect", spans=sum(map(len, predictions))):
+                routed = detect(predictions, policy) if self.backend is not None else []
+            timings["detect"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            answers: list[SpanAnswer] = []
+            if routed and self.backend is not None:
+                with traced("linkner.classify", routed=len(routed)):
+                    queries = await asyncio.to_thread(span_queries, sentences, predictions, routed, self.selector)
+                    deadline = timeout_s if timeout_s is not None else self.llm_timeout_s
+                    answers = await classify_with_deadline(self.backend, queries, self.recognizer.labels, deadline)
+            timings["classify"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            with traced("linkner.merge"):
+                linked, stats = merge(predictions, policy.estimator, routed, answers)
+            timings["merge"] = time.perf_counter() - mark
+            stats.timings_s = timings
+            if span is not None:
+                span.set_attribute("linkner.routed", stats.routed)
+                span.set_attribute("linkner.degraded", stats.degraded)
+            return LinkResult(sentences=linked, stats=stats)

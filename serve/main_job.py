@@ -1,26 +1,30 @@
-"""The README's main job. Today: make sure the default model exists (training it on first run),
-evaluate it on the test split and tag a sample sentence. It grows into starting the service."""
+"""The README's main job: make sure the default model exists (training it on first run) and the
+embedded LLM is prepared, start Ray on this machine, deploy ``serve_config.yaml`` with its gRPC
+gateway, and answer a sample request through the Python client."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = Path(os.environ.get("LINKNER_MODEL", ROOT / "artifacts" / "models" / "default"))
 DEFAULT_DATA = Path(os.environ.get("LINKNER_CONLL_DIR", ROOT.parent / "shared" / "data" / "conll2003"))
-SAMPLE = "Peter Blackburn of the European Commission spoke in Brussels about German beef ."
+SAMPLE = "Peter Blackburn of the European Commission spoke in Brussels about German beef."
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="checkpoint folder (trained if absent)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder with train/dev/test.txt")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml", help="Ray Serve config file")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="folder with train/dev txt (training)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs when training the default model")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads while training")
+    parser.add_argument("--once", action="store_true", help="answer the sample request, then shut down")
+    parser.add_argument("--text", default=SAMPLE, help="the sample request's text")
     return parser
 
 
@@ -31,45 +35,108 @@ def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int |
     from linkner.training import TrainConfig, Trainer
 
     if is_checkpoint(model):
-        print(f"using the trained model in {model}", file=sys.stderr)
+        print(f"model: {model}", file=sys.stderr)
         return model
     for split in ("train", "dev"):
         if not (data_dir / f"{split}.txt").is_file():
             raise SystemExit(f"no checkpoint at {model} and no training data at {data_dir / split}.txt: "
-                             "pass --data-dir, or --model pointing at a trained checkpoint")
+                             "pass --data-dir, or set ner.checkpoint in the config to a trained model")
     overrides = {key: value for key, value in {"threads": threads, "epochs": epochs}.items() if value}
     config = TrainConfig(**overrides)
-    print(f"no checkpoint at {model}: training the default model ({config.encoder} encoder, "
-          f"{config.epochs} epochs; cached for later runs)", file=sys.stderr)
+    print(f"no checkpoint at {model}: training the default model ({config.encoder} encoder, up to {config.epochs} "
+          "epochs, about 5-8 minutes each on 2 CPU cores; cached for later runs)", file=sys.stderr)
     Trainer(config, read_dataset(data_dir / "train.txt"), read_dataset(data_dir / "dev.txt"), model).fit(resume=True)
     return model
 
 
+def load_config(path: Path) -> dict[str, Any]:
+    """The Serve config file (proxy options and the LinkNER application's args)."""
+    import yaml
+
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such config file")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def start_ray(object_store_mb: int = 512) -> None:
+    """A single-node Ray on loopback (no dashboard)."""
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+             object_store_memory=object_store_mb * 1024 * 1024, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}})
+
+
+def deploy(serve_config: dict[str, Any]) -> tuple[str, int]:
+    """Start Serve with the config's proxy options and run its LinkNER application."""
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from serve.app import build_app
+
+    grpc = serve_config.get("grpc_options", {})
+    http = serve_config.get("http_options", {})
+    port = int(grpc.get("port", 9000))
+    serve.start(http_options={"host": http.get("host", "127.0.0.1"), "port": int(http.get("port", 8000))},
+                grpc_options=gRPCOptions(port=port, grpc_servicer_functions=grpc.get("grpc_servicer_functions", [])))
+    application = serve_config["applications"][0]
+    serve.run(build_app(application.get("args", {})), name=application["name"],
+              route_prefix=application.get("route_prefix", "/linkner"))
+    return application["name"], port
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from linkner.assessment import assess
-    from linkner.evaluation import reliability_plot
-    from linkner.predictor import SpanPredictor
-    from linkner.readers import read_dataset
-    from linkner.uncertainty import available_estimators
+    serve_config = load_config(args.config)
+    app_args = serve_config["applications"][0].setdefault("args", {})
+    from serve.app import _absolute_paths
+    from linkner.serving_config import AppConfig
 
-    if args.threads:
-        import torch
+    config = _absolute_paths(AppConfig.model_validate(app_args))
+    ensure_model(Path(config.ner.checkpoint), args.data_dir, args.threads, args.epochs)
+    if config.llm_pool.enabled and config.llm_pool.llm.backend != "openai":
+        from linkner.llm.factory import vllm_available
+        from linkner.llm.prepare import prepare_llm
 
-        torch.set_num_threads(args.threads)
-    model = ensure_model(args.model, args.data_dir, args.threads, args.epochs)
-    predictor = SpanPredictor.from_checkpoint(model)
-    estimators = available_estimators(predictor.model.config.objective == "evidential")
-    test = args.data_dir / "test.txt"
-    if test.is_file():
-        report = assess(predictor, read_dataset(test), estimators)
-        print(f"\n## {model.name} on {test}\n\n{report.markdown()}\n")
-        plot = reliability_plot(report.uncertainty, model / "reliability-test.png", "Reliability on CoNLL-2003 test")
-        print(f"reliability plot: {plot}")
-    words = SAMPLE.split()
-    print(f"\nsample: {SAMPLE}")
-    for entity in predictor.predict([words], estimators)[0]:
-        scores = ", ".join(f"{name} {value:.3f}" for name, value in entity.uncertainty.items())
-        print(f"  {' '.join(words[entity.start:entity.end])!r:32} {entity.label:5} p={entity.probability:.3f}  "
-              f"uncertainty: {scores}")
+        print(f"LLM: {prepare_llm(config.llm_pool.llm.model)}", file=sys.stderr)
+        if config.llm_pool.llm.backend == "vllm" and not vllm_available():
+            print("vLLM is not installed: the LLM pool uses the transformers backend", file=sys.stderr)
+            app_args.setdefault("llm_pool", {}).setdefault("llm", {})["backend"] = "transformers"
+    started = time.monotonic()
+    start_ray()
+    name, port = deploy(serve_config)
+    print(f"LinkNER is up in {time.monotonic() - started:.0f}s: gRPC on 127.0.0.1:{port}, application {name!r} "
+          f"(service linkner.v1.LinkNER)", file=sys.stderr)
+
+    from clients.client import LinkNERClient
+
+    with LinkNERClient(f"127.0.0.1:{port}", name, timeout_s=60) as client:
+        result = client.recognize(args.text)
+    print(f"\nrequest: {args.text}")
+    for entity in result.entities:
+        llm = f", LLM score {entity.llm_score:.2f}" if entity.llm_score is not None else ""
+        print(f"  {entity.text!r:30} {entity.label:5} [{entity.char_start}:{entity.char_end}] from {entity.source}, "
+              f"uncertainty {entity.uncertainty:.3f}{llm}")
+    print(f"  LLM spans {result.llm_spans}, degraded {result.degraded}, "
+          f"{result.timings_ms.get('total', 0):.0f} ms in the service\n")
+    if args.once:
+        _shutdown()
+        return 0
+    print(f"try: .venv/bin/linkner-client --target 127.0.0.1:{port} recognize \"Angela Merkel visited Paris.\"\n"
+          "stop: Ctrl-C", file=sys.stderr)
+    signal.signal(signal.SIGTERM, lambda *_: (_shutdown(), sys.exit(0)))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        _shutdown()
     return 0
+
+
+def _shutdown() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()

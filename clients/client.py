@@ -1,0 +1,162 @@
+"""Python clients of the LinkNER gRPC service (sync and asyncio). They need only ``protos/``.
+
+Both send Ray Serve's ``application`` metadata, pass the call's deadline as a gRPC deadline and
+as ``linkner-deadline-ms`` metadata (so the server bounds its LLM step by it), and retry
+``UNAVAILABLE`` with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Iterable, Sequence
+
+import grpc
+
+from clients.models import Result, result_from_proto
+from protos.linkner.v1 import linkner_pb2 as pb
+from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = "127.0.0.1:9000"
+DEFAULT_APPLICATION = "linkner"
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
+
+
+class LinkNERError(RuntimeError):
+    """The service refused or failed a call; ``code`` is the gRPC status."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+def build_options(estimator: str | None = None, policy: str | None = None, threshold: float | None = None,
+                  budget: float | None = None, max_llm_spans: int | None = None,
+                  return_candidates: bool = False) -> pb.Options:
+    """A ``linkner.v1.Options`` message from keyword arguments (None keeps the server's choice)."""
+    options = pb.Options(estimator=estimator or "", policy=policy or "", return_candidates=return_candidates)
+    if threshold is not None:
+        options.threshold = threshold
+    if budget is not None:
+        options.budget = budget
+    if max_llm_spans is not None:
+        options.max_llm_spans = max_llm_spans
+    return options
+
+
+def build_request(text: str | None = None, words: Sequence[str] | None = None, request_id: str = "",
+                  **options: Any) -> pb.RecognizeRequest:
+    return pb.RecognizeRequest(text=text or "", words=list(words or []), options=build_options(**options),
+                               request_id=request_id)
+
+
+class _Common:
+    def __init__(self, target: str, application: str, timeout_s: float, retries: int, backoff_s: float) -> None:
+        self.target = target
+        self.application = application
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+
+    def _metadata(self, timeout_s: float) -> list[tuple[str, str]]:
+        return [("application", self.application), ("linkner-deadline-ms", str(int(timeout_s * 1000)))]
+
+
+class LinkNERClient(_Common):
+    """Blocking client. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, application: str = DEFAULT_APPLICATION, timeout_s: float = 30.0,
+                 retries: int = 3, backoff_s: float = 0.2) -> None:
+        super().__init__(target, application, timeout_s, retries, backoff_s)
+        self.channel = grpc.insecure_channel(target)
+        self.stub = pb_grpc.LinkNERStub(self.channel)
+
+    def __enter__(self) -> "LinkNERClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def recognize(self, text: str | None = None, *, words: Sequence[str] | None = None,
+                  timeout_s: float | None = None, request_id: str = "", **options: Any) -> Result:
+        """Entities of one text (or pre-tokenized words)."""
+        request = build_request(text, words, request_id, **options)
+        return result_from_proto(self._call(self.stub.Recognize, request, timeout_s))
+
+    def recognize_batch(self, texts: Iterable[str], *, timeout_s: float | None = None, **options: Any) -> list[Result]:
+        """Entities of many texts in one call."""
+        request = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text=t) for t in texts],
+                                           options=build_options(**options))
+        return [result_from_proto(r) for r in self._call(self.stub.RecognizeBatch, request, timeout_s).results]
+
+    def health(self, timeout_s: float = 5.0) -> bool:
+        """Ray Serve's gRPC health endpoint."""
+        method = self.channel.unary_unary("/ray.serve.RayServeAPIService/Healthz",
+                                          request_serializer=lambda _: b"", response_deserializer=lambda raw: raw)
+        try:
+            method(None, timeout=timeout_s)
+            return True
+        except grpc.RpcError:
+            return False
+
+    def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
+        timeout = timeout_s or self.timeout_s
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return method(request, timeout=max(0.001, remaining), metadata=self._metadata(remaining))
+            except grpc.RpcError as error:
+                if error.code() not in RETRYABLE or attempt >= self.retries or time.monotonic() >= deadline:
+                    raise LinkNERError(error.code(), error.details() or "") from None
+            time.sleep(min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic())))
+            attempt += 1
+
+
+class AsyncLinkNERClient(_Common):
+    """asyncio client (``grpc.aio``)."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, application: str = DEFAULT_APPLICATION, timeout_s: float = 30.0,
+                 retries: int = 3, backoff_s: float = 0.2) -> None:
+        super().__init__(target, application, timeout_s, retries, backoff_s)
+        self.channel = grpc.aio.insecure_channel(target)
+        self.stub = pb_grpc.LinkNERStub(self.channel)
+
+    async def __aenter__(self) -> "AsyncLinkNERClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def recognize(self, text: str | None = None, *, words: Sequence[str] | None = None,
+                        timeout_s: float | None = None, request_id: str = "", **options: Any) -> Result:
+        request = build_request(text, words, request_id, **options)
+        return result_from_proto(await self._call(self.stub.Recognize, request, timeout_s))
+
+    async def recognize_batch(self, texts: Iterable[str], *, timeout_s: float | None = None,
+                              **options: Any) -> list[Result]:
+        request = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text=t) for t in texts],
+                                           options=build_options(**options))
+        return [result_from_proto(r) for r in (await self._call(self.stub.RecognizeBatch, request, timeout_s)).results]
+
+    async def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
+        timeout = timeout_s or self.timeout_s
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return await method(request, timeout=max(0.001, remaining), metadata=self._metadata(remaining))
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in RETRYABLE or attempt >= self.retries or time.monotonic() >= deadline:
+                    raise LinkNERError(error.code(), error.details() or "") from None
+            await asyncio.sleep(min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic())))
+            attempt += 1

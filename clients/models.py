@@ -1,0 +1,50 @@
+"""Client-side result shapes (pydantic), built from the protobuf responses."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Entity(BaseModel):
+    text: str
+    label: str
+    char_start: int
+    char_end: int
+    word_start: int
+    word_end: int
+    sentence: int
+    source: str
+    uncertainty: float
+    local_label: str
+    local_probability: float
+    llm_score: float | None = None
+    degraded: bool = False
+    candidates: list[tuple[str, float]] = Field(default_factory=list)
+
+
+class Result(BaseModel):
+    entities: list[Entity]
+    degraded: bool
+    degraded_reason: str = ""
+    model: str = ""
+    llm_backend: str = ""
+    llm_spans: int = 0
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    request_id: str = ""
+
+
+def result_from_proto(response) -> Result:
+    """Convert a ``linkner.v1.RecognizeResponse``."""
+    t = response.timings
+    return Result(
+        entities=[Entity(text=e.text, label=e.label, char_start=e.char_start, char_end=e.char_end,
+                         word_start=e.word_start, word_end=e.word_end, sentence=e.sentence, source=e.source,
+                         uncertainty=e.uncertainty, local_label=e.local_label, local_probability=e.local_probability,
+                         llm_score=e.llm_score if e.HasField("llm_score") else None, degraded=e.degraded,
+                         candidates=[(c.label, c.probability) for c in e.candidates])
+                  for e in response.entities],
+        degraded=response.degraded, degraded_reason=response.degraded_reason, model=response.model,
+        llm_backend=response.llm_backend, llm_spans=response.llm_spans, request_id=response.request_id,
+        timings_ms={"recognize": t.recognize_ms, "detect": t.detect_ms, "classify": t.classify_ms,
+                    "merge": t.merge_ms, "total": t.total_ms},
+    )

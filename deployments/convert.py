@@ -1,0 +1,44 @@
+"""Protobuf messages to and from the core's pydantic shapes."""
+
+from __future__ import annotations
+
+from linkner.service import RecognizeInput, RecognizeOptions, RecognizeOutput
+from protos.linkner.v1 import linkner_pb2 as pb
+
+
+def options_from_proto(options: pb.Options) -> RecognizeOptions:
+    return RecognizeOptions(
+        estimator=options.estimator or None,
+        policy=options.policy or None,
+        threshold=options.threshold if options.HasField("threshold") else None,
+        budget=options.budget if options.HasField("budget") else None,
+        max_llm_spans=options.max_llm_spans if options.HasField("max_llm_spans") else None,
+        return_candidates=options.return_candidates,
+    )
+
+
+def request_from_proto(request: pb.RecognizeRequest, default_options: pb.Options | None = None) -> RecognizeInput:
+    options = request.options if request.HasField("options") or default_options is None else default_options
+    return RecognizeInput(text=request.text, words=list(request.words), options=options_from_proto(options),
+                          request_id=request.request_id)
+
+
+def response_to_proto(output: RecognizeOutput) -> pb.RecognizeResponse:
+    timings = output.timings_ms
+    return pb.RecognizeResponse(
+        entities=[
+            pb.Entity(text=e.text, label=e.label, char_start=e.char_start, char_end=e.char_end,
+                      word_start=e.word_start, word_end=e.word_end, sentence=e.sentence, source=e.source,
+                      uncertainty=e.uncertainty, local_label=e.local_label, local_probability=e.local_probability,
+                      llm_score=e.llm_score, degraded=e.degraded,
+                      candidates=[pb.Candidate(label=label, probability=p) for label, p in e.candidates])
+            for e in output.entities
+        ],
+        degraded=output.degraded, degraded_reason=output.degraded_reason, model=output.model,
+        llm_backend=output.llm_backend, llm_spans=output.llm_spans, request_id=output.request_id,
+        timings=pb.Timings(recognize_ms=timings.get("recognize", 0.0), detect_ms=timings.get("detect", 0.0),
+                           classify_ms=timings.get("classify", 0.0), merge_ms=timings.get("merge", 0.0),
+                           total_ms=timings.get("total", 0.0)),
+        words=[pb.Word(text=w.text, char_start=w.char_start, char_end=w.char_end, sentence=w.sentence)
+               for w in output.words],
+    )

@@ -1,0 +1,105 @@
+"""gRPC ingress behind Ray Serve's gRPC proxy: method names equal the RPC names of linkner.v1.LinkNER."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+import grpc
+from ray import serve
+
+from deployments.convert import request_from_proto, response_to_proto
+from linkner.service import InvalidRequest
+from linkner.telemetry import TelemetryConfig, current_carrier, setup_tracing, traced
+from protos.linkner.v1 import linkner_pb2 as pb
+
+DEADLINE_METADATA = "linkner-deadline-ms"
+LOCAL_MARGIN_S = 0.25  # kept for the local answer when the LLM step is bounded by the deadline
+
+
+def llm_budget(grpc_context: Any, default_s: float) -> float:
+    """Seconds the LLM may take: the configured deadline, shortened to what the caller's gRPC
+    deadline leaves (sent by the client as metadata, since the proxy does not forward it)."""
+    remaining = None
+    for key, value in grpc_context.invocation_metadata() if grpc_context is not None else []:
+        if key == DEADLINE_METADATA:
+            try:
+                remaining = float(value) / 1000.0
+            except ValueError:
+                pass
+    if remaining is None:
+        return default_s
+    return max(0.0, min(default_s, remaining - LOCAL_MARGIN_S))
+
+
+@serve.deployment
+class Gateway:
+    def __init__(self, router: Any, telemetry: TelemetryConfig, llm_timeout_s: float) -> None:
+        setup_tracing(telemetry, "gateway")
+        self.router = router
+        self.llm_timeout_s = llm_timeout_s
+
+    async def _one(self, request: pb.RecognizeRequest, grpc_context: Any,
+                   default_options: pb.Options | None = None) -> pb.RecognizeResponse:
+        with traced("linkner.request", request_id=request.request_id or None):
+            try:
+                payload = request_from_proto(request, default_options)
+            except ValueError as error:
+                return self._invalid(grpc_context, f"bad request: {error}")
+            result = await self.router.recognize.remote(payload, llm_budget(grpc_context, self.llm_timeout_s),
+                                                        current_carrier())
+            if isinstance(result, InvalidRequest):
+                return self._invalid(grpc_context, str(result))
+            return response_to_proto(result)
+
+    def _invalid(self, grpc_context: Any, message: str) -> pb.RecognizeResponse:
+        grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+        grpc_context.set_details(message)
+        return pb.RecognizeResponse()
+
+    async def Recognize(self, request: pb.RecognizeRequest, grpc_context: Any = None) -> pb.RecognizeResponse:  # noqa: N802
+        return await self._one(request, grpc_context)
+
+    async def RecognizeBatch(self, request: pb.RecognizeBatchRequest,  # noqa: N802
+                             grpc_context: Any = None) -> pb.RecognizeBatchResponse:
+        limits = await self.router.limits.remote()
+        if not request.items:
+            return self._invalid(grpc_context, "empty batch: no items")
+        if len(request.items) > limits["max_batch_items"]:
+            return self._invalid(grpc_context, f"batch too large: {len(request.items)} items, "
+                                               f"the limit is {limits['max_batch_items']}")
+        checked = [_ItemContext(grpc_context) for _ in request.items]
+        results = await asyncio.gather(*[self._one(item, context, request.options)
+                                         for item, context in zip(request.items, checked)])
+        for index, context in enumerate(checked):
+            if context.code is not None:
+                return self._invalid(grpc_context, f"items[{index}]: {context.details}")
+        return pb.RecognizeBatchResponse(results=results)
+
+    async def RecognizeStream(self, request: pb.RecognizeBatchRequest,  # noqa: N802
+                              grpc_context: Any = None) -> AsyncIterator[pb.RecognizeResponse]:
+        for index, item in enumerate(request.items):
+            context = _ItemContext(grpc_context)
+            response = await self._one(item, context, request.options)
+            if context.code is not None:
+                self._invalid(grpc_context, f"items[{index}]: {context.details}")
+                return
+            yield response
+
+
+class _ItemContext:
+    """Collects an item's error without failing its siblings, reading the caller's metadata."""
+
+    def __init__(self, parent: Any) -> None:
+        self.parent = parent
+        self.code = None
+        self.details = ""
+
+    def invocation_metadata(self) -> Any:
+        return self.parent.invocation_metadata() if self.parent is not None else []
+
+    def set_code(self, code: Any) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details

@@ -1,0 +1,53 @@
+"""Local-NER replica: a SpanPredictor behind Ray Serve dynamic batching."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Sequence
+
+from ray import serve
+
+from linkner.predictor import EntityPrediction, SpanPredictor
+from linkner.serving_config import NERConfig
+from linkner.telemetry import TelemetryConfig, setup_tracing, traced
+from linkner.uncertainty import available_estimators
+
+
+@serve.deployment
+class NERReplica:
+    """Merges concurrent requests into one forward pass (``@serve.batch``)."""
+
+    def __init__(self, config: NERConfig, telemetry: TelemetryConfig) -> None:
+        import torch
+
+        setup_tracing(telemetry, "ner")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, mc_samples=config.mc_samples)
+        self.predict_batched.set_max_batch_size(config.max_batch_size)
+        self.predict_batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+
+    def describe(self) -> dict:
+        """Labels, estimators and objective of the served model."""
+        config = self.predictor.model.config
+        return {"labels": config.labels, "objective": config.objective, "encoder": config.encoder,
+                "estimators": available_estimators(config.objective == "evidential"),
+                "device": str(self.predictor.device)}
+
+    async def predict(self, sentences: list[list[str]], estimators: list[str],
+                      carrier: dict[str, str] | None = None) -> list[list[EntityPrediction]]:
+        with traced("linkner.ner.request", carrier, sentences=len(sentences)):
+            return await self.predict_batched((sentences, tuple(estimators)))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def predict_batched(self, items: Sequence[tuple[list[list[str]], tuple[str, ...]]]
+                              ) -> list[list[list[EntityPrediction]]]:
+        estimators = sorted({name for _, names in items for name in names})
+        flat = [sentence for sentences, _ in items for sentence in sentences]
+        with traced("linkner.ner.batch", requests=len(items), sentences=len(flat)):
+            predictions = await asyncio.to_thread(self.predictor.predict, flat, estimators)
+        results, cursor = [], 0
+        for sentences, _ in items:
+            results.append(predictions[cursor : cursor + len(sentences)])
+            cursor += len(sentences)
+        return results

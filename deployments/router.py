@@ -1,0 +1,56 @@
+"""Router: RDC over the NER replicas and the LLM pool (the logic is linkner.service)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from deployments.handles import HandleBackend, HandleRecognizer
+from linkner.linking import Calibration, DetectionPolicy, RDCLinker
+from linkner.model.checkpoint import read_metadata
+from linkner.service import InvalidRequest, LinkNERService, RecognizeInput, RecognizeOutput
+from linkner.serving_config import AppConfig
+from linkner.telemetry import setup_tracing, traced
+
+
+def default_policy(config: AppConfig) -> DetectionPolicy:
+    """The checkpoint's calibration when it has one (and it was made with this LLM), else config's."""
+    calibration = read_metadata(config.ner.checkpoint).get("calibration")
+    if config.router.use_calibration and calibration:
+        return DetectionPolicy(kind="calibrated", calibration=Calibration.model_validate(calibration))
+    return config.router.policy
+
+
+@serve.deployment
+class Router:
+    def __init__(self, ner: Any, llm: Any | None, config: AppConfig) -> None:
+        setup_tracing(config.telemetry, "router")
+        self.config = config
+        self.ner, self.llm = ner, llm
+        self.service: LinkNERService | None = None
+
+    async def _service(self) -> LinkNERService:
+        if self.service is None:
+            info = await self.ner.describe.remote()
+            backend = None
+            if self.llm is not None:
+                backend = HandleBackend(self.llm, await self.llm.model_id.remote())
+            linker = RDCLinker(HandleRecognizer(self.ner, info["labels"]), backend, default_policy(self.config),
+                               llm_timeout_s=self.config.router.llm_timeout_s)
+            self.service = LinkNERService(linker, info["estimators"], f"{info['encoder']}:{info['objective']}",
+                                          self.config.router.limits)
+        return self.service
+
+    async def recognize(self, request: RecognizeInput, timeout_s: float | None,
+                        carrier: dict[str, str] | None = None) -> RecognizeOutput | InvalidRequest:
+        """The answer, or the InvalidRequest (returned, not raised, so it crosses processes intact)."""
+        service = await self._service()
+        with traced("linkner.router", carrier, request_id=request.request_id or None):
+            try:
+                return await service.recognize(request, timeout_s)
+            except InvalidRequest as error:
+                return error
+
+    async def limits(self) -> dict:
+        return (await self._service()).limits.model_dump()

@@ -1,0 +1,90 @@
+"""Configuration shapes of the served application (validated by the app builder, shared by the
+deployments). Everything has a CPU default that works on a fresh machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from linkner.linking import DetectionPolicy
+from linkner.llm.factory import LLMConfig
+from linkner.service import ServiceLimits
+from linkner.telemetry import TelemetryConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = ROOT / "artifacts" / "models" / "default"
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_replicas: int | Literal["auto"] = 1
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    autoscaling: dict[str, Any] | None = Field(None, description="Ray Serve autoscaling_config")
+
+    def deployment_options(self, max_ongoing_requests: int) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "max_ongoing_requests": max_ongoing_requests,
+        }
+        if self.autoscaling:
+            options["autoscaling_config"] = self.autoscaling
+        else:
+            options["num_replicas"] = self.num_replicas
+        return options
+
+
+class NERConfig(BaseModel):
+    """Local-NER replicas."""
+
+    model_config = ConfigDict(extra="forbid")
+    checkpoint: str = str(DEFAULT_CHECKPOINT)
+    device: str = "auto"
+    threads: int | None = Field(1, ge=1, description="torch threads per replica")
+    max_batch_size: int = Field(16, ge=1, description="requests merged into one forward pass")
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    max_ongoing_requests: int | None = Field(None, ge=1, description="default: 2 x max_batch_size")
+    mc_samples: int = Field(8, ge=2)
+    resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> "NERConfig":
+        ongoing = self.max_ongoing_requests or 2 * self.max_batch_size
+        if ongoing < self.max_batch_size:
+            raise ValueError(f"max_ongoing_requests ({ongoing}) must be at least max_batch_size "
+                             f"({self.max_batch_size}): a batch can never be larger than it")
+        self.max_ongoing_requests = ongoing
+        return self
+
+
+class LLMPoolConfig(BaseModel):
+    """The LLM replica pool; ``enabled: false`` serves the local model alone."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    max_ongoing_requests: int = Field(16, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class RouterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: DetectionPolicy = Field(default_factory=lambda: DetectionPolicy(kind="threshold", threshold=0.5),
+                                    description="used when the checkpoint has no calibration")
+    use_calibration: bool = Field(True, description="use the checkpoint's calibration when it has one")
+    llm_timeout_s: float = Field(10.0, gt=0, description="LLM deadline when the request sets none")
+    limits: ServiceLimits = Field(default_factory=ServiceLimits)
+    max_ongoing_requests: int = Field(64, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class AppConfig(BaseModel):
+    """The ``args`` of ``serve.app:build_app`` (``serve_config.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ner: NERConfig = Field(default_factory=NERConfig)
+    llm_pool: LLMPoolConfig = Field(default_factory=LLMPoolConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)

