@@ -34,6 +34,10 @@ class NERReplica:
                 "estimators": available_estimators(config.objective == "evidential"),
                 "device": str(self.predictor.device)}
 
+    def replica(self) -> str:
+        """This replica's id (shows which replica served a call)."""
+        return serve.get_replica_context().replica_id.unique_id
+
     async def predict(self, sentences: list[list[str]], estimators: list[str],
                       carrier: dict[str, str] | None = None) -> list[list[EntityPrediction]]:
         with traced("linkner.ner.request", carrier, sentences=len(sentences)):

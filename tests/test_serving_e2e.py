@@ -1,0 +1,190 @@
+"""End to end: a real Ray Serve instance on loopback, the real gRPC proxy and channel, a tiny
+trained checkpoint, the real router. The LLM pool speaks to an OpenAI-compatible HTTP peer
+(fast, slow, or not there at all), so LLM success, failure and deadlines are all exercised."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import grpc
+import pytest
+
+from openai_peer import OpenAIPeer, closed_port
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def app_args(checkpoint, base_url, **router):
+    return {
+        "ner": {"checkpoint": str(checkpoint), "threads": 1, "max_batch_size": 8,
+                "resources": {"num_cpus": 0.1}},
+        "llm_pool": {"llm": {"backend": "openai", "model": "peer", "base_url": base_url, "max_retries": 0},
+                     "resources": {"num_cpus": 0.1}},
+        "router": {"policy": {"kind": "threshold", "threshold": 0.0}, **router},
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_checkpoint, tmp_path_factory):
+    """Ray + Serve once for the module; three applications over one gRPC proxy."""
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from serve.app import GRPC_SERVICER, build_app
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    port = free_port()
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=8,
+             object_store_memory=256 * 1024 * 1024, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
+                grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[GRPC_SERVICER]))
+    fast, slow = OpenAIPeer(answer=lambda body: "person"), OpenAIPeer(answer=lambda body: "person", delay_s=5.0)
+    fast.__enter__()
+    slow.__enter__()
+    traces = tmp_path_factory.mktemp("traces") / "spans.jsonl"
+    main = app_args(tiny_checkpoint, fast.base_url)
+    main["telemetry"] = {"exporter": "jsonl", "jsonl_path": str(traces)}
+    main["ner"]["resources"]["num_replicas"] = 2
+    serve.run(build_app(main), name="main", route_prefix="/main")
+    serve.run(build_app(app_args(tiny_checkpoint, f"http://127.0.0.1:{closed_port()}/v1")), name="down",
+              route_prefix="/down")
+    serve.run(build_app(app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30)), name="slow", route_prefix="/slow")
+    yield {"target": f"127.0.0.1:{port}", "traces": traces, "fast": fast}
+    serve.shutdown()
+    ray.shutdown()
+    fast.__exit__(None, None, None)
+    slow.__exit__(None, None, None)
+
+
+def client(cluster, app="main", **kw):
+    from clients.client import LinkNERClient
+
+    return LinkNERClient(cluster["target"], app, **kw)
+
+
+TEXT = "John Smith visited Paris yesterday. Google said Mary Jones will move to Tokyo."
+
+
+def test_normal_text_goes_through_local_model_and_llm(cluster):
+    with client(cluster) as c:
+        result = c.recognize(TEXT, request_id="req-1", return_candidates=True)
+    assert result.request_id == "req-1" and not result.degraded
+    assert result.entities and result.llm_spans == len(result.entities)  # threshold 0: every span routed
+    for entity in result.entities:
+        assert TEXT[entity.char_start : entity.char_end] == entity.text
+        assert entity.source == "llm" and entity.label == "PER" and entity.llm_score is not None
+        assert entity.candidates
+    assert {e.local_label for e in result.entities} >= {"PER", "LOC"}
+    assert result.llm_backend == "openai:peer" and result.timings_ms["total"] > 0
+
+
+def test_batch_and_text_without_entities(cluster):
+    with client(cluster) as c:
+        results = c.recognize_batch(["nothing happened today .", TEXT, "Ali Khan left Reuters ."], policy="none")
+    assert len(results) == 3
+    assert results[0].entities == []
+    assert all(e.source == "local" for r in results for e in r.entities) and results[1].entities
+
+
+def test_long_text_returns_every_entity(cluster):
+    sentence = "Anna Berg visited Lima ."
+    text = " ".join([sentence.replace(" .", " and") for _ in range(60)]) + " ."  # one 300-word sentence
+    with client(cluster) as c:
+        result = c.recognize(text, policy="none")
+    starts = {e.char_start for e in result.entities if e.text == "Anna Berg"}
+    assert len(starts) >= 55  # windows cover the whole sentence, not just its first 128 words
+
+
+def test_pre_tokenized_words(cluster):
+    with client(cluster) as c:
+        result = c.recognize(words=["Mary", "Jones", "visited", "Cairo", "."], policy="none")
+    assert [(e.word_start, e.word_end) for e in result.entities][:1] == [(0, 2)]
+    assert all(e.char_start == -1 for e in result.entities)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"text": ""}, "empty request"),
+    ({"text": "x" * 100_001}, "text too long"),
+    ({"words": ["ok", "two words"]}, "contains whitespace"),
+    ({"text": "Paris", "estimator": "vibes"}, "unknown estimator 'vibes'"),
+    ({"text": "Paris", "policy": "sometimes"}, "unknown policy"),
+    ({"text": "Paris", "threshold": 7.0}, "threshold 7.0 is out of range"),
+])
+def test_bad_input_is_invalid_argument(cluster, kwargs, message):
+    from clients.client import LinkNERError
+
+    with client(cluster, retries=0) as c, pytest.raises(LinkNERError) as error:
+        text = kwargs.pop("text", None)
+        c.recognize(text, **kwargs)
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in error.value.details
+
+
+def test_invalid_utf8_in_words_is_refused(cluster):
+    """Bytes that are not UTF-8 cannot even be parsed as the request: the call fails cleanly."""
+    channel = grpc.insecure_channel(cluster["target"])
+    raw = b"\x12\x04ok\xff\xfe"  # field 2 (words) = b"ok\xff\xfe"
+    call = channel.unary_unary("/linkner.v1.LinkNER/Recognize", request_serializer=lambda r: r,
+                               response_deserializer=lambda r: r)
+    with pytest.raises(grpc.RpcError) as error:
+        call(raw, metadata=[("application", "main")], timeout=20)
+    assert error.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL)
+    channel.close()
+
+
+def test_failing_llm_gives_degraded_answer_with_local_entities(cluster):
+    with client(cluster, "down") as c:
+        result = c.recognize(TEXT)
+    assert result.degraded and "LLM failed" in result.degraded_reason
+    assert result.entities and all(e.source == "local" and e.degraded for e in result.entities)
+
+
+def test_deadline_shorter_than_the_llm(cluster):
+    with client(cluster, "slow") as c:
+        started = time.monotonic()
+        result = c.recognize(TEXT, timeout_s=3.0)
+    assert time.monotonic() - started < 3.0
+    assert result.degraded and "deadline" in result.degraded_reason
+    assert result.entities and all(e.source == "local" for e in result.entities)
+
+
+def test_two_ner_replicas_both_serve(cluster):
+    from ray import serve
+
+    handle = serve.get_deployment_handle("ner", app_name="main")
+    seen = set()
+    for _ in range(10):
+        seen |= {response.result() for response in [handle.replica.remote() for _ in range(16)]}
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2
+
+
+def test_health_and_traces_of_every_stage(cluster):
+    import json
+
+    with client(cluster) as c:
+        assert c.health()
+        c.recognize(TEXT, request_id="traced")
+    deadline = time.monotonic() + 10
+    names: set[str] = set()
+    while time.monotonic() < deadline and not {"linkner.request", "linkner.classify"} <= names:
+        time.sleep(0.5)
+        spans = [json.loads(line) for line in cluster["traces"].read_text().splitlines()]
+        names = {span["name"] for span in spans}
+    assert {"linkner.request", "linkner.router", "linkner.link", "linkner.recognize", "linkner.ner.request",
+            "linkner.ner.batch", "linkner.detect", "linkner.classify", "linkner.llm.classify",
+            "linkner.merge"} <= names
+    request = next(s for s in spans if s["name"] == "linkner.request"
+                   and s["attributes"].get("linkner.request_id") == "traced")
+    assert {s["name"] for s in spans if s["trace_id"] == request["trace_id"]} >= {"linkner.llm.classify",
+                                                                                   "linkner.ner.batch"}
