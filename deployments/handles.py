@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from linkner.llm.protocol import SpanAnswer, SpanQuery
-from linkner.predictor import EntityPrediction
 from linkner.telemetry import current_carrier
+
+if TYPE_CHECKING:
+    from linkner.predictor import EntityPrediction
 
 
 class HandleRecognizer:
@@ -15,7 +17,7 @@ class HandleRecognizer:
         self.labels = labels
 
     async def recognize(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str]
-                        ) -> list[list[EntityPrediction]]:
+                        ) -> list[list["EntityPrediction"]]:
         return await self.handle.predict.remote([list(s) for s in sentences], list(estimators), current_carrier())
 
 

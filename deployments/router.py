@@ -8,7 +8,7 @@ from ray import serve
 
 from deployments.handles import HandleBackend, HandleRecognizer
 from linkner.linking import Calibration, DetectionPolicy, RDCLinker
-from linkner.model.checkpoint import read_metadata
+from linkner.model.metadata import read_metadata
 from linkner.service import InvalidRequest, LinkNERService, RecognizeInput, RecognizeOutput
 from linkner.serving_config import AppConfig
 from linkner.telemetry import setup_tracing, traced

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from linkner.readers import DataFormatError
-from linkner.uncertainty import ESTIMATORS
+from linkner.names import ESTIMATOR_NAMES as ESTIMATORS
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from linkner.llm.protocol import NON_ENTITY, LLMBackend, SpanAnswer, SpanQuery
 from linkner.telemetry import traced
-from linkner.uncertainty import ESTIMATORS
+from linkner.names import ESTIMATOR_NAMES
 
 if TYPE_CHECKING:
     from linkner.llm.demonstrations import DemonstrationSelector
@@ -52,8 +52,9 @@ class DetectionPolicy(BaseModel):
 
     @model_validator(mode="after")
     def _known_estimator(self) -> "DetectionPolicy":
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"unknown uncertainty estimator {self.estimator!r}; choose from {', '.join(ESTIMATORS)}")
+        if self.estimator not in ESTIMATOR_NAMES:
+            raise ValueError(f"unknown uncertainty estimator {self.estimator!r}; "
+                             f"choose from {', '.join(ESTIMATOR_NAMES)}")
         if self.kind == "calibrated" and self.calibration is None:
             raise ValueError("the calibrated policy needs a calibration (run `linkner calibrate` on dev data)")
         if self.kind == "calibrated" and self.calibration and self.calibration.estimator != self.estimator:

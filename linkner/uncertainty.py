@@ -14,6 +14,8 @@ from typing import ClassVar
 
 import torch
 
+from linkner.names import ESTIMATOR_NAMES, available_estimators  # noqa: F401 (re-exported)
+
 
 @dataclass
 class SpanOutputs:
@@ -99,8 +101,4 @@ def get_estimator(name: str, mc_samples: int = 8) -> UncertaintyEstimator:
     if name == MCDropoutEstimator.name:
         return MCDropoutEstimator(mc_samples)
     return ESTIMATORS[name]()
-
-
-def available_estimators(evidential: bool) -> list[str]:
-    """Estimator names a model supports (evidential only for evidential models)."""
-    return [name for name in ESTIMATORS if evidential or name != EvidentialEstimator.name]
+assert tuple(ESTIMATORS) == ESTIMATOR_NAMES

@@ -1,7 +1,11 @@
 """``python -m serve``: the main job (see serve/main_job.py)."""
 
+import os
 import sys
 
-from serve.main_job import main
+# Ray reads this when it is imported: a single node on loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+from serve.main_job import main  # noqa: E402
 
 sys.exit(main())

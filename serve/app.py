@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from linkner.model.checkpoint import is_checkpoint
+from linkner.model.metadata import is_checkpoint
 from linkner.serving_config import AppConfig
 
 GRPC_SERVICER = "protos.linkner.v1.linkner_pb2_grpc.add_LinkNERServicer_to_server"

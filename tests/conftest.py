@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+
+# Ray reads this when it is imported: keep every Ray node of the tests on loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 from pathlib import Path
 
 import pytest

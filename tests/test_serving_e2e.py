@@ -41,7 +41,7 @@ def cluster(tiny_checkpoint, tmp_path_factory):
 
     from serve.app import GRPC_SERVICER, build_app
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"  # set by conftest before ray's import
     port = free_port()
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=8,
              object_store_memory=256 * 1024 * 1024, log_to_driver=False)
@@ -58,6 +58,7 @@ def cluster(tiny_checkpoint, tmp_path_factory):
     serve.run(build_app(app_args(tiny_checkpoint, f"http://127.0.0.1:{closed_port()}/v1")), name="down",
               route_prefix="/down")
     serve.run(build_app(app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30)), name="slow", route_prefix="/slow")
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
     yield {"target": f"127.0.0.1:{port}", "traces": traces, "fast": fast}
     serve.shutdown()
     ray.shutdown()

@@ -15,11 +15,11 @@ import torch
 from linkner.encoders import encoder_from_config, load_tokenizer, offline_hub
 from linkner.model.batching import SpanBatcher
 from linkner.model.config import SpanModelConfig
+from linkner.model.metadata import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint, read_metadata, write_metadata
 from linkner.model.span_model import SpanNER
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "linkner_config.json"
-METADATA_FILE = "metadata.json"
+__all__ = ["CheckpointError", "is_checkpoint", "load_checkpoint", "read_metadata", "save_checkpoint",
+           "write_metadata"]
 
 
 class CheckpointError(FileNotFoundError):
@@ -41,22 +41,6 @@ def save_checkpoint(
     if metadata is not None:
         write_metadata(folder, metadata)
     return folder
-
-
-def write_metadata(folder: str | Path, metadata: dict[str, Any]) -> None:
-    """Replace the checkpoint's free-form metadata JSON."""
-    (Path(folder) / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True), encoding="utf-8")
-
-
-def read_metadata(folder: str | Path) -> dict[str, Any]:
-    """The checkpoint's metadata, or ``{}``."""
-    path = Path(folder) / METADATA_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def is_checkpoint(folder: str | Path) -> bool:
-    folder = Path(folder)
-    return (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file()
 
 
 def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[SpanNER, SpanBatcher]:

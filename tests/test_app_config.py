@@ -1,0 +1,46 @@
+"""The app builder refuses bad args at start-up with a message saying what to do."""
+
+import pytest
+
+from serve.app import ConfigError, validate_config
+
+
+def test_missing_checkpoint_says_how_to_train(tmp_path):
+    with pytest.raises(ConfigError, match=r"no trained model at ner.checkpoint=.*linkner train"):
+        validate_config({"ner": {"checkpoint": str(tmp_path / "nope")}})
+
+
+def test_unknown_keys_and_bad_values_are_reported(tiny_checkpoint):
+    with pytest.raises(ConfigError, match="ner.max_batch_sise"):
+        validate_config({"ner": {"checkpoint": str(tiny_checkpoint), "max_batch_sise": 4}})
+    with pytest.raises(ConfigError, match="must be at least max_batch_size"):
+        validate_config({"ner": {"checkpoint": str(tiny_checkpoint), "max_batch_size": 8, "max_ongoing_requests": 4}})
+    with pytest.raises(ConfigError, match="unknown uncertainty estimator"):
+        validate_config({"ner": {"checkpoint": str(tiny_checkpoint)},
+                         "router": {"policy": {"estimator": "vibes"}}})
+
+
+def test_missing_llm_folder_says_prepare_llm(tiny_checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="linkner prepare-llm"):
+        validate_config({"ner": {"checkpoint": str(tiny_checkpoint)},
+                         "llm_pool": {"llm": {"backend": "vllm", "model": str(tmp_path / "none")}}})
+
+
+def test_relative_paths_resolve_against_the_project_root(tiny_checkpoint):
+    config = validate_config({"ner": {"checkpoint": str(tiny_checkpoint)}, "llm_pool": {"enabled": False},
+                              "telemetry": {"exporter": "jsonl", "jsonl_path": "artifacts/traces.jsonl"}})
+    assert config.telemetry.jsonl_path.endswith("/artifacts/traces.jsonl")
+    assert config.telemetry.jsonl_path.startswith("/")
+    assert config.ner.max_ongoing_requests == 2 * config.ner.max_batch_size
+
+
+def test_the_shipped_config_files_validate(tiny_checkpoint):
+    import yaml
+
+    from serve.main_job import ROOT
+
+    for name in ("serve_config.yaml", "serve_config.gpu.yaml"):
+        args = yaml.safe_load((ROOT / name).read_text())["applications"][0]["args"]
+        args["ner"]["checkpoint"] = str(tiny_checkpoint)
+        args["llm_pool"]["enabled"] = False
+        assert validate_config(args).ner.checkpoint == str(tiny_checkpoint)
