@@ -143,17 +143,22 @@ class SpanPredictor:
     @torch.no_grad()
     def span_embeddings(self, items: Sequence[tuple[Sequence[str], int, int]], batch_size: int = 64) -> torch.Tensor:
         """Unit-length embeddings ``[N, 2H]`` of spans ``(words, start, end_exclusive)``: the encoder
-        states of the span's first and last word (what the span classifier itself looks at)."""
-        vectors = []
-        for chunk in _chunks(list(items), batch_size):
-            batch = self.batcher.encode([Sentence(tuple(words)) for words, _, _ in chunk]).to(self.device)
+        states of the span's first and last word (what the span classifier itself looks at).
+        Each distinct sentence is encoded once."""
+        sentences = list(dict.fromkeys(tuple(words) for words, _, _ in items))
+        position = {words: index for index, words in enumerate(sentences)}
+        word_states: list[torch.Tensor] = []
+        for chunk in _chunks(sentences, batch_size):
+            batch = self.batcher.encode([Sentence(words) for words in chunk]).to(self.device)
             states = self.model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-            rows = torch.arange(len(chunk), device=self.device)
-            starts = batch.word_index[rows, torch.tensor([start for _, start, _ in chunk], device=self.device)]
-            ends = batch.word_index[rows, torch.tensor([end - 1 for _, _, end in chunk], device=self.device)]
-            pair = torch.cat([states[rows, starts], states[rows, ends]], dim=-1).float()
-            vectors.append(torch.nn.functional.normalize(pair, dim=-1).cpu())
-        return torch.cat(vectors) if vectors else torch.zeros(0, 2 * self.model.encoder.config.hidden_size)
+            words = states.gather(1, batch.word_index.unsqueeze(-1).expand(-1, -1, states.size(-1))).float().cpu()
+            word_states.extend(words[row] for row in range(len(chunk)))
+        if not items:
+            return torch.zeros(0, 2 * self.model.encoder.config.hidden_size)
+        pairs = torch.stack([torch.cat([word_states[position[tuple(words)]][start],
+                                        word_states[position[tuple(words)]][end - 1]])
+                             for words, start, end in items])
+        return torch.nn.functional.normalize(pairs, dim=-1)
 
     @torch.no_grad()
     def _outputs(self, batch, samples: int) -> SpanOutputs:
