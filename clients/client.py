@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import grpc
 
@@ -92,6 +92,18 @@ class LinkNERClient(_Common):
         request = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text=t) for t in texts],
                                            options=build_options(**options))
         return [result_from_proto(r) for r in self._call(self.stub.RecognizeBatch, request, timeout_s).results]
+
+    def recognize_stream(self, texts: Iterable[str], *, timeout_s: float | None = None,
+                         **options: Any) -> Iterator[Result]:
+        """Results of many texts, streamed one by one as the server finishes them (no retries)."""
+        request = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text=t) for t in texts],
+                                           options=build_options(**options))
+        timeout = timeout_s or self.timeout_s
+        try:
+            for response in self.stub.RecognizeStream(request, timeout=timeout, metadata=self._metadata(timeout)):
+                yield result_from_proto(response)
+        except grpc.RpcError as error:
+            raise LinkNERError(error.code(), error.details() or "") from None
 
     def health(self, timeout_s: float = 5.0) -> bool:
         """Ray Serve's gRPC health endpoint."""

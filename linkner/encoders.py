@@ -45,6 +45,18 @@ def resolve_encoder(reference: str | Path) -> Path:
     return path
 
 
+def subword_limit(encoder_config: Any, configured: int) -> int:
+    """Sub-words per sequence the encoder can take: the configured limit, capped by its position
+    table (RoBERTa-style models reserve two positions for padding offsets)."""
+    positions = getattr(encoder_config, "max_position_embeddings", None)
+    if positions is None and isinstance(encoder_config, dict):
+        positions = encoder_config.get("max_position_embeddings")
+    model_type = encoder_config.get("model_type") if isinstance(encoder_config, dict) else encoder_config.model_type
+    if not positions:
+        return configured
+    return min(configured, positions - (2 if model_type in _PREFIX_SPACE_TYPES else 0))
+
+
 def load_tokenizer(path: str | Path, model_type: str | None = None) -> "PreTrainedTokenizerBase":
     """Load a fast tokenizer that accepts pre-split words."""
     offline_hub()

@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from linkner.data import Sentence, label_set
-from linkner.encoders import load_pretrained_encoder, load_tokenizer, resolve_encoder
+from linkner.encoders import load_pretrained_encoder, load_tokenizer, resolve_encoder, subword_limit
 from linkner.evaluation import entity_scores
 from linkner.model.batching import SpanBatcher
 from linkner.model.checkpoint import save_checkpoint
@@ -130,7 +130,8 @@ class Trainer:
             objective=config.objective,
         )
         self.model = SpanNER(self.model_config, encoder).to(self.device)
-        self.batcher = SpanBatcher(self.tokenizer, labels, config.max_span_len, self.model_config.max_subwords)
+        limit = subword_limit(encoder.config, self.model_config.max_subwords)
+        self.batcher = SpanBatcher(self.tokenizer, labels, config.max_span_len, limit)
         self.steps_per_epoch = math.ceil(len(self.train) / config.batch_size)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler(self.steps_per_epoch * config.epochs)

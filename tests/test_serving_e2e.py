@@ -96,6 +96,21 @@ def test_batch_and_text_without_entities(cluster):
     assert all(e.source == "local" for r in results for e in r.entities) and results[1].entities
 
 
+def test_stream_answers_each_item(cluster):
+    texts = ["Anna Berg visited Lima .", "nothing happened today .", TEXT]
+    with client(cluster) as c:
+        results = list(c.recognize_stream(texts, policy="none"))
+    assert len(results) == 3 and results[1].entities == [] and results[0].entities
+
+
+def test_bad_batch_item_is_invalid_argument_naming_the_item(cluster):
+    from clients.client import LinkNERError
+
+    with client(cluster, retries=0) as c, pytest.raises(LinkNERError) as error:
+        c.recognize_batch(["Anna Berg visited Lima .", ""])
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and "items[1]: empty request" in error.value.details
+
+
 def test_long_text_returns_every_entity(cluster):
     sentence = "Anna Berg visited Lima ."
     text = " ".join([sentence.replace(" .", " and") for _ in range(60)]) + " ."  # one 300-word sentence

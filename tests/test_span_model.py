@@ -115,6 +115,13 @@ def test_long_sentences_are_windowed_and_every_word_is_seen(tiny_checkpoint, toy
     assert len(set(predicted) & set(gold)) / len(gold) > 0.75
 
 
+def test_long_windows_respect_the_encoders_position_table(tiny_checkpoint, toy_dev):
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")  # 128 positions
+    assert predictor.batcher.max_subwords == 128
+    words = [t for s in toy_dev for t in s.tokens][:400]  # 128-word windows: far over 128 pieces
+    assert predictor.predict([words])[0]
+
+
 def test_sub_word_limit_splits_windows_instead_of_dropping_words(tiny_checkpoint, toy_dev):
     model, batcher = load_checkpoint(tiny_checkpoint)
     batcher.max_subwords = 24  # far fewer pieces than the text has

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from linkner.encoders import encoder_from_config, load_tokenizer, offline_hub
+from linkner.encoders import encoder_from_config, load_tokenizer, offline_hub, subword_limit
 from linkner.model.batching import SpanBatcher
 from linkner.model.config import SpanModelConfig
 from linkner.model.metadata import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint, read_metadata, write_metadata
@@ -59,7 +59,8 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
     load_model(model, str(folder / WEIGHTS_FILE), device=str(device))
     model.to(device).eval()
     tokenizer = load_tokenizer(folder, config.encoder_config.get("model_type"))
-    return model, SpanBatcher(tokenizer, config.labels, config.max_span_len, config.max_subwords)
+    limit = subword_limit(config.encoder_config, config.max_subwords)
+    return model, SpanBatcher(tokenizer, config.labels, config.max_span_len, limit)
 
 
 def _encoder_config_dict(model: SpanNER) -> dict[str, Any]:
