@@ -47,7 +47,8 @@ def build_options(estimator: str | None = None, policy: str | None = None, thres
 
 def build_request(text: str | None = None, words: Sequence[str] | None = None, request_id: str = "",
                   **options: Any) -> pb.RecognizeRequest:
-    return pb.RecognizeRequest(text=text or "", words=list(words or []), options=build_options(**options),
+    return pb.RecognizeRequest(text=text or "", words=[w.encode("utf-8") for w in words or []],
+                               options=build_options(**options),
                                request_id=request_id)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from linkner.service import RecognizeInput, RecognizeOptions, RecognizeOutput
+from linkner.service import InvalidRequest, RecognizeInput, RecognizeOptions, RecognizeOutput
 from protos.linkner.v1 import linkner_pb2 as pb
 
 
@@ -17,10 +17,22 @@ def options_from_proto(options: pb.Options) -> RecognizeOptions:
     )
 
 
+def decode_words(words: list[bytes]) -> list[str]:
+    """UTF-8 words; a word that is not valid UTF-8 raises InvalidRequest naming it."""
+    decoded = []
+    for index, raw in enumerate(words):
+        try:
+            decoded.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise InvalidRequest(f"words[{index}] is not valid UTF-8 ({error.reason} at byte {error.start}): "
+                                 f"{raw[:40]!r}") from None
+    return decoded
+
+
 def request_from_proto(request: pb.RecognizeRequest, default_options: pb.Options | None = None) -> RecognizeInput:
     options = request.options if request.HasField("options") or default_options is None else default_options
-    return RecognizeInput(text=request.text, words=list(request.words), options=options_from_proto(options),
-                          request_id=request.request_id)
+    return RecognizeInput(text=request.text, words=decode_words(list(request.words)),
+                          options=options_from_proto(options), request_id=request.request_id)
 
 
 def response_to_proto(output: RecognizeOutput) -> pb.RecognizeResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, AsyncIterator
 
 import grpc
@@ -14,22 +15,18 @@ from linkner.telemetry import TelemetryConfig, current_carrier, setup_tracing, t
 from protos.linkner.v1 import linkner_pb2 as pb
 
 DEADLINE_METADATA = "linkner-deadline-ms"
-LOCAL_MARGIN_S = 0.25  # kept for the local answer when the LLM step is bounded by the deadline
 
 
-def llm_budget(grpc_context: Any, default_s: float) -> float:
-    """Seconds the LLM may take: the configured deadline, shortened to what the caller's gRPC
-    deadline leaves (sent by the client as metadata, since the proxy does not forward it)."""
-    remaining = None
+def caller_deadline(grpc_context: Any) -> float | None:
+    """The caller's deadline as a wall-clock time, from the ``linkner-deadline-ms`` metadata the
+    client sends (Ray's proxy does not forward the gRPC deadline itself)."""
     for key, value in grpc_context.invocation_metadata() if grpc_context is not None else []:
         if key == DEADLINE_METADATA:
             try:
-                remaining = float(value) / 1000.0
+                return time.time() + float(value) / 1000.0
             except ValueError:
-                pass
-    if remaining is None:
-        return default_s
-    return max(0.0, min(default_s, remaining - LOCAL_MARGIN_S))
+                return None
+    return None
 
 
 @serve.deployment
@@ -45,8 +42,8 @@ class Gateway:
             try:
                 payload = request_from_proto(request, default_options)
             except ValueError as error:
-                return self._invalid(grpc_context, f"bad request: {error}")
-            result = await self.router.recognize.remote(payload, llm_budget(grpc_context, self.llm_timeout_s),
+                return self._invalid(grpc_context, str(error))
+            result = await self.router.recognize.remote(payload, self.llm_timeout_s, caller_deadline(grpc_context),
                                                         current_carrier())
             if isinstance(result, InvalidRequest):
                 return self._invalid(grpc_context, str(result))

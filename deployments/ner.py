@@ -9,7 +9,7 @@ from ray import serve
 
 from linkner.predictor import EntityPrediction, SpanPredictor
 from linkner.serving_config import NERConfig
-from linkner.telemetry import TelemetryConfig, setup_tracing, traced
+from linkner.telemetry import TelemetryConfig, current_carrier, setup_tracing, traced
 from linkner.uncertainty import available_estimators
 
 
@@ -41,17 +41,18 @@ class NERReplica:
     async def predict(self, sentences: list[list[str]], estimators: list[str],
                       carrier: dict[str, str] | None = None) -> list[list[EntityPrediction]]:
         with traced("linkner.ner.request", carrier, sentences=len(sentences)):
-            return await self.predict_batched((sentences, tuple(estimators)))
+            return await self.predict_batched((sentences, tuple(estimators), current_carrier()))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def predict_batched(self, items: Sequence[tuple[list[list[str]], tuple[str, ...]]]
+    async def predict_batched(self, items: Sequence[tuple[list[list[str]], tuple[str, ...], dict[str, str]]]
                               ) -> list[list[list[EntityPrediction]]]:
-        estimators = sorted({name for _, names in items for name in names})
-        flat = [sentence for sentences, _ in items for sentence in sentences]
-        with traced("linkner.ner.batch", requests=len(items), sentences=len(flat)):
+        """One forward pass for all requests of the batch; its span joins the first request's trace."""
+        estimators = sorted({name for _, names, _ in items for name in names})
+        flat = [sentence for sentences, _, _ in items for sentence in sentences]
+        with traced("linkner.ner.batch", items[0][2], requests=len(items), sentences=len(flat)):
             predictions = await asyncio.to_thread(self.predictor.predict, flat, estimators)
         results, cursor = [], 0
-        for sentences, _ in items:
+        for sentences, _, _ in items:
             results.append(predictions[cursor : cursor + len(sentences)])
             cursor += len(sentences)
         return results

@@ -42,13 +42,14 @@ class Router:
                                           self.config.router.limits)
         return self.service
 
-    async def recognize(self, request: RecognizeInput, timeout_s: float | None,
+    async def recognize(self, request: RecognizeInput, timeout_s: float | None, deadline_at: float | None = None,
                         carrier: dict[str, str] | None = None) -> RecognizeOutput | InvalidRequest:
-        """The answer, or the InvalidRequest (returned, not raised, so it crosses processes intact)."""
+        """The answer, or the InvalidRequest (returned, not raised, so it crosses processes intact).
+        The LLM step ends by ``timeout_s`` and before the caller's ``deadline_at`` (wall clock)."""
         service = await self._service()
         with traced("linkner.router", carrier, request_id=request.request_id or None):
             try:
-                return await service.recognize(request, timeout_s)
+                return await service.recognize(request, timeout_s, deadline_at)
             except InvalidRequest as error:
                 return error
 

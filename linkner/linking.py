@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 PolicyKind = Literal["threshold", "budget", "calibrated", "none"]
 SpanRef = tuple[int, int]  # (sentence index, entity index)
+DEADLINE_MARGIN_S = 0.3  # kept for merging and answering when a caller's deadline bounds the LLM
 
 
 class Calibration(BaseModel):
@@ -233,9 +234,10 @@ class RDCLinker:
 
     async def link(
         self, sentences: Sequence[Sequence[str]], policy: DetectionPolicy | None = None,
-        timeout_s: float | None = None,
+        timeout_s: float | None = None, deadline_at: float | None = None,
     ) -> LinkResult:
-        """Link a batch; ``policy`` and ``timeout_s`` override the defaults for this call."""
+        """Link a batch; ``policy`` and ``timeout_s`` override the defaults for this call. With
+        ``deadline_at`` (wall clock), the LLM step also ends ``DEADLINE_MARGIN_S`` before it."""
         policy = policy or self.policy
         timings: dict[str, float] = {}
         with traced("linkner.link", sentences=len(sentences), policy=policy.kind, estimator=policy.estimator) as span:
@@ -253,6 +255,10 @@ class RDCLinker:
                 with traced("linkner.classify", routed=len(routed)):
                     queries = await asyncio.to_thread(span_queries, sentences, predictions, routed, self.selector)
                     deadline = timeout_s if timeout_s is not None else self.llm_timeout_s
+                    if deadline_at is not None:
+                        left = deadline_at - time.time() - DEADLINE_MARGIN_S
+                        deadline = left if deadline is None else min(deadline, left)
+                        deadline = max(deadline, 0.001)
                     answers = await classify_with_deadline(self.backend, queries, self.recognizer.labels, deadline)
             timings["classify"] = time.perf_counter() - mark
             mark = time.perf_counter()

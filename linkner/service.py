@@ -192,12 +192,14 @@ class LinkNERService:
         self.model = model
         self.limits = limits or ServiceLimits()
 
-    async def recognize(self, request: RecognizeInput, timeout_s: float | None = None) -> RecognizeOutput:
-        """Answer one request; ``timeout_s`` bounds the LLM step (the local answer is kept past it)."""
+    async def recognize(self, request: RecognizeInput, timeout_s: float | None = None,
+                        deadline_at: float | None = None) -> RecognizeOutput:
+        """Answer one request; the LLM step ends by ``timeout_s`` and before ``deadline_at`` (wall
+        clock), past which the local answer is kept."""
         started = time.perf_counter()
         document = prepare_document(request, self.limits)
         policy = resolve_policy(request.options, self.linker.policy, self.estimators)
-        result = await self.linker.link(document.sentences, policy, timeout_s)
+        result = await self.linker.link(document.sentences, policy, timeout_s, deadline_at)
         return build_output(document, result, request, self.model, started)
 
     def check_batch(self, requests: Sequence[RecognizeInput]) -> None:
