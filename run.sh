@@ -4,8 +4,10 @@
 #   ./run.sh test    set up, then run the test suite
 set -euo pipefail
 cd "$(dirname "$0")"
-what=${1:-main}
-[ $# -gt 0 ] && shift
+what=main
+case "${1:-}" in
+  main|test) what=$1; shift ;;
+esac
 case "$what" in
   main)
     scripts/setup.sh
@@ -16,7 +18,7 @@ case "$what" in
     exec .venv/bin/python -m pytest "$@"
     ;;
   *)
-    echo "usage: ./run.sh [main|test] [args...]" >&2
+    echo "usage: ./run.sh [main|test] [args...]   (options alone go to the main job)" >&2
     exit 2
     ;;
 esac

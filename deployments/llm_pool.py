@@ -12,9 +12,14 @@ from linkner.telemetry import TelemetryConfig, setup_tracing, traced
 
 @serve.deployment
 class LLMPool:
-    def __init__(self, config: LLMPoolConfig, telemetry: TelemetryConfig) -> None:
+    async def __init__(self, config: LLMPoolConfig, telemetry: TelemetryConfig) -> None:
+        """Build the backend and start its engine now (vLLM takes tens of seconds on CPU), so the
+        replica is ready, or visibly failed, before it takes traffic."""
         setup_tracing(telemetry, "llm")
         self.backend = build_backend(config.llm)
+        start = getattr(self.backend, "start", None)
+        if start is not None:
+            await start()
 
     def model_id(self) -> str:
         return self.backend.model_id

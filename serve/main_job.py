@@ -112,14 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from clients.client import LinkNERClient
 
     with LinkNERClient(f"127.0.0.1:{port}", name, timeout_s=60) as client:
-        result = client.recognize(args.text)
-    print(f"\nrequest: {args.text}")
-    for entity in result.entities:
-        llm = f", LLM score {entity.llm_score:.2f}" if entity.llm_score is not None else ""
-        print(f"  {entity.text!r:30} {entity.label:5} [{entity.char_start}:{entity.char_end}] from {entity.source}, "
-              f"uncertainty {entity.uncertainty:.3f}{llm}")
-    print(f"  LLM spans {result.llm_spans}, degraded {result.degraded}, "
-          f"{result.timings_ms.get('total', 0):.0f} ms in the service\n")
+        print(f"\nrequest: {args.text}")
+        _show(client.recognize(args.text))
+        print("the same, every span sent to the LLM (policy budget 1.0), to show the LLM path:")
+        _show(client.recognize(args.text, policy="budget", budget=1.0))
     if args.once:
         _shutdown()
         return 0
@@ -132,6 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _shutdown()
     return 0
+
+
+def _show(result: Any) -> None:
+    for entity in result.entities:
+        llm = f", LLM score {entity.llm_score:.2f} (local said {entity.local_label})" if entity.llm_score is not None else ""
+        print(f"  {entity.text!r:30} {entity.label:5} [{entity.char_start}:{entity.char_end}] from {entity.source}, "
+              f"uncertainty {entity.uncertainty:.3f}{llm}")
+    reason = f" ({result.degraded_reason})" if result.degraded else ""
+    print(f"  LLM spans {result.llm_spans}, degraded {result.degraded}{reason}, model {result.model}, "
+          f"LLM {result.llm_backend or '-'}, {result.timings_ms.get('total', 0):.0f} ms in the service\n")
 
 
 def _shutdown() -> None:
