@@ -86,11 +86,11 @@ def benchmark(model: Path, args: argparse.Namespace) -> dict:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| model | dev F1 | test F1 | PER | LOC | ORG | MISC | train time | sent/s |",
+    lines = ["| model | dev F1 | test F1 | PER | LOC | ORG | MISC | training to the best epoch | sent/s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         per_type = r["test"]["scores"]["per_type"]
-        minutes = f"{r['training_seconds'] / 60:.0f} min ({r['epochs_run']} ep)" if r["training_seconds"] else "n/a"
+        minutes = f"{r['training_seconds'] / 60:.0f} min to epoch {r['epochs_run']}" if r['training_seconds'] else "n/a"
         lines.append(
             f"| {r['model']} ({r['objective']}) | {100 * r['dev']['scores']['micro']['f1']:.2f} | "
             f"{100 * r['test']['scores']['micro']['f1']:.2f} | "
