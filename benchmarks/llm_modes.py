@@ -1,0 +1,93 @@
+"""How the embedded LLM answers: accuracy on CoNLL-2003 dev gold entity spans (seeded sample) for
+each answer mode (vLLM: option letters scored, greedy constrained choice over names, names
+scored) and each kind of demonstrations (none, random 1 per label, 4 retrieved), with the label
+of the nearest training span alone (no LLM) as a reference. Prints a table; writes JSON.
+
+    python benchmarks/llm_modes.py [--spans 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from linkner.llm.demonstrations import build_selector, training_demonstrations  # noqa: E402
+from linkner.llm.prepare import prepare_llm  # noqa: E402
+from linkner.llm.protocol import SpanQuery  # noqa: E402
+from linkner.llm.vllm_backend import VLLMBackend, VLLMSettings  # noqa: E402
+from linkner.predictor import SpanPredictor  # noqa: E402
+from linkner.readers import read_dataset  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default")
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "llm_modes.json")
+    parser.add_argument("--spans", type=int, default=300)
+    parser.add_argument("--modes", default="letter,choice,label")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    predictor = SpanPredictor.from_checkpoint(args.model)
+    train = read_dataset(args.data_dir / "train.txt")
+    dev = read_dataset(args.data_dir / "dev.txt")
+    spans = [(s, e) for s in dev for e in s.entities]
+    random.Random(args.seed).shuffle(spans)
+    spans = spans[: args.spans]
+    gold = [e.label for _, e in spans]
+    refs = [(s.tokens, e.start, e.end) for s, e in spans]
+    pool = training_demonstrations(train)
+    selectors = {
+        "none": build_selector("none", predictor, pool, 0),
+        "random (1/label)": build_selector("random", predictor, pool, 1, seed=args.seed),
+        "retrieved (4)": build_selector("retrieved", predictor, pool, 4,
+                                        cache=args.model / f"demonstrations-{len(pool)}.pt"),
+    }
+    demos = {name: selector.select(refs) for name, selector in selectors.items()}
+    nearest = [d[-1].label for d in demos["retrieved (4)"]]
+    rows = [{"mode": "nearest training span, no LLM", "demonstrations": "-",
+             "accuracy": sum(a == b for a, b in zip(nearest, gold)) / len(gold)}]
+    backend = VLLMBackend(VLLMSettings(model=str(prepare_llm(ROOT / "artifacts" / "llm" / "smollm2-135m"))))
+    try:
+        for mode in args.modes.split(","):
+            view = backend.with_mode(mode)  # type: ignore[arg-type]
+            for name, chosen in demos.items():
+                queries = [SpanQuery(tokens=list(t), start=a, end=b, demonstrations=d)
+                           for (t, a, b), d in zip(refs, chosen)]
+                started = time.perf_counter()
+                answers = await view.classify(queries, predictor.labels)
+                seconds = time.perf_counter() - started
+                labels = [a.label for a in answers]
+                rows.append({"mode": mode, "demonstrations": name,
+                             "accuracy": sum(a == b for a, b in zip(labels, gold)) / len(gold),
+                             "unparseable_or_errors": sum(not a.ok for a in answers),
+                             "answers": dict(Counter(labels)), "ms_per_span": 1000 * seconds / len(queries)})
+                print(rows[-1], flush=True)
+    finally:
+        await backend.close()
+    lines = [f"LLM accuracy on {len(gold)} dev gold spans ({dict(Counter(gold))})", "",
+             "| answer mode | demonstrations | accuracy | errors | ms/span | answers |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['mode']} | {row['demonstrations']} | {100 * row['accuracy']:.1f}% | "
+                     f"{row.get('unparseable_or_errors', '-')} | {row.get('ms_per_span', 0):.0f} | {row.get('answers', '')} |")
+    print("\n".join(lines))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main_async(parse_args())))
