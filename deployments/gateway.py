@@ -49,6 +49,17 @@ class Gateway:
                 return self._invalid(grpc_context, str(result))
             return response_to_proto(result)
 
+    async def Check(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (grpc.health.v1)
+        """Standard gRPC health check: SERVING when the router (and through it the model) answers."""
+        from grpc_health.v1 import health_pb2
+
+        try:
+            await asyncio.wait_for(self.router.limits.remote(), timeout=5)
+            status = health_pb2.HealthCheckResponse.SERVING
+        except Exception:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse(status=status)
+
     def _invalid(self, grpc_context: Any, message: str) -> pb.RecognizeResponse:
         grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
         grpc_context.set_details(message)

@@ -10,6 +10,7 @@ from linkner.model.metadata import is_checkpoint
 from linkner.serving_config import AppConfig
 
 GRPC_SERVICER = "protos.linkner.v1.linkner_pb2_grpc.add_LinkNERServicer_to_server"
+HEALTH_SERVICER = "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server"
 
 
 class ConfigError(ValueError):

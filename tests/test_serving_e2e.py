@@ -39,14 +39,14 @@ def cluster(tiny_checkpoint, tmp_path_factory):
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    from serve.app import GRPC_SERVICER, build_app
+    from serve.app import GRPC_SERVICER, HEALTH_SERVICER, build_app
 
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"  # set by conftest before ray's import
     port = free_port()
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=8,
              object_store_memory=256 * 1024 * 1024, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
-                grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[GRPC_SERVICER]))
+                grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[GRPC_SERVICER, HEALTH_SERVICER]))
     fast, slow = OpenAIPeer(answer=lambda body: "person"), OpenAIPeer(answer=lambda body: "person", delay_s=5.0)
     fast.__enter__()
     slow.__enter__()
@@ -189,6 +189,12 @@ def test_two_ner_replicas_both_serve(cluster):
 def test_health_and_traces_of_every_stage(cluster):
     import json
 
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(cluster["target"]) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                         metadata=[("application", "main")], timeout=20)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
     with client(cluster) as c:
         assert c.health()
         c.recognize(TEXT, request_id="traced")
