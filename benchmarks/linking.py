@@ -43,6 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--llm-sentences", type=int, default=1000, help="sentences per set the LLM sees")
     parser.add_argument("--max-share", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-oracle", action="store_true", help="skip the full-set oracle sweeps")
+    parser.add_argument("--name", default="linking", help="output file stem in --out-dir")
     return parser.parse_args()
 
 
@@ -56,7 +58,7 @@ async def main_async(args: argparse.Namespace) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {"oracle": {}, "llm": {}}
     markdown = ["## Oracle linking (full sets)", ""]
-    for name, data in [("dev", dev), *sets.items()]:
+    for name, data in [] if args.no_oracle else [("dev", dev), *sets.items()]:
         report = await evaluate_linking(predictor, data, name, SHARES, estimators,
                                         plot=args.out_dir / f"sweep-oracle-{name}.png")
         results["oracle"][name] = report.model_dump()
@@ -81,16 +83,16 @@ async def main_async(args: argparse.Namespace) -> int:
                 report = await evaluate_linking(
                     predictor, data[:n], f"{name}[:{n}]", SHARES, [args.llm_estimator], backend, args.llm_estimator,
                     dev=dev[:n], selector=selector, max_share_calibration=args.max_share,
-                    plot=args.out_dir / f"sweep-llm-{name}.png", calibration=calibration)
+                    plot=args.out_dir / f"sweep-llm-{args.mode}-{name}.png", calibration=calibration)
                 calibration = report.calibration
                 results["llm"][name] = report.model_dump()
                 markdown += [report.markdown(), ""]
                 print(report.markdown(), "\n", flush=True)
         finally:
             await backend.close()
-    (args.out_dir / "linking.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    (args.out_dir / "linking.md").write_text("\n".join(markdown) + "\n", encoding="utf-8")
-    print(f"wrote {args.out_dir / 'linking.json'} and {args.out_dir / 'linking.md'}", file=sys.stderr)
+    (args.out_dir / f"{args.name}.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    (args.out_dir / f"{args.name}.md").write_text("\n".join(markdown) + "\n", encoding="utf-8")
+    print(f"wrote {args.out_dir / args.name}.json and .md", file=sys.stderr)
     return 0
 
 

@@ -56,7 +56,7 @@ async def main_async(args: argparse.Namespace) -> int:
                                         cache=args.model / f"demonstrations-{len(pool)}.pt"),
     }
     demos = {name: selector.select(refs) for name, selector in selectors.items()}
-    nearest = [d[-1].label for d in demos["retrieved (4)"]]
+    nearest = [d[-1].label if d else None for d in demos["retrieved (4)"]]
     rows = [{"mode": "nearest training span, no LLM", "demonstrations": "-",
              "accuracy": sum(a == b for a, b in zip(nearest, gold)) / len(gold)}]
     backend = VLLMBackend(VLLMSettings(model=str(prepare_llm(ROOT / "artifacts" / "llm" / "smollm2-135m"))))

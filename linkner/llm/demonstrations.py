@@ -84,7 +84,8 @@ class RetrievedDemonstrations:
             return []
         queries = self.predictor.span_embeddings(spans)
         similarity = queries @ self.embeddings.T
-        top = similarity.topk(min(self.k + 2, len(self.pool)), dim=-1).indices.tolist()
+        # extra candidates: exact copies of the queried span (repeated lines) are skipped
+        top = similarity.topk(min(self.k + 16, len(self.pool)), dim=-1).indices.tolist()
         chosen = []
         for (words, start, end), candidates in zip(spans, top):
             picked = [self.pool[i] for i in candidates
