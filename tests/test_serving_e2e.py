@@ -211,3 +211,22 @@ def test_health_and_traces_of_every_stage(cluster):
                    and s["attributes"].get("linkner.request_id") == "traced")
     assert {s["name"] for s in spans if s["trace_id"] == request["trace_id"]} >= {"linkner.llm.classify",
                                                                                    "linkner.ner.batch"}
+
+
+def test_client_command_line_file_and_recognize(cluster, tmp_path, capsys):
+    import json
+
+    from clients.cli import main
+
+    docs = tmp_path / "docs.txt"
+    docs.write_text("John Smith visited Paris yesterday .\n\nnothing happened today .\nAli Khan left Reuters .\n")
+    out = tmp_path / "out.jsonl"
+    code = main(["--target", cluster["target"], "--application", "main", "--policy", "none",
+                 "file", str(docs), "--out", str(out), "--concurrency", "2"])
+    assert code == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in records] == [1, 3, 4]
+    assert records[0]["entities"] and records[1]["entities"] == []
+    assert main(["--target", cluster["target"], "--application", "main", "--policy", "none",
+                 "recognize", "Mary Jones visited Cairo ."]) == 0
+    assert "Mary Jones\tPER\tlocal" in capsys.readouterr().out
