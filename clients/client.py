@@ -63,6 +63,13 @@ class _Common:
     def _metadata(self, timeout_s: float) -> list[tuple[str, str]]:
         return [("application", self.application), ("linkner-deadline-ms", str(int(timeout_s * 1000)))]
 
+    def _retry_delay(self, code: grpc.StatusCode, attempt: int, deadline: float) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up (not retryable, retries
+        used up, or the deadline passed)."""
+        if code not in RETRYABLE or attempt >= self.retries or time.monotonic() >= deadline:
+            return None
+        return min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic()))
+
 
 class LinkNERClient(_Common):
     """Blocking client. Use as a context manager or call :meth:`close`."""
@@ -125,9 +132,10 @@ class LinkNERClient(_Common):
             try:
                 return method(request, timeout=max(0.001, remaining), metadata=self._metadata(remaining))
             except grpc.RpcError as error:
-                if error.code() not in RETRYABLE or attempt >= self.retries or time.monotonic() >= deadline:
+                delay = self._retry_delay(error.code(), attempt, deadline)
+                if delay is None:
                     raise LinkNERError(error.code(), error.details() or "") from None
-            time.sleep(min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic())))
+            time.sleep(delay)
             attempt += 1
 
 
@@ -169,7 +177,8 @@ class AsyncLinkNERClient(_Common):
             try:
                 return await method(request, timeout=max(0.001, remaining), metadata=self._metadata(remaining))
             except grpc.aio.AioRpcError as error:
-                if error.code() not in RETRYABLE or attempt >= self.retries or time.monotonic() >= deadline:
+                delay = self._retry_delay(error.code(), attempt, deadline)
+                if delay is None:
                     raise LinkNERError(error.code(), error.details() or "") from None
-            await asyncio.sleep(min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(delay)
             attempt += 1
