@@ -34,6 +34,10 @@ class NERReplica:
                 "estimators": available_estimators(config.objective == "evidential"),
                 "device": str(self.predictor.device)}
 
+    async def embed(self, items: list[tuple[list[str], int, int]]):
+        """Span embeddings (for retrieved demonstrations) of ``(words, start, end)`` items."""
+        return await asyncio.to_thread(self.predictor.span_embeddings, items)
+
     def replica(self) -> str:
         """This replica's id (shows which replica served a call)."""
         return serve.get_replica_context().replica_id.unique_id

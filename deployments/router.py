@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -22,6 +23,25 @@ def default_policy(config: AppConfig) -> DetectionPolicy:
     return config.router.policy
 
 
+async def pool_embeddings(ner: Any, pool: list, checkpoint: Path, chunk: int = 512) -> Any:
+    """The pool's span embeddings: from the checkpoint's cache file, or computed by the NER replicas."""
+    import torch
+
+    cache = checkpoint / f"demonstrations-{len(pool)}.pt"
+    if cache.is_file():
+        stored = torch.load(cache, weights_only=True)
+        if stored.size(0) == len(pool):
+            return stored
+    items = [(list(d.tokens), d.start, d.end) for d in pool]
+    parts = [await ner.embed.remote(items[i : i + chunk]) for i in range(0, len(items), chunk)]
+    embeddings = torch.cat(parts)
+    try:
+        torch.save(embeddings, cache)
+    except OSError:  # a read-only checkpoint still serves; the next start recomputes
+        pass
+    return embeddings
+
+
 @serve.deployment
 class Router:
     def __init__(self, ner: Any, llm: Any | None, config: AppConfig) -> None:
@@ -37,10 +57,26 @@ class Router:
             if self.llm is not None:
                 backend = HandleBackend(self.llm, await self.llm.model_id.remote())
             linker = RDCLinker(HandleRecognizer(self.ner, info["labels"]), backend, default_policy(self.config),
-                               llm_timeout_s=self.config.router.llm_timeout_s)
+                               selector=await self._selector(), llm_timeout_s=self.config.router.llm_timeout_s)
             self.service = LinkNERService(linker, info["estimators"], f"{info['encoder']}:{info['objective']}",
                                           self.config.router.limits)
         return self.service
+
+    async def _selector(self) -> Any:
+        """Demonstrations as configured; retrieved ones embed through the NER replicas, and the
+        training pool's embeddings are cached beside the checkpoint."""
+        settings = self.config.router.demonstrations
+        if settings.kind == "none" or self.llm is None:
+            return None
+        from linkner.llm.demonstrations import (RandomDemonstrations, RemoteRetrievedDemonstrations,
+                                                training_demonstrations)
+        from linkner.readers import read_dataset
+
+        pool = training_demonstrations(read_dataset(settings.train))
+        if settings.kind == "random":
+            return RandomDemonstrations(pool, settings.k, settings.seed)
+        embeddings = await pool_embeddings(self.ner, pool, Path(self.config.ner.checkpoint))
+        return RemoteRetrievedDemonstrations(self.ner.embed.remote, pool, embeddings, settings.k)
 
     async def recognize(self, request: RecognizeInput, timeout_s: float | None, deadline_at: float | None = None,
                         carrier: dict[str, str] | None = None) -> RecognizeOutput | InvalidRequest:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, Sequence
 
 from pydantic import BaseModel, Field, model_validator
 
-from linkner.llm.protocol import NON_ENTITY, LLMBackend, SpanAnswer, SpanQuery
+from linkner.llm.protocol import NON_ENTITY, Demonstration, LLMBackend, SpanAnswer, SpanQuery
 from linkner.telemetry import traced
 from linkner.names import ESTIMATOR_NAMES
 
@@ -162,16 +162,35 @@ def span_queries(
     predictions: Sequence[Sequence["EntityPrediction"]],
     routed: Sequence[SpanRef],
     selector: "DemonstrationSelector | None" = None,
+    demonstrations: "Sequence[list[Demonstration]] | None" = None,
 ) -> list[SpanQuery]:
-    """Backend queries for the routed spans, with demonstrations when a selector is given."""
-    refs = [(tokens[i], predictions[i][j].start, predictions[i][j].end) for i, j in routed]
-    demos = selector.select(refs) if selector is not None else [[] for _ in refs]
+    """Backend queries for the routed spans, with the given demonstrations, or a selector's."""
+    refs = routed_refs(tokens, predictions, routed)
+    if demonstrations is not None:
+        demos = list(demonstrations)
+    else:
+        demos = selector.select(refs) if selector is not None else [[] for _ in refs]
     return [
         SpanQuery(tokens=list(tokens[i]), start=predictions[i][j].start, end=predictions[i][j].end,
                   local_label=predictions[i][j].label, alternatives=predictions[i][j].alternatives,
                   demonstrations=demo)
         for (i, j), demo in zip(routed, demos)
     ]
+
+
+def routed_refs(tokens: Sequence[Sequence[str]], predictions: Sequence[Sequence["EntityPrediction"]],
+                routed: Sequence[SpanRef]) -> list[tuple[Sequence[str], int, int]]:
+    """``(words, start, end)`` of each routed span."""
+    return [(tokens[i], predictions[i][j].start, predictions[i][j].end) for i, j in routed]
+
+
+async def build_queries(tokens: Sequence[Sequence[str]], predictions: Sequence[Sequence["EntityPrediction"]],
+                        routed: Sequence[SpanRef], selector: object | None) -> list[SpanQuery]:
+    """Queries with demonstrations from a local selector (in a thread) or a remote one (awaited)."""
+    if selector is not None and hasattr(selector, "select_async"):
+        demos = await selector.select_async(routed_refs(tokens, predictions, routed))  # type: ignore[attr-defined]
+        return span_queries(tokens, predictions, routed, demonstrations=demos)
+    return await asyncio.to_thread(span_queries, tokens, predictions, routed, selector)
 
 
 async def classify_with_deadline(
@@ -253,7 +272,7 @@ class RDCLinker:
             answers: list[SpanAnswer] = []
             if routed and self.backend is not None:
                 with traced("linkner.classify", routed=len(routed)):
-                    queries = await asyncio.to_thread(span_queries, sentences, predictions, routed, self.selector)
+                    queries = await build_queries(sentences, predictions, routed, self.selector)
                     deadline = timeout_s if timeout_s is not None else self.llm_timeout_s
                     if deadline_at is not None:
                         left = deadline_at - time.time() - DEADLINE_MARGIN_S

@@ -69,8 +69,25 @@ class LLMPoolConfig(BaseModel):
     resources: Resources = Field(default_factory=Resources)
 
 
+class DemonstrationsConfig(BaseModel):
+    """Examples in the LLM prompt: none, random k per label, or the k nearest training spans."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["none", "random", "retrieved"] = "none"
+    k: int = Field(4, ge=1, le=16)
+    train: str | None = Field(None, description="labelled data the examples come from (CoNLL or .jsonl)")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> "DemonstrationsConfig":
+        if self.kind != "none" and not self.train:
+            raise ValueError(f"demonstrations '{self.kind}' need `train`: the labelled data to draw them from")
+        return self
+
+
 class RouterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    demonstrations: DemonstrationsConfig = Field(default_factory=DemonstrationsConfig)
     policy: DetectionPolicy = Field(default_factory=lambda: DetectionPolicy(kind="threshold", threshold=0.5),
                                     description="used when the checkpoint has no calibration")
     use_calibration: bool = Field(True, description="use the checkpoint's calibration when it has one")

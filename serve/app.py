@@ -24,10 +24,14 @@ def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
     except ValidationError as error:
         raise ConfigError(f"invalid LinkNER application args:\n{error}") from None
     config = _absolute_paths(config)
+    from pathlib import Path
     if not is_checkpoint(config.ner.checkpoint):
         raise ConfigError(
             f"no trained model at ner.checkpoint={config.ner.checkpoint}: train the default one with `./run.sh` "
             "(or `linkner train --train TRAIN --dev DEV --output DIR`) and point ner.checkpoint at it")
+    train = config.router.demonstrations.train
+    if train and not Path(train).is_file():
+        raise ConfigError(f"router.demonstrations.train={train}: no such data file")
     if config.llm_pool.enabled and config.llm_pool.llm.backend != "openai":
         from pathlib import Path
 
@@ -50,6 +54,8 @@ def _absolute_paths(config: AppConfig) -> AppConfig:
     config.ner.checkpoint = resolve(config.ner.checkpoint)
     if config.llm_pool.llm.backend != "openai":
         config.llm_pool.llm.model = resolve(config.llm_pool.llm.model)
+    if config.router.demonstrations.train:
+        config.router.demonstrations.train = resolve(config.router.demonstrations.train)
     if config.telemetry.jsonl_path:
         config.telemetry.jsonl_path = resolve(config.telemetry.jsonl_path)
     return config

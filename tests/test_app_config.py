@@ -44,3 +44,12 @@ def test_the_shipped_config_files_validate(tiny_checkpoint):
         args["ner"]["checkpoint"] = str(tiny_checkpoint)
         args["llm_pool"]["enabled"] = False
         assert validate_config(args).ner.checkpoint == str(tiny_checkpoint)
+
+
+def test_demonstrations_need_their_training_data(tiny_checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="need `train`"):
+        validate_config({"ner": {"checkpoint": str(tiny_checkpoint)}, "llm_pool": {"enabled": False},
+                         "router": {"demonstrations": {"kind": "retrieved"}}})
+    with pytest.raises(ConfigError, match="no such data file"):
+        validate_config({"ner": {"checkpoint": str(tiny_checkpoint)}, "llm_pool": {"enabled": False},
+                         "router": {"demonstrations": {"kind": "random", "train": str(tmp_path / "x.txt")}}})

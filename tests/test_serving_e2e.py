@@ -34,11 +34,12 @@ def app_args(checkpoint, base_url, **router):
 
 
 @pytest.fixture(scope="module")
-def cluster(tiny_checkpoint, tmp_path_factory):
+def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     """Ray + Serve once for the module; three applications over one gRPC proxy."""
     from ray import serve
     from ray.serve.config import gRPCOptions
 
+    from linkner.readers import write_jsonl
     from serve.app import GRPC_SERVICER, HEALTH_SERVICER, build_app
 
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"  # set by conftest before ray's import
@@ -51,7 +52,10 @@ def cluster(tiny_checkpoint, tmp_path_factory):
     fast.__enter__()
     slow.__enter__()
     traces = tmp_path_factory.mktemp("traces") / "spans.jsonl"
-    main = app_args(tiny_checkpoint, fast.base_url)
+    train_file = tmp_path_factory.mktemp("pool") / "train.jsonl"
+    write_jsonl(train_file, toy_train)
+    main = app_args(tiny_checkpoint, fast.base_url, demonstrations={"kind": "retrieved", "k": 2,
+                                                                    "train": str(train_file)})
     main["telemetry"] = {"exporter": "jsonl", "jsonl_path": str(traces)}
     main["ner"]["resources"]["num_replicas"] = 2
     serve.run(build_app(main), name="main", route_prefix="/main")
@@ -86,6 +90,8 @@ def test_normal_text_goes_through_local_model_and_llm(cluster):
         assert entity.candidates
     assert {e.local_label for e in result.entities} >= {"PER", "LOC"}
     assert result.llm_backend == "openai:peer" and result.timings_ms["total"] > 0
+    prompt = cluster["fast"].requests[-1]["messages"][-1]["content"]
+    assert prompt.count("Span: ") == 2 and "Examples:" in prompt  # 2 retrieved demonstrations
 
 
 def test_batch_and_text_without_entities(cluster):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Literal, Protocol, Sequence
 
 from linkner.data import Sentence
 from linkner.llm.protocol import Demonstration
@@ -82,16 +82,40 @@ class RetrievedDemonstrations:
     def select(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
         if not spans:
             return []
-        queries = self.predictor.span_embeddings(spans)
-        similarity = queries @ self.embeddings.T
-        # extra candidates: exact copies of the queried span (repeated lines) are skipped
-        top = similarity.topk(min(self.k + 16, len(self.pool)), dim=-1).indices.tolist()
-        chosen = []
-        for (words, start, end), candidates in zip(spans, top):
-            picked = [self.pool[i] for i in candidates
-                      if not (self.pool[i].tokens == tuple(words) and (self.pool[i].start, self.pool[i].end) == (start, end))]
-            chosen.append(list(reversed(picked[: self.k])))
-        return chosen
+        return nearest_demonstrations(self.pool, self.embeddings, self.k, spans,
+                                      self.predictor.span_embeddings(spans))
+
+
+class RemoteRetrievedDemonstrations:
+    """Retrieved demonstrations whose query embeddings come from an async embedder (the NER
+    replicas of the served application); the pool's embeddings are given."""
+
+    def __init__(self, embed: Callable[[list[SpanRef]], Awaitable["torch.Tensor"]],
+                 pool: Sequence[Demonstration], embeddings: "torch.Tensor", k: int = 4) -> None:
+        self.embed = embed
+        self.pool = list(pool)
+        self.embeddings = embeddings
+        self.k = k
+
+    async def select_async(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
+        if not spans:
+            return []
+        queries = await self.embed([(list(words), start, end) for words, start, end in spans])
+        return nearest_demonstrations(self.pool, self.embeddings, self.k, spans, queries)
+
+
+def nearest_demonstrations(pool: Sequence[Demonstration], pool_embeddings: "torch.Tensor", k: int,
+                           spans: Sequence[SpanRef], queries: "torch.Tensor") -> list[list[Demonstration]]:
+    """The ``k`` pool entries most similar to each query, most similar last; exact copies of the
+    queried span (repeated lines) are skipped."""
+    similarity = queries @ pool_embeddings.T
+    top = similarity.topk(min(k + 16, len(pool)), dim=-1).indices.tolist()
+    chosen = []
+    for (words, start, end), candidates in zip(spans, top):
+        picked = [pool[i] for i in candidates
+                  if not (pool[i].tokens == tuple(words) and (pool[i].start, pool[i].end) == (start, end))]
+        chosen.append(list(reversed(picked[:k])))
+    return chosen
 
 
 def build_selector(kind: DemonstrationKind, predictor: "SpanPredictor | None", pool: Sequence[Demonstration],
