@@ -59,9 +59,10 @@ async def main_async(args: argparse.Namespace) -> int:
     nearest = [d[-1].label if d else None for d in demos["retrieved (4)"]]
     rows = [{"mode": "nearest training span, no LLM", "demonstrations": "-",
              "accuracy": sum(a == b for a, b in zip(nearest, gold)) / len(gold)}]
+    print(rows[0], flush=True)
     backend = VLLMBackend(VLLMSettings(model=str(prepare_llm(ROOT / "artifacts" / "llm" / "smollm2-135m"))))
     try:
-        for mode in args.modes.split(","):
+        for mode in [m for m in args.modes.split(",") if m]:
             view = backend.with_mode(mode)  # type: ignore[arg-type]
             for name, chosen in demos.items():
                 queries = [SpanQuery(tokens=list(t), start=a, end=b, demonstrations=d)
