@@ -123,6 +123,19 @@ def calibrate(sentences: Sequence[Sentence], predictions: Predictions, estimator
                        max_share=max_share, sentences=len(sentences))
 
 
+async def calibrate_on(predictor, backend: LLMBackend, dev: Sequence[Sentence], estimator: str = "confidence",
+                       max_share: float = 0.3, selector: "DemonstrationSelector | None" = None,
+                       progress: bool = True) -> Calibration:
+    """Ask the LLM about the most uncertain ``max_share`` of dev spans and choose the threshold."""
+    from linkner.assessment import predict_with_progress
+
+    predictions = predict_with_progress(predictor, dev, [estimator], progress)
+    cache = AnswerCache(backend, dev, predictions, predictor.labels, selector)
+    ranked = ranked_spans(predictions, estimator)
+    await cache.ensure(ranked[: math.ceil(max_share * len(ranked))], progress=progress)
+    return calibrate(dev, predictions, estimator, cache, max_share)
+
+
 def sweep_plot(curves: dict[str, list[SweepPoint]], local_f1: float, path: Path, title: str) -> Path:
     """F1 against LLM share: one line per curve, local-only as a horizontal line."""
     import matplotlib

@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=None, help="epochs when training the default model")
     parser.add_argument("--threads", type=int, default=None, help="torch threads while training")
     parser.add_argument("--once", action="store_true", help="answer the sample request, then shut down")
+    parser.add_argument("--calibration-sentences", type=int, default=600,
+                        help="dev sentences used to calibrate a model that has no calibration (0: skip)")
     parser.add_argument("--text", default=SAMPLE, help="the sample request's text")
     return parser
 
@@ -47,6 +49,51 @@ def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int |
           "epochs, about 5-8 minutes each on 2 CPU cores; cached for later runs)", file=sys.stderr)
     Trainer(config, read_dataset(data_dir / "train.txt"), read_dataset(data_dir / "dev.txt"), model).fit(resume=True)
     return model
+
+
+def ensure_calibration(config: Any, data_dir: Path, sentences: int) -> None:
+    """Calibrate the routing threshold on dev once (stored in the checkpoint's metadata), asking
+    the configured LLM with the router's demonstrations setting, so the served router only asks
+    the LLM where that helped on dev."""
+    import asyncio
+
+    from linkner.link_eval import calibrate_on
+    from linkner.llm.demonstrations import build_selector, training_demonstrations
+    from linkner.llm.factory import build_backend
+    from linkner.model.metadata import read_metadata, write_metadata
+    from linkner.predictor import SpanPredictor
+    from linkner.readers import read_dataset
+
+    checkpoint = Path(config.ner.checkpoint)
+    metadata = read_metadata(checkpoint)
+    if not sentences or metadata.get("calibration") or not config.llm_pool.enabled:
+        return
+    if not (data_dir / "dev.txt").is_file():
+        print(f"no dev data at {data_dir}: the router uses its configured threshold", file=sys.stderr)
+        return
+    predictor = SpanPredictor.from_checkpoint(checkpoint)
+    demos = config.router.demonstrations
+    pool = training_demonstrations(read_dataset(demos.train)) if demos.kind != "none" else []
+    selector = build_selector(demos.kind, predictor, pool, demos.k, demos.seed,
+                              cache=checkpoint / f"demonstrations-{len(pool)}.pt")
+    estimator = config.router.policy.estimator
+    print(f"calibrating when to ask the LLM, on {sentences} dev sentences (once; stored in {checkpoint})",
+          file=sys.stderr)
+
+    async def run() -> Any:
+        backend = build_backend(config.llm_pool.llm)
+        try:
+            return await calibrate_on(predictor, backend, read_dataset(data_dir / "dev.txt")[:sentences], estimator,
+                                      selector=selector)
+        finally:
+            await backend.close()
+
+    calibration = asyncio.run(run())
+    metadata["calibration"] = calibration.model_dump()
+    write_metadata(checkpoint, metadata)
+    threshold = "route nothing" if calibration.threshold is None else f"threshold {calibration.threshold:.4f}"
+    print(f"calibration: {threshold} (dev F1 {100 * calibration.dev_f1_local:.2f} local, "
+          f"{100 * calibration.dev_f1_linked:.2f} linked)", file=sys.stderr)
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -103,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.llm_pool.llm.backend == "vllm" and not vllm_available():
             print("vLLM is not installed: the LLM pool uses the transformers backend", file=sys.stderr)
             app_args.setdefault("llm_pool", {}).setdefault("llm", {})["backend"] = "transformers"
+    config = _absolute_paths(AppConfig.model_validate(app_args))
+    ensure_calibration(config, args.data_dir, args.calibration_sentences)
     started = time.monotonic()
     start_ray()
     name, port = deploy(serve_config)

@@ -6,7 +6,6 @@ folder nor any training code.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
