@@ -25,7 +25,9 @@ def test_vllm_answers_are_always_options_in_every_mode(smollm2):
         try:
             results = {}
             for mode in ("letter", "choice", "label"):
-                results[mode] = await backend.with_mode(mode).classify(QUERIES, LABELS, timeout_s=120)
+                view = backend.with_mode(mode)
+                results[mode] = await view.classify(QUERIES, LABELS, timeout_s=120)
+                assert view._shared is backend._shared and backend._shared.engine is not None  # one engine
             return results
         finally:
             await backend.close()

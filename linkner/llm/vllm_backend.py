@@ -41,6 +41,15 @@ class VLLMSettings(BaseModel):
     seed: int = 0
 
 
+class _EngineState:
+    """The engine and tokenizer, shared by a backend and its views."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+        self.tokenizer: Any = None
+        self.lock = asyncio.Lock()
+
+
 class VLLMBackend:
     """Classifies spans with an in-process vLLM engine (started lazily, on first use)."""
 
@@ -51,9 +60,7 @@ class VLLMBackend:
         self.settings = settings
         self.definitions = definitions
         self.model_id = f"vllm:{path.name}:{settings.mode}"
-        self._engine: Any = None
-        self._tokenizer: Any = None
-        self._start_lock = asyncio.Lock()
+        self._shared = _EngineState()  # one engine for this backend and every with_mode() view
         self._ids = itertools.count()
         self._builders: dict[tuple[str, ...], PromptBuilder] = {}
 
@@ -67,8 +74,8 @@ class VLLMBackend:
 
     async def start(self) -> None:
         """Start the engine (tens of seconds on CPU); later calls return at once."""
-        async with self._start_lock:
-            if self._engine is not None:
+        async with self._shared.lock:
+            if self._shared.engine is not None:
                 return
             offline_hub()
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.cpu_kv_cache_gib))
@@ -76,7 +83,7 @@ class VLLMBackend:
             from vllm import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.settings.model)
+            self._shared.tokenizer = AutoTokenizer.from_pretrained(self.settings.model)
             args = AsyncEngineArgs(
                 model=self.settings.model,
                 max_model_len=self.settings.max_model_len,
@@ -88,12 +95,18 @@ class VLLMBackend:
                 seed=self.settings.seed,
                 disable_log_stats=True,
             )
-            self._engine = AsyncLLM.from_engine_args(args)
+            self._shared.engine = AsyncLLM.from_engine_args(args)
 
     async def close(self) -> None:
-        if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = None
+        """Shut the engine down now (views from :meth:`with_mode` share it and are closed too), so
+        nothing is left for vLLM's finaliser at interpreter exit."""
+        import gc
+
+        engine, self._shared.engine = self._shared.engine, None
+        if engine is not None:
+            engine.shutdown()
+            del engine
+            gc.collect()
 
     async def classify(
         self, queries: Sequence[SpanQuery], labels: Sequence[str], timeout_s: float | None = None
@@ -118,7 +131,7 @@ class VLLMBackend:
         return self._builders[labels]
 
     def _prompt(self, builder: PromptBuilder, query: SpanQuery) -> str:
-        return self._tokenizer.apply_chat_template(builder.messages(query, self.settings.mode),
+        return self._shared.tokenizer.apply_chat_template(builder.messages(query, self.settings.mode),
                                                    add_generation_prompt=True, tokenize=False)
 
     async def _classify_one(self, query: SpanQuery, builder: PromptBuilder) -> SpanAnswer:
@@ -131,7 +144,7 @@ class VLLMBackend:
 
     async def _generate(self, prompt: Any, params: Any) -> Any:
         final = None
-        async for output in self._engine.generate(prompt, params, request_id=f"linkner-{next(self._ids)}"):
+        async for output in self._shared.engine.generate(prompt, params, request_id=f"linkner-{next(self._ids)}"):
             final = output
         return final
 
@@ -170,10 +183,10 @@ class VLLMBackend:
     async def _continuations(self, prompt: str, options: Sequence[Option]) -> SpanAnswer:
         from vllm import SamplingParams
 
-        prompt_ids = self._tokenizer.encode(prompt, add_special_tokens=False)
+        prompt_ids = self._shared.tokenizer.encode(prompt, add_special_tokens=False)
         end = self._end_of_turn()
         scores, completion = [], 0
-        sequences = [self._tokenizer.encode(option.name, add_special_tokens=False) + end for option in options]
+        sequences = [self._shared.tokenizer.encode(option.name, add_special_tokens=False) + end for option in options]
         # prompt_logprobs=0 returns each prompt token's own log-probability (scoring only the
         # continuation rows, prompt_logprob_token_ids, needs vLLM's V2 model runner)
         params = [SamplingParams(max_tokens=1, prompt_logprobs=0) for _ in sequences]
@@ -188,14 +201,14 @@ class VLLMBackend:
         return answer_from_logprobs(options, scores, self.model_id, len(prompt_ids), completion)
 
     def _single_token(self, text: str) -> int:
-        ids = self._tokenizer.encode(text, add_special_tokens=False)
+        ids = self._shared.tokenizer.encode(text, add_special_tokens=False)
         if len(ids) != 1:
             raise ValueError(f"option letter {text!r} is not a single token for this tokenizer")
         return ids[0]
 
     def _end_of_turn(self) -> list[int]:
         for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
-            token_id = self._tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self._tokenizer.unk_token_id:
+            token_id = self._shared.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != self._shared.tokenizer.unk_token_id:
                 return [token_id]
-        return [self._tokenizer.eos_token_id]
+        return [self._shared.tokenizer.eos_token_id]
