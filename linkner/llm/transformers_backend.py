@@ -21,6 +21,7 @@ from linkner.encoders import offline_hub
 from linkner.llm.prompts import AnswerMode, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
 from linkner.llm.scoring import answer_from_logprobs
+from linkner.llm.tokens import end_of_turn_ids, single_token_id
 
 
 class TransformersBackend:
@@ -54,7 +55,7 @@ class TransformersBackend:
         self.model_id = f"transformers:{path.name}:{mode}"
         self._builders: dict[tuple[str, ...], tuple[PromptBuilder, list[int], Any]] = {}
         self._lock = threading.Lock()  # one forward pass at a time on this model
-        self._end_ids = self._end_of_turn_ids()
+        self._end_ids = end_of_turn_ids(self.tokenizer)
 
     async def classify(
         self, queries: Sequence[SpanQuery], labels: Sequence[str], timeout_s: float | None = None
@@ -106,7 +107,7 @@ class TransformersBackend:
             output = self.model(self._tensor(prompt_ids[shared:]), past_key_values=cache, use_cache=True)
             last = output.logits[0, -1].float().log_softmax(-1)
             if self.mode == "letter":
-                letter_ids = [self._single_token(option.letter) for option in builder.options]
+                letter_ids = [single_token_id(self.tokenizer, option.letter) for option in builder.options]
                 scores = [last[token].item() for token in letter_ids]
                 completion = 1
             else:
@@ -129,19 +130,6 @@ class TransformersBackend:
             return list(ids)
         text = "\n\n".join(message["content"] for message in messages) + ("\nAnswer:" if generation else "")
         return self.tokenizer.encode(text)
-
-    def _end_of_turn_ids(self) -> list[int]:
-        for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
-                return [token_id]
-        return [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
-
-    def _single_token(self, text: str) -> int:
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ValueError(f"option letter {text!r} is not a single token for this tokenizer")
-        return ids[0]
 
     def _tensor(self, ids: Sequence[int] | Sequence[Sequence[int]]) -> Any:
         tensor = self.torch.tensor(ids, dtype=self.torch.long, device=self.device)

@@ -25,6 +25,7 @@ from linkner.encoders import offline_hub
 from linkner.llm.prompts import AnswerMode, Option, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
 from linkner.llm.scoring import answer_from_logprobs
+from linkner.llm.tokens import end_of_turn_ids, single_token_id
 
 
 class VLLMSettings(BaseModel):
@@ -152,7 +153,7 @@ class VLLMBackend:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        letter_ids = [self._single_token(option.letter) for option in options]
+        letter_ids = [single_token_id(self._shared.tokenizer, option.letter) for option in options]
         params = SamplingParams(
             temperature=0.0, max_tokens=1, logprob_token_ids=letter_ids,
             structured_outputs=StructuredOutputsParams(choice=[option.letter for option in options]),
@@ -184,7 +185,7 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         prompt_ids = self._shared.tokenizer.encode(prompt, add_special_tokens=False)
-        end = self._end_of_turn()
+        end = end_of_turn_ids(self._shared.tokenizer)
         scores, completion = [], 0
         sequences = [self._shared.tokenizer.encode(option.name, add_special_tokens=False) + end for option in options]
         # prompt_logprobs=0 returns each prompt token's own log-probability (scoring only the
@@ -199,16 +200,3 @@ class VLLMBackend:
             scores.append(sum(row[token].logprob for row, token in zip(rows, continuation)))
             completion += len(continuation)
         return answer_from_logprobs(options, scores, self.model_id, len(prompt_ids), completion)
-
-    def _single_token(self, text: str) -> int:
-        ids = self._shared.tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ValueError(f"option letter {text!r} is not a single token for this tokenizer")
-        return ids[0]
-
-    def _end_of_turn(self) -> list[int]:
-        for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
-            token_id = self._shared.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self._shared.tokenizer.unk_token_id:
-                return [token_id]
-        return [self._shared.tokenizer.eos_token_id]
