@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from linkner.assessment import estimator_names  # noqa: E402
 from linkner.link_eval import evaluate_linking  # noqa: E402
-from linkner.llm.demonstrations import build_selector, training_demonstrations  # noqa: E402
+from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations  # noqa: E402
 from linkner.llm.factory import LLMConfig, build_backend, vllm_available  # noqa: E402
 from linkner.llm.prepare import prepare_llm  # noqa: E402
 from linkner.perturb import perturb  # noqa: E402
@@ -74,7 +74,7 @@ async def main_async(args: argparse.Namespace) -> int:
                                           threads=args.threads))
         pool = training_demonstrations(train)
         selector = build_selector(args.demonstrations, predictor, pool, args.k,
-                                  cache=args.model / f"demonstrations-{len(pool)}.pt")
+                                  cache=embeddings_cache_path(args.model, pool))
         n = args.llm_sentences
         markdown += [f"## {backend.model_id}, {args.demonstrations} demonstrations (k={args.k}), first {n} sentences", ""]
         calibration = None

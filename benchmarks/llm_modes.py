@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from linkner.llm.demonstrations import build_selector, training_demonstrations  # noqa: E402
+from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations  # noqa: E402
 from linkner.llm.prepare import prepare_llm  # noqa: E402
 from linkner.llm.protocol import SpanQuery  # noqa: E402
 from linkner.llm.vllm_backend import VLLMBackend, VLLMSettings  # noqa: E402
@@ -53,7 +53,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "none": build_selector("none", predictor, pool, 0),
         "random (1/label)": build_selector("random", predictor, pool, 1, seed=args.seed),
         "retrieved (4)": build_selector("retrieved", predictor, pool, 4,
-                                        cache=args.model / f"demonstrations-{len(pool)}.pt"),
+                                        cache=embeddings_cache_path(args.model, pool)),
     }
     demos = {name: selector.select(refs) for name, selector in selectors.items()}
     nearest = [d[-1].label if d else None for d in demos["retrieved (4)"]]

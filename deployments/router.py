@@ -27,18 +27,15 @@ async def pool_embeddings(ner: Any, pool: list, checkpoint: Path, chunk: int = 5
     """The pool's span embeddings: from the checkpoint's cache file, or computed by the NER replicas."""
     import torch
 
-    cache = checkpoint / f"demonstrations-{len(pool)}.pt"
-    if cache.is_file():
-        stored = torch.load(cache, weights_only=True)
-        if stored.size(0) == len(pool):
-            return stored
+    from linkner.llm.demonstrations import embeddings_cache_path, load_cached_embeddings, save_cached_embeddings
+
+    cache = embeddings_cache_path(checkpoint, pool)
+    stored = load_cached_embeddings(cache, len(pool))
+    if stored is not None:
+        return stored
     items = [(list(d.tokens), d.start, d.end) for d in pool]
-    parts = [await ner.embed.remote(items[i : i + chunk]) for i in range(0, len(items), chunk)]
-    embeddings = torch.cat(parts)
-    try:
-        torch.save(embeddings, cache)
-    except OSError:  # a read-only checkpoint still serves; the next start recomputes
-        pass
+    embeddings = torch.cat([await ner.embed.remote(items[i : i + chunk]) for i in range(0, len(items), chunk)])
+    save_cached_embeddings(cache, embeddings)
     return embeddings
 
 

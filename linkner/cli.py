@@ -225,7 +225,7 @@ def _perturb(args: argparse.Namespace) -> int:
 
 def _link_eval(args: argparse.Namespace) -> int:
     from linkner.link_eval import evaluate_linking, run
-    from linkner.llm.demonstrations import build_selector, training_demonstrations
+    from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations
     from linkner.llm.factory import LLMConfig, build_backend
     from linkner.model.checkpoint import read_metadata, write_metadata
     from linkner.predictor import SpanPredictor
@@ -250,7 +250,7 @@ def _link_eval(args: argparse.Namespace) -> int:
         backend = build_backend(config)
         pool = training_demonstrations(read_dataset(args.train)) if args.train else []
         selector = build_selector(args.demonstrations, predictor, pool, args.k,
-                                  cache=args.model / f"demonstrations-{len(pool)}.pt")
+                                  cache=embeddings_cache_path(args.model, pool))
     shares = [float(value) for value in args.shares.split(",")]
 
     async def evaluate():

@@ -58,7 +58,7 @@ def ensure_calibration(config: Any, data_dir: Path, sentences: int) -> None:
     import asyncio
 
     from linkner.link_eval import calibrate_on
-    from linkner.llm.demonstrations import build_selector, training_demonstrations
+    from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations
     from linkner.llm.factory import build_backend
     from linkner.model.metadata import read_metadata, write_metadata
     from linkner.predictor import SpanPredictor
@@ -75,7 +75,7 @@ def ensure_calibration(config: Any, data_dir: Path, sentences: int) -> None:
     demos = config.router.demonstrations
     pool = training_demonstrations(read_dataset(demos.train)) if demos.kind != "none" else []
     selector = build_selector(demos.kind, predictor, pool, demos.k, demos.seed,
-                              cache=checkpoint / f"demonstrations-{len(pool)}.pt")
+                              cache=embeddings_cache_path(checkpoint, pool))
     estimator = config.router.policy.estimator
     print(f"calibrating when to ask the LLM, on {sentences} dev sentences (once; stored in {checkpoint})",
           file=sys.stderr)

@@ -68,15 +68,11 @@ class RetrievedDemonstrations:
     def cached(cls, predictor: "SpanPredictor", pool: Sequence[Demonstration], cache: Path, k: int = 4
                ) -> "RetrievedDemonstrations":
         """Load the pool's embeddings from ``cache`` (a .pt file) or compute and save them."""
-        import torch
-
-        if cache.is_file():
-            stored = torch.load(cache, weights_only=True)
-            if stored.size(0) == len(pool):
-                return cls(predictor, pool, k, stored)
+        stored = load_cached_embeddings(cache, len(pool))
+        if stored is not None:
+            return cls(predictor, pool, k, stored)
         selector = cls(predictor, pool, k)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(selector.embeddings, cache)
+        save_cached_embeddings(cache, selector.embeddings)
         return selector
 
     def select(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
@@ -102,6 +98,32 @@ class RemoteRetrievedDemonstrations:
             return []
         queries = await self.embed([(list(words), start, end) for words, start, end in spans])
         return nearest_demonstrations(self.pool, self.embeddings, self.k, spans, queries)
+
+
+def embeddings_cache_path(checkpoint: Path, pool: Sequence[Demonstration]) -> Path:
+    """Where a checkpoint keeps the span embeddings of a demonstration pool."""
+    return Path(checkpoint) / f"demonstrations-{len(pool)}.pt"
+
+
+def load_cached_embeddings(cache: Path, size: int) -> "torch.Tensor | None":
+    """The cached embeddings when the file holds exactly ``size`` rows, else None."""
+    import torch
+
+    if not cache.is_file():
+        return None
+    stored = torch.load(cache, weights_only=True)
+    return stored if stored.size(0) == size else None
+
+
+def save_cached_embeddings(cache: Path, embeddings: "torch.Tensor") -> None:
+    """Save embeddings for the next start; a read-only checkpoint folder is not an error."""
+    import torch
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(embeddings, cache)
+    except OSError:
+        pass
 
 
 def nearest_demonstrations(pool: Sequence[Demonstration], pool_embeddings: "torch.Tensor", k: int,
