@@ -10,7 +10,7 @@ import grpc
 from ray import serve
 
 from deployments.convert import request_from_proto, response_to_proto
-from linkner.service import InvalidRequest
+from linkner.service import InvalidRequest, ServiceLimits, check_batch
 from linkner.telemetry import TelemetryConfig, current_carrier, setup_tracing, traced
 from protos.linkner.v1 import linkner_pb2 as pb
 
@@ -31,10 +31,11 @@ def caller_deadline(grpc_context: Any) -> float | None:
 
 @serve.deployment
 class Gateway:
-    def __init__(self, router: Any, telemetry: TelemetryConfig, llm_timeout_s: float) -> None:
+    def __init__(self, router: Any, telemetry: TelemetryConfig, llm_timeout_s: float, limits: ServiceLimits) -> None:
         setup_tracing(telemetry, "gateway")
         self.router = router
         self.llm_timeout_s = llm_timeout_s
+        self.limits = limits
 
     async def _one(self, request: pb.RecognizeRequest, grpc_context: Any,
                    default_options: pb.Options | None = None) -> pb.RecognizeResponse:
@@ -70,12 +71,10 @@ class Gateway:
 
     async def RecognizeBatch(self, request: pb.RecognizeBatchRequest,  # noqa: N802
                              grpc_context: Any = None) -> pb.RecognizeBatchResponse:
-        limits = await self.router.limits.remote()
-        if not request.items:
-            return self._invalid(grpc_context, "empty batch: no items")
-        if len(request.items) > limits["max_batch_items"]:
-            return self._invalid(grpc_context, f"batch too large: {len(request.items)} items, "
-                                               f"the limit is {limits['max_batch_items']}")
+        try:
+            check_batch(len(request.items), self.limits)
+        except InvalidRequest as error:
+            return self._invalid(grpc_context, str(error))
         checked = [_ItemContext(grpc_context) for _ in request.items]
         results = await asyncio.gather(*[self._one(item, context, request.options)
                                          for item, context in zip(request.items, checked)])

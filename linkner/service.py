@@ -131,6 +131,14 @@ def _check_word(index: int, word: str, limits: ServiceLimits) -> None:
         raise InvalidRequest(f"words[{index}] contains control characters: {word[:40]!r}")
 
 
+def check_batch(items: int, limits: ServiceLimits) -> None:
+    """Refuse an empty batch or one over the limit."""
+    if not items:
+        raise InvalidRequest("empty batch: no items")
+    if items > limits.max_batch_items:
+        raise InvalidRequest(f"batch too large: {items} items, the limit is {limits.max_batch_items}")
+
+
 def resolve_policy(options: RecognizeOptions, default: DetectionPolicy, estimators: Sequence[str]) -> DetectionPolicy:
     """The request's policy: the server default with the request's overrides, validated."""
     update: dict = {}
@@ -202,8 +210,3 @@ class LinkNERService:
         result = await self.linker.link(document.sentences, policy, timeout_s, deadline_at)
         return build_output(document, result, request, self.model, started)
 
-    def check_batch(self, requests: Sequence[RecognizeInput]) -> None:
-        if not requests:
-            raise InvalidRequest("empty batch: no items")
-        if len(requests) > self.limits.max_batch_items:
-            raise InvalidRequest(f"batch too large: {len(requests)} items, the limit is {self.limits.max_batch_items}")

@@ -78,4 +78,4 @@ def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
     router = Router.options(name="router", **config.router.resources.deployment_options(
         config.router.max_ongoing_requests)).bind(ner, llm, config)
     return Gateway.options(name="gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=config.router.max_ongoing_requests).bind(
-        router, config.telemetry, config.router.llm_timeout_s)
+        router, config.telemetry, config.router.llm_timeout_s, config.router.limits)

@@ -65,3 +65,13 @@ def test_text_without_entities(service):
 def test_bad_requests_say_what_is_wrong(service, fields, message):
     with pytest.raises(InvalidRequest, match=re.escape(message)):
         recognize(service, **fields)
+
+
+def test_batch_size_checks():
+    from linkner.service import check_batch
+
+    check_batch(3, ServiceLimits(max_batch_items=3))
+    with pytest.raises(InvalidRequest, match="empty batch"):
+        check_batch(0, ServiceLimits())
+    with pytest.raises(InvalidRequest, match=re.escape("batch too large: 4 items, the limit is 3")):
+        check_batch(4, ServiceLimits(max_batch_items=3))
