@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,15 @@ class Router:
         self.config = config
         self.ner, self.llm = ner, llm
         self.service: LinkNERService | None = None
+        self._building = asyncio.Lock()
 
     async def _service(self) -> LinkNERService:
+        """Built once, on the first request (concurrent first requests wait for the same build,
+        so the demonstration pool is embedded once)."""
+        async with self._building:
+            return self.service or await self._build()
+
+    async def _build(self) -> LinkNERService:
         if self.service is None:
             info = await self.ner.describe.remote()
             backend = None
