@@ -268,11 +268,8 @@ async def evaluate_linking(
             errors=sum(not a.ok for a in answers), prompt_tokens=sum(a.prompt_tokens for a in answers),
             completion_tokens=sum(a.completion_tokens for a in answers), seconds=cache.seconds)
         if calibration is None and dev:
-            dev_predictions = predict_with_progress(predictor, dev, [llm_estimator], progress)
-            dev_cache = AnswerCache(backend, dev, dev_predictions, predictor.labels, selector)
-            dev_ranked = ranked_spans(dev_predictions, llm_estimator)
-            await dev_cache.ensure(dev_ranked[: math.ceil(max_share_calibration * len(dev_ranked))], progress=progress)
-            calibration = calibrate(dev, dev_predictions, llm_estimator, dev_cache, max_share_calibration)
+            calibration = await calibrate_on(predictor, backend, dev, llm_estimator, max_share_calibration,
+                                             selector, progress)
         if calibration is not None:
             routed = [] if calibration.threshold is None else [
                 ref for ref in ranked if predictions[ref[0]][ref[1]].uncertainty[llm_estimator] > calibration.threshold]
