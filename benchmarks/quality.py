@@ -36,13 +36,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def ensure(model: Path, data_dir: Path, objective: str, threads: int | None) -> None:
-    if is_checkpoint(model):
-        return
-    from linkner.training import TrainConfig, Trainer
+    from linkner.training import TrainConfig, ensure_trained
 
-    print(f"training {model} ({objective})", file=sys.stderr)
-    config = TrainConfig(objective=objective, threads=threads)
-    Trainer(config, read_dataset(data_dir / "train.txt"), read_dataset(data_dir / "dev.txt"), model).fit(resume=True)
+    if not is_checkpoint(model):
+        print(f"training {model} ({objective})", file=sys.stderr)
+    ensure_trained(model, data_dir, TrainConfig(objective=objective, threads=threads))
 
 
 def speed(predictor: SpanPredictor, sentences: list, estimators: list[str]) -> float:

@@ -293,3 +293,20 @@ class Trainer:
         if self.config.progress:
             print(f"resuming after epoch {state['epoch']} (best dev F1 {100 * state['best_f1']:.2f})", file=sys.stderr)
         return state
+
+
+def ensure_trained(output: str | Path, data_dir: str | Path, config: TrainConfig) -> Path:
+    """Return ``output``; when it holds no checkpoint yet, train ``config`` on ``data_dir``'s
+    train.txt and dev.txt into it first (resuming an interrupted run)."""
+    from linkner.model.metadata import is_checkpoint
+    from linkner.readers import read_dataset
+
+    output, data_dir = Path(output), Path(data_dir)
+    if is_checkpoint(output):
+        return output
+    for split in ("train", "dev"):
+        if not (data_dir / f"{split}.txt").is_file():
+            raise FileNotFoundError(f"no checkpoint at {output} and no training data at {data_dir / split}.txt")
+    train, dev = read_dataset(data_dir / "train.txt"), read_dataset(data_dir / "dev.txt")
+    Trainer(config, train, dev, output).fit(resume=True)
+    return output

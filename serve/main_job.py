@@ -32,23 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int | None) -> Path:
     """Return ``model``, training the default configuration into it first if it is missing."""
-    from linkner.model.checkpoint import is_checkpoint
-    from linkner.readers import read_dataset
-    from linkner.training import TrainConfig, Trainer
+    from linkner.model.metadata import is_checkpoint
+    from linkner.training import TrainConfig, ensure_trained
 
     if is_checkpoint(model):
         print(f"model: {model}", file=sys.stderr)
         return model
-    for split in ("train", "dev"):
-        if not (data_dir / f"{split}.txt").is_file():
-            raise SystemExit(f"no checkpoint at {model} and no training data at {data_dir / split}.txt: "
-                             "pass --data-dir, or set ner.checkpoint in the config to a trained model")
     overrides = {key: value for key, value in {"threads": threads, "epochs": epochs}.items() if value}
     config = TrainConfig(**overrides)
     print(f"no checkpoint at {model}: training the default model ({config.encoder} encoder, up to {config.epochs} "
           "epochs, about 5-8 minutes each on 2 CPU cores; cached for later runs)", file=sys.stderr)
-    Trainer(config, read_dataset(data_dir / "train.txt"), read_dataset(data_dir / "dev.txt"), model).fit(resume=True)
-    return model
+    try:
+        return ensure_trained(model, data_dir, config)
+    except FileNotFoundError as error:
+        raise SystemExit(f"{error}: pass --data-dir, or set ner.checkpoint in the config to a trained model") from None
 
 
 def ensure_calibration(config: Any, data_dir: Path, sentences: int) -> None:

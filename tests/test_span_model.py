@@ -157,3 +157,19 @@ def test_evidential_training_supports_all_estimators(tiny_encoder, toy_train, to
     entity = next(p for sentence in predictor.predict([s.tokens for s in toy_dev[:10]],
                                                       ["evidential", "confidence"]) for p in sentence)
     assert 0.0 < entity.uncertainty["evidential"] <= 1.0
+
+
+def test_ensure_trained_trains_once(tiny_encoder, toy_train, toy_dev, tmp_path):
+    from linkner.readers import write_conll
+    from linkner.training import ensure_trained
+
+    write_conll(tmp_path / "train.txt", toy_train[:64])
+    write_conll(tmp_path / "dev.txt", toy_dev[:16])
+    config = TrainConfig(encoder=str(tiny_encoder), epochs=1, batch_size=16, hidden_dim=16, progress=False,
+                         max_span_len=3)
+    model = ensure_trained(tmp_path / "m", tmp_path, config)
+    stamp = (model / "model.safetensors").stat().st_mtime_ns
+    assert ensure_trained(model, tmp_path / "nowhere", config) == model  # already there: nothing to do
+    assert (model / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(FileNotFoundError, match="no training data"):
+        ensure_trained(tmp_path / "other", tmp_path / "nowhere", config)
