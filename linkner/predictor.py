@@ -103,10 +103,12 @@ class SpanPredictor:
         """Add each window's entities that start in the words it owns to ``found``; return smaller
         windows replacing any window too long for the encoder's sub-word limit."""
         batch = self.batcher.encode([Sentence(window.words) for window in windows]).to(self.device)
-        outputs = self._outputs(batch, max((e.samples for e in estimators), default=0))
+        probs_all, outputs, positions = self._outputs(batch, max((e.samples for e in estimators), default=0))
+        # estimators run on the entity candidates only; row_of maps a flat span index to its row
+        row_of = {position: row for row, position in enumerate(positions)}
         uncertainties = {e.name: e(outputs).tolist() for e in estimators}
-        probs = outputs.probs.tolist()
-        predicted = outputs.predicted.tolist()
+        probs = probs_all.tolist()
+        predicted = probs_all.argmax(-1).tolist()
         classes = self.batcher.classes
         too_long: list[Window] = []
         flat = 0
@@ -134,7 +136,7 @@ class SpanPredictor:
                         end=window.start + end,
                         label=classes[predicted[i]],
                         probability=probs[i][predicted[i]],
-                        uncertainty={name: values[i] for name, values in uncertainties.items()},
+                        uncertainty={name: values[row_of[i]] for name, values in uncertainties.items()},
                         alternatives=[(classes[c], probs[i][c]) for c in ranked],
                     )
                 )
@@ -161,13 +163,18 @@ class SpanPredictor:
         return torch.nn.functional.normalize(pairs, dim=-1)
 
     @torch.no_grad()
-    def _outputs(self, batch, samples: int) -> SpanOutputs:
-        """Flattened outputs of the real (unpadded) spans; head-dropout samples when asked."""
+    def _outputs(self, batch, samples: int) -> tuple[torch.Tensor, SpanOutputs, list[int]]:
+        """Class probabilities of every real (unpadded) span, flattened; and, for the spans predicted
+        as entities only (the only ones whose uncertainty is ever read), the estimator inputs with
+        head-dropout samples when asked, plus their flat positions."""
         features = self.model.span_features(batch)[batch.span_mask]
         logits = self.model.classify(features)
         probs = self.model.probabilities(logits)
+        entity = probs.argmax(-1) != 0
+        positions = entity.nonzero().squeeze(-1).tolist()
+        features, logits, probs_all, probs = features[entity], logits[entity], probs, probs[entity]
         sample_probs = None
-        if samples:
+        if samples and positions:
             self.model.head_dropout.train()
             try:
                 sample_probs = torch.stack(
@@ -175,7 +182,9 @@ class SpanPredictor:
                 )
             finally:
                 self.model.head_dropout.eval()
-        return SpanOutputs(
+        if samples and not positions:
+            sample_probs = probs.unsqueeze(0).expand(samples, -1, -1)
+        outputs = SpanOutputs(
             logits=logits.float().cpu(),
             probs=probs.float().cpu(),
             predicted=probs.argmax(-1).cpu(),
@@ -183,6 +192,7 @@ class SpanPredictor:
             evidential=self.model.config.objective == "evidential",
             evidence_clamp=self.model.config.evidence_clamp,
         )
+        return probs_all.float().cpu(), outputs, positions
 
 
 @dataclass(frozen=True)
