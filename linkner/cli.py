@@ -224,7 +224,9 @@ def _perturb(args: argparse.Namespace) -> int:
 
 
 def _link_eval(args: argparse.Namespace) -> int:
-    from linkner.link_eval import evaluate_linking, run
+    import asyncio
+
+    from linkner.link_eval import evaluate_linking
     from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations
     from linkner.llm.factory import LLMConfig, build_backend
     from linkner.model.checkpoint import read_metadata, write_metadata
@@ -261,7 +263,7 @@ def _link_eval(args: argparse.Namespace) -> int:
             if backend is not None:
                 await backend.close()
 
-    report = run(evaluate())
+    report = asyncio.run(evaluate())
     print(report.markdown())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ point of a sweep reuses those answers.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import sys
 import time
@@ -159,11 +158,6 @@ def sweep_plot(curves: dict[str, list[SweepPoint]], local_f1: float, path: Path,
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
-
-
-def run(coroutine):
-    """Run a coroutine from synchronous code (command line, benchmarks)."""
-    return asyncio.run(coroutine)
 
 
 # --------------------------------------------------------------------------- the whole evaluation

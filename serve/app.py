@@ -23,7 +23,7 @@ def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
         config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args or {})
     except ValidationError as error:
         raise ConfigError(f"invalid LinkNER application args:\n{error}") from None
-    config = _absolute_paths(config)
+    config = absolute_paths(config)
     from pathlib import Path
     if not is_checkpoint(config.ner.checkpoint):
         raise ConfigError(
@@ -41,7 +41,7 @@ def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
     return config
 
 
-def _absolute_paths(config: AppConfig) -> AppConfig:
+def absolute_paths(config: AppConfig) -> AppConfig:
     """Relative paths in the config are relative to the project root, wherever replicas start."""
     from pathlib import Path
 

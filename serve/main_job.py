@@ -134,10 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     serve_config = load_config(args.config)
     app_args = serve_config["applications"][0].setdefault("args", {})
-    from serve.app import _absolute_paths
     from linkner.serving_config import AppConfig
+    from serve.app import absolute_paths
 
-    config = _absolute_paths(AppConfig.model_validate(app_args))
+    config = absolute_paths(AppConfig.model_validate(app_args))
     ensure_model(Path(config.ner.checkpoint), args.data_dir, args.threads, args.epochs)
     if config.llm_pool.enabled and config.llm_pool.llm.backend != "openai":
         from linkner.llm.factory import vllm_available
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.llm_pool.llm.backend == "vllm" and not vllm_available():
             print("vLLM is not installed: the LLM pool uses the transformers backend", file=sys.stderr)
             app_args.setdefault("llm_pool", {}).setdefault("llm", {})["backend"] = "transformers"
-    config = _absolute_paths(AppConfig.model_validate(app_args))
+            config.llm_pool.llm.backend = "transformers"
     ensure_calibration(config, args.data_dir, args.calibration_sentences)
     started = time.monotonic()
     start_ray()
