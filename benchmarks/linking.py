@@ -18,14 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from linkner.assessment import estimator_names  # noqa: E402
-from linkner.link_eval import evaluate_linking  # noqa: E402
+from linkner.evaluation.assessment import estimator_names  # noqa: E402
+from linkner.evaluation.linking import evaluate_linking  # noqa: E402
 from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations  # noqa: E402
 from linkner.llm.factory import LLMConfig, build_backend, vllm_available  # noqa: E402
 from linkner.llm.prepare import prepare_llm  # noqa: E402
-from linkner.perturb import perturb  # noqa: E402
-from linkner.predictor import SpanPredictor  # noqa: E402
-from linkner.readers import read_dataset  # noqa: E402
+from linkner.evaluation.perturb import perturb  # noqa: E402
+from linkner.model.predictor import SpanPredictor  # noqa: E402
+from linkner.data.readers import read_dataset  # noqa: E402
 
 SHARES = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3]
 

@@ -24,8 +24,8 @@ from linkner.llm.demonstrations import build_selector, embeddings_cache_path, tr
 from linkner.llm.prepare import prepare_llm  # noqa: E402
 from linkner.llm.protocol import SpanQuery  # noqa: E402
 from linkner.llm.vllm_backend import VLLMBackend, VLLMSettings  # noqa: E402
-from linkner.predictor import SpanPredictor  # noqa: E402
-from linkner.readers import read_dataset  # noqa: E402
+from linkner.model.predictor import SpanPredictor  # noqa: E402
+from linkner.data.readers import read_dataset  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

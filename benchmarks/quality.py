@@ -16,12 +16,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from linkner.assessment import assess  # noqa: E402
-from linkner.evaluation import reliability_plot  # noqa: E402
+from linkner.evaluation.assessment import assess  # noqa: E402
+from linkner.evaluation.scores import reliability_plot  # noqa: E402
 from linkner.model.checkpoint import is_checkpoint, read_metadata  # noqa: E402
-from linkner.predictor import SpanPredictor  # noqa: E402
-from linkner.readers import read_dataset  # noqa: E402
-from linkner.uncertainty import available_estimators  # noqa: E402
+from linkner.model.predictor import SpanPredictor  # noqa: E402
+from linkner.data.readers import read_dataset  # noqa: E402
+from linkner.uncertainty.names import available_estimators  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,7 +36,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def ensure(model: Path, data_dir: Path, objective: str, threads: int | None) -> None:
-    from linkner.training import TrainConfig, ensure_trained
+    from linkner.model.training import TrainConfig, ensure_trained
 
     if not is_checkpoint(model):
         print(f"training {model} ({objective})", file=sys.stderr)

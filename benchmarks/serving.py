@@ -68,7 +68,7 @@ def main() -> int:
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    from linkner.readers import read_dataset
+    from linkner.data.readers import read_dataset
     from serve.app import GRPC_SERVICER, build_app
 
     texts = [" ".join(s.tokens) for s in read_dataset(args.data_dir / "test.txt") if len(s) > 3][: args.requests]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from linkner.service import InvalidRequest, RecognizeInput, RecognizeOptions, RecognizeOutput
+from linkner.service.api import InvalidRequest, RecognizeInput, RecognizeOptions, RecognizeOutput
 from protos.linkner.v1 import linkner_pb2 as pb
 
 

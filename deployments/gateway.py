@@ -10,7 +10,8 @@ import grpc
 from ray import serve
 
 from deployments.convert import request_from_proto, response_to_proto
-from linkner.service import InvalidRequest, ServiceLimits, check_batch
+from linkner.service.api import InvalidRequest, ServiceLimits
+from linkner.service.documents import check_batch
 from linkner.telemetry import TelemetryConfig, current_carrier, setup_tracing, traced
 from protos.linkner.v1 import linkner_pb2 as pb
 

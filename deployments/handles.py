@@ -8,7 +8,7 @@ from linkner.llm.protocol import SpanAnswer, SpanQuery
 from linkner.telemetry import current_carrier
 
 if TYPE_CHECKING:
-    from linkner.predictor import EntityPrediction
+    from linkner.model.predictor import EntityPrediction
 
 
 class HandleRecognizer:

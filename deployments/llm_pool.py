@@ -6,7 +6,7 @@ from ray import serve
 
 from linkner.llm.factory import build_backend
 from linkner.llm.protocol import SpanAnswer, SpanQuery
-from linkner.serving_config import LLMPoolConfig
+from linkner.service.config import LLMPoolConfig
 from linkner.telemetry import TelemetryConfig, setup_tracing, traced
 
 

@@ -7,10 +7,10 @@ from typing import Sequence
 
 from ray import serve
 
-from linkner.predictor import EntityPrediction, SpanPredictor
-from linkner.serving_config import NERConfig
+from linkner.model.predictor import EntityPrediction, SpanPredictor
+from linkner.service.config import NERConfig
 from linkner.telemetry import TelemetryConfig, current_carrier, setup_tracing, traced
-from linkner.uncertainty import available_estimators
+from linkner.uncertainty.names import available_estimators
 
 
 @serve.deployment

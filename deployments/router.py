@@ -1,4 +1,4 @@
-"""Router: RDC over the NER replicas and the LLM pool (the logic is linkner.service)."""
+"""Router: RDC over the NER replicas and the LLM pool (the logic is linkner.service.service)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from typing import Any
 from ray import serve
 
 from deployments.handles import HandleBackend, HandleRecognizer
-from linkner.linking import Calibration, DetectionPolicy, RDCLinker
+from linkner.routing.calibration import Calibration
+from linkner.routing.linker import RDCLinker
+from linkner.routing.policy import DetectionPolicy
 from linkner.model.metadata import read_metadata
-from linkner.service import InvalidRequest, LinkNERService, RecognizeInput, RecognizeOutput
-from linkner.serving_config import AppConfig
+from linkner.service.api import InvalidRequest, RecognizeInput, RecognizeOutput
+from linkner.service.service import LinkNERService
+from linkner.service.config import AppConfig
 from linkner.telemetry import setup_tracing, traced
 
 
@@ -75,7 +78,7 @@ class Router:
             return None
         from linkner.llm.demonstrations import (RandomDemonstrations, RemoteRetrievedDemonstrations,
                                                 training_demonstrations)
-        from linkner.readers import read_dataset
+        from linkner.data.readers import read_dataset
 
         pool = training_demonstrations(read_dataset(settings.train))
         if settings.kind == "random":

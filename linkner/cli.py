@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from linkner.readers import DataFormatError
-from linkner.names import ESTIMATOR_NAMES as ESTIMATORS
+from linkner.data.readers import DataFormatError
+from linkner.uncertainty.names import ESTIMATOR_NAMES as ESTIMATORS
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
-    from linkner.training import TrainConfig
+    from linkner.model.training import TrainConfig
 
     parser = commands.add_parser("train", help="train a span NER model; keeps the best checkpoint by dev F1")
     parser.add_argument("--train", required=True, type=Path, help="training data (CoNLL columns or .jsonl)")
@@ -142,8 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from linkner.readers import read_dataset
-    from linkner.training import TrainConfig, Trainer
+    from linkner.data.readers import read_dataset
+    from linkner.model.training import TrainConfig, Trainer
 
     values = {key[4:]: value for key, value in vars(args).items() if key.startswith("cfg_")}
     config = TrainConfig(**values, progress=not args.no_progress)
@@ -156,9 +156,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from linkner.assessment import assess, estimator_names
-    from linkner.predictor import SpanPredictor
-    from linkner.readers import read_dataset
+    from linkner.evaluation.assessment import assess, estimator_names
+    from linkner.model.predictor import SpanPredictor
+    from linkner.data.readers import read_dataset
 
     if args.threads:
         import torch
@@ -173,7 +173,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(report.model_dump_json(indent=2), encoding="utf-8")
     if args.plot:
-        from linkner.evaluation import reliability_plot
+        from linkner.evaluation.scores import reliability_plot
 
         reliability_plot(report.uncertainty, args.plot, title=f"Reliability on {args.data.name}")
         print(f"reliability plot: {args.plot}", file=sys.stderr)
@@ -181,8 +181,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from linkner.predictor import SpanPredictor
-    from linkner.readers import read_dataset
+    from linkner.model.predictor import SpanPredictor
+    from linkner.data.readers import read_dataset
 
     sentences = read_dataset(args.data)
     predictor = SpanPredictor.from_checkpoint(args.model, args.device)
@@ -213,8 +213,8 @@ def _prepare_llm(args: argparse.Namespace) -> int:
 
 
 def _perturb(args: argparse.Namespace) -> int:
-    from linkner.perturb import perturb
-    from linkner.readers import read_dataset, write_dataset
+    from linkner.evaluation.perturb import perturb
+    from linkner.data.readers import read_dataset, write_dataset
 
     reference = read_dataset(args.reference) if args.reference else []
     sentences = perturb(read_dataset(args.data), args.kind, args.seed, reference)
@@ -226,19 +226,19 @@ def _perturb(args: argparse.Namespace) -> int:
 def _link_eval(args: argparse.Namespace) -> int:
     import asyncio
 
-    from linkner.link_eval import evaluate_linking
+    from linkner.evaluation.linking import evaluate_linking
     from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations
     from linkner.llm.factory import LLMConfig, build_backend
     from linkner.model.checkpoint import read_metadata, write_metadata
-    from linkner.predictor import SpanPredictor
-    from linkner.readers import read_dataset
+    from linkner.model.predictor import SpanPredictor
+    from linkner.data.readers import read_dataset
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     predictor = SpanPredictor.from_checkpoint(args.model)
-    from linkner.assessment import estimator_names
+    from linkner.evaluation.assessment import estimator_names
 
     estimators = estimator_names(args.estimators, predictor)
     if args.llm_estimator not in estimators:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from linkner.model.metadata import is_checkpoint
-from linkner.serving_config import AppConfig
+from linkner.service.config import AppConfig, Resources
 
 GRPC_SERVICER = "protos.linkner.v1.linkner_pb2_grpc.add_LinkNERServicer_to_server"
 HEALTH_SERVICER = "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server"
@@ -45,7 +45,7 @@ def absolute_paths(config: AppConfig) -> AppConfig:
     """Relative paths in the config are relative to the project root, wherever replicas start."""
     from pathlib import Path
 
-    from linkner.serving_config import ROOT
+    from linkner.service.config import ROOT
 
     def resolve(value: str) -> str:
         return value if Path(value).is_absolute() else str(ROOT / value)
@@ -61,6 +61,20 @@ def absolute_paths(config: AppConfig) -> AppConfig:
     return config
 
 
+def deployment_options(resources: Resources, max_ongoing_requests: int) -> dict[str, Any]:
+    """Ray Serve options of a deployment: actor resources, replicas or autoscaling, and its
+    ongoing-request limit."""
+    options: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus},
+        "max_ongoing_requests": max_ongoing_requests,
+    }
+    if resources.autoscaling:
+        options["autoscaling_config"] = resources.autoscaling
+    else:
+        options["num_replicas"] = resources.num_replicas
+    return options
+
+
 def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
     """Bind NER replicas, the LLM pool, the router and the gRPC gateway into one application."""
     from deployments.gateway import Gateway
@@ -69,13 +83,13 @@ def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
     from deployments.router import Router
 
     config = validate_config(args)
-    ner = NERReplica.options(name="ner", **config.ner.resources.deployment_options(
-        config.ner.max_ongoing_requests)).bind(config.ner, config.telemetry)
+    ner = NERReplica.options(name="ner", **deployment_options(
+        config.ner.resources, config.ner.max_ongoing_requests)).bind(config.ner, config.telemetry)
     llm = None
     if config.llm_pool.enabled:
-        llm = LLMPool.options(name="llm", **config.llm_pool.resources.deployment_options(
-            config.llm_pool.max_ongoing_requests)).bind(config.llm_pool, config.telemetry)
-    router = Router.options(name="router", **config.router.resources.deployment_options(
-        config.router.max_ongoing_requests)).bind(ner, llm, config)
+        llm = LLMPool.options(name="llm", **deployment_options(
+            config.llm_pool.resources, config.llm_pool.max_ongoing_requests)).bind(config.llm_pool, config.telemetry)
+    router = Router.options(name="router", **deployment_options(
+        config.router.resources, config.router.max_ongoing_requests)).bind(ner, llm, config)
     return Gateway.options(name="gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=config.router.max_ongoing_requests).bind(
         router, config.telemetry, config.router.llm_timeout_s, config.router.limits)

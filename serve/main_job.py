@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int | None) -> Path:
     """Return ``model``, training the default configuration into it first if it is missing."""
     from linkner.model.metadata import is_checkpoint
-    from linkner.training import TrainConfig, ensure_trained
+    from linkner.model.training import TrainConfig, ensure_trained
 
     if is_checkpoint(model):
         print(f"model: {model}", file=sys.stderr)
@@ -54,12 +54,12 @@ def ensure_calibration(config: Any, data_dir: Path, sentences: int) -> None:
     the LLM where that helped on dev."""
     import asyncio
 
-    from linkner.link_eval import calibrate_on
+    from linkner.routing.calibration import calibrate_on
     from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations
     from linkner.llm.factory import build_backend
     from linkner.model.metadata import read_metadata, write_metadata
-    from linkner.predictor import SpanPredictor
-    from linkner.readers import read_dataset
+    from linkner.model.predictor import SpanPredictor
+    from linkner.data.readers import read_dataset
 
     checkpoint = Path(config.ner.checkpoint)
     metadata = read_metadata(checkpoint)
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     serve_config = load_config(args.config)
     app_args = serve_config["applications"][0].setdefault("args", {})
-    from linkner.serving_config import AppConfig
+    from linkner.service.config import AppConfig
     from serve.app import absolute_paths
 
     config = absolute_paths(AppConfig.model_validate(app_args))

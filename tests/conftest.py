@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from linkner.data import Sentence, Span, make_sentence
+from linkner.data.spans import Sentence, Span, make_sentence
 
 ROOT = Path(__file__).resolve().parent.parent
 CONLL_DIR = Path(os.environ.get("LINKNER_CONLL_DIR", ROOT.parent / "shared" / "data" / "conll2003"))
@@ -96,7 +96,7 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_encoder: Path, toy_train, toy_dev, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny span model trained on the toy corpus (a few seconds on 2 cores)."""
-    from linkner.training import TrainConfig, Trainer
+    from linkner.model.training import TrainConfig, Trainer
 
     output = tmp_path_factory.mktemp("tiny-model")
     config = TrainConfig(encoder=str(tiny_encoder), epochs=6, batch_size=16, lr_encoder=1e-3, lr_head=3e-3,

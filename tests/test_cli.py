@@ -1,7 +1,7 @@
 import json
 
 from linkner.cli import main
-from linkner.readers import write_conll, write_jsonl
+from linkner.data.readers import write_conll, write_jsonl
 
 
 def test_train_evaluate_predict_from_the_command_line(tiny_encoder, toy_train, toy_dev, tmp_path, capsys):

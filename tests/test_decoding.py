@@ -1,4 +1,4 @@
-from linkner.decoding import greedy_non_overlapping
+from linkner.model.decoding import greedy_non_overlapping
 
 
 def test_most_confident_wins_and_result_is_in_position_order():

@@ -2,7 +2,7 @@ import torch
 
 from linkner.llm.demonstrations import (NoDemonstrations, RandomDemonstrations, RetrievedDemonstrations,
                                         training_demonstrations)
-from linkner.predictor import SpanPredictor
+from linkner.model.predictor import SpanPredictor
 
 
 def test_random_is_k_per_label_and_seeded(toy_train):

@@ -4,10 +4,10 @@ import pytest
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 
-from linkner.data import Span
-from linkner.evaluation import auroc, calibration_bins, entity_scores, reliability_plot, uncertainty_quality
-from linkner.readers import read_conll
-from linkner.tags import spans_to_tags
+from linkner.data.spans import Span
+from linkner.evaluation.scores import auroc, calibration_bins, entity_scores, reliability_plot, uncertainty_quality
+from linkner.data.readers import read_conll
+from linkner.data.tags import spans_to_tags
 
 
 def perturb(spans, length, rng):

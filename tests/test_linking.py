@@ -2,14 +2,18 @@ import asyncio
 
 import pytest
 
-from linkner.data import Span
-from linkner.evaluation import entity_scores
-from linkner.link_eval import AnswerCache, calibrate, evaluate_linking
-from linkner.linking import Calibration, DetectionPolicy, RDCLinker, detect, merge
+from linkner.data.spans import Span
+from linkner.evaluation.scores import entity_scores
+from linkner.evaluation.linking import evaluate_linking
+from linkner.routing.answers import AnswerCache
+from linkner.routing.calibration import Calibration, calibrate
+from linkner.routing.linker import RDCLinker
+from linkner.routing.merge import merge
+from linkner.routing.policy import DetectionPolicy, detect
 from linkner.llm.openai_backend import OpenAIBackend, OpenAISettings
 from linkner.llm.oracle import OracleBackend
 from linkner.llm.protocol import NON_ENTITY, SpanAnswer
-from linkner.predictor import EntityPrediction, SpanPredictor
+from linkner.model.predictor import EntityPrediction, SpanPredictor
 from openai_peer import OpenAIPeer, closed_port
 
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from linkner.encoders import EncoderNotFoundError, default_encoder_path, resolve_encoder
+from linkner.model.encoders import EncoderNotFoundError, default_encoder_path, resolve_encoder
 from linkner.model.checkpoint import load_checkpoint
-from linkner.predictor import SpanPredictor
-from linkner.training import TrainConfig, Trainer
+from linkner.model.predictor import SpanPredictor
+from linkner.model.training import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")

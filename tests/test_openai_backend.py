@@ -8,7 +8,7 @@ from linkner.llm.protocol import NON_ENTITY, SpanQuery
 from openai_peer import OpenAIPeer, closed_port
 
 LABELS = ["PER", "LOC", "ORG", "MISC"]
-QUERY = SpanQuery(tokens=["Anna", "Berg", "visited", "Lima"], start=3, end=4, local_label="PER")
+QUERY = SpanQuery(tokens=["Anna", "Berg", "visited", "Lima"], start=3, end=4)
 
 
 def classify(settings: OpenAISettings, queries=(QUERY,), timeout_s=None):

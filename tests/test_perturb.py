@@ -1,4 +1,4 @@
-from linkner.perturb import perturb, typo
+from linkner.evaluation.perturb import perturb, typo
 from tests_helpers import entity_texts
 
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from linkner.data import Span
-from linkner.readers import DataFormatError, read_conll, read_dataset, read_jsonl, write_conll, write_jsonl
+from linkner.data.spans import Span
+from linkner.data.readers import DataFormatError, read_conll, read_dataset, read_jsonl, write_conll, write_jsonl
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:

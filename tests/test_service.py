@@ -5,10 +5,12 @@ import re
 
 import pytest
 
-from linkner.linking import DetectionPolicy, RDCLinker
+from linkner.routing.linker import RDCLinker
+from linkner.routing.policy import DetectionPolicy
 from linkner.llm.oracle import OracleBackend
-from linkner.predictor import SpanPredictor
-from linkner.service import InvalidRequest, LinkNERService, RecognizeInput, RecognizeOptions, ServiceLimits
+from linkner.model.predictor import SpanPredictor
+from linkner.service.api import InvalidRequest, RecognizeInput, RecognizeOptions, ServiceLimits
+from linkner.service.service import LinkNERService
 
 
 @pytest.fixture()
@@ -68,7 +70,7 @@ def test_bad_requests_say_what_is_wrong(service, fields, message):
 
 
 def test_batch_size_checks():
-    from linkner.service import check_batch
+    from linkner.service.documents import check_batch
 
     check_batch(3, ServiceLimits(max_batch_items=3))
     with pytest.raises(InvalidRequest, match="empty batch"):

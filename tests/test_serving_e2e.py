@@ -39,7 +39,7 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    from linkner.readers import write_jsonl
+    from linkner.data.readers import write_jsonl
     from serve.app import GRPC_SERVICER, HEALTH_SERVICER, build_app
 
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"  # set by conftest before ray's import

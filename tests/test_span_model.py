@@ -5,15 +5,15 @@ import json
 import pytest
 import torch
 
-from linkner.data import Sentence, Span, make_sentence
-from linkner.encoders import load_pretrained_encoder, load_tokenizer
+from linkner.data.spans import Sentence, Span, make_sentence
+from linkner.model.encoders import load_pretrained_encoder, load_tokenizer
 from linkner.model.batching import IGNORE_INDEX, SpanBatcher
 from linkner.model.casing import LOWER, NUMERIC, PUNCT, TITLE, UPPER, casing_class
 from linkner.model.checkpoint import CheckpointError, load_checkpoint, read_metadata
 from linkner.model.config import SpanModelConfig
 from linkner.model.span_model import SpanNER, dirichlet_kl_to_uniform, span_loss
-from linkner.predictor import SpanPredictor
-from linkner.training import TrainConfig, Trainer
+from linkner.model.predictor import SpanPredictor
+from linkner.model.training import TrainConfig, Trainer
 
 
 @pytest.fixture()
@@ -160,8 +160,8 @@ def test_evidential_training_supports_all_estimators(tiny_encoder, toy_train, to
 
 
 def test_ensure_trained_trains_once(tiny_encoder, toy_train, toy_dev, tmp_path):
-    from linkner.readers import write_conll
-    from linkner.training import ensure_trained
+    from linkner.data.readers import write_conll
+    from linkner.model.training import ensure_trained
 
     write_conll(tmp_path / "train.txt", toy_train[:64])
     write_conll(tmp_path / "dev.txt", toy_dev[:16])

@@ -1,8 +1,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from linkner.data import Span
-from linkner.tags import TagError, spans_to_tags, tags_to_spans
+from linkner.data.spans import Span
+from linkner.data.tags import TagError, spans_to_tags, tags_to_spans
 
 
 def test_iob2_decoding():

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from linkner.uncertainty import SpanOutputs, available_estimators, get_estimator
+from linkner.uncertainty.estimators import SpanOutputs, get_estimator
+from linkner.uncertainty.names import available_estimators
 
 
 def outputs(logits, samples=None, evidential=False):

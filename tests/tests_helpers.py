@@ -1,6 +1,6 @@
 """Small helpers shared by tests."""
 
-from linkner.data import Sentence
+from linkner.data.spans import Sentence
 
 
 def entity_texts(sentence: Sentence) -> list[str]:

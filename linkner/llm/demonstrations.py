@@ -7,20 +7,20 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Awaitable, Callable, Literal, Protocol, Sequence
 
-from linkner.data import Sentence
+from linkner.data.spans import Sentence
 from linkner.llm.protocol import Demonstration
 
 if TYPE_CHECKING:
     import torch
 
-    from linkner.predictor import SpanPredictor
+    from linkner.model.predictor import SpanPredictor
 
 DemonstrationKind = Literal["none", "random", "retrieved"]
-SpanRef = tuple[Sequence[str], int, int]  # (words, start, end_exclusive)
+SpanInContext = tuple[Sequence[str], int, int]  # (words, start, end_exclusive) of a span
 
 
 class DemonstrationSelector(Protocol):
-    def select(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
+    def select(self, spans: Sequence[SpanInContext]) -> list[list[Demonstration]]:
         """Demonstrations for each queried span."""
         ...
 
@@ -32,7 +32,7 @@ def training_demonstrations(sentences: Sequence[Sentence]) -> list[Demonstration
 
 
 class NoDemonstrations:
-    def select(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
+    def select(self, spans: Sequence[SpanInContext]) -> list[list[Demonstration]]:
         return [[] for _ in spans]
 
 
@@ -48,7 +48,7 @@ class RandomDemonstrations:
                        for demo in rng.sample(by_label[label], min(k, len(by_label[label])))]
         rng.shuffle(self.chosen)
 
-    def select(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
+    def select(self, spans: Sequence[SpanInContext]) -> list[list[Demonstration]]:
         return [list(self.chosen) for _ in spans]
 
 
@@ -75,7 +75,7 @@ class RetrievedDemonstrations:
         save_cached_embeddings(cache, selector.embeddings)
         return selector
 
-    def select(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
+    def select(self, spans: Sequence[SpanInContext]) -> list[list[Demonstration]]:
         if not spans:
             return []
         return nearest_demonstrations(self.pool, self.embeddings, self.k, spans,
@@ -86,14 +86,14 @@ class RemoteRetrievedDemonstrations:
     """Retrieved demonstrations whose query embeddings come from an async embedder (the NER
     replicas of the served application); the pool's embeddings are given."""
 
-    def __init__(self, embed: Callable[[list[SpanRef]], Awaitable["torch.Tensor"]],
+    def __init__(self, embed: Callable[[list[SpanInContext]], Awaitable["torch.Tensor"]],
                  pool: Sequence[Demonstration], embeddings: "torch.Tensor", k: int = 4) -> None:
         self.embed = embed
         self.pool = list(pool)
         self.embeddings = embeddings
         self.k = k
 
-    async def select_async(self, spans: Sequence[SpanRef]) -> list[list[Demonstration]]:
+    async def select_async(self, spans: Sequence[SpanInContext]) -> list[list[Demonstration]]:
         if not spans:
             return []
         queries = await self.embed([(list(words), start, end) for words, start, end in spans])
@@ -127,7 +127,7 @@ def save_cached_embeddings(cache: Path, embeddings: "torch.Tensor") -> None:
 
 
 def nearest_demonstrations(pool: Sequence[Demonstration], pool_embeddings: "torch.Tensor", k: int,
-                           spans: Sequence[SpanRef], queries: "torch.Tensor") -> list[list[Demonstration]]:
+                           spans: Sequence[SpanInContext], queries: "torch.Tensor") -> list[list[Demonstration]]:
     """The ``k`` pool entries most similar to each query, most similar last; exact copies of the
     queried span (repeated lines) are skipped."""
     similarity = queries @ pool_embeddings.T

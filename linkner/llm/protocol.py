@@ -33,8 +33,6 @@ class SpanQuery(BaseModel):
     tokens: list[str] = Field(min_length=1)
     start: int = Field(ge=0)
     end: int = Field(gt=0)
-    local_label: str | None = None  # None for a span the local model called O
-    alternatives: list[tuple[str, float]] = Field(default_factory=list)
     demonstrations: list[Demonstration] = Field(default_factory=list)
 
     @property

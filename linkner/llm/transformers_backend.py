@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from linkner.encoders import offline_hub
+from linkner.model.encoders import offline_hub
 from linkner.llm.prompts import AnswerMode, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
 from linkner.llm.scoring import answer_from_logprobs

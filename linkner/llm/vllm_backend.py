@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, Field
 
-from linkner.encoders import offline_hub
+from linkner.model.encoders import offline_hub
 from linkner.llm.prompts import AnswerMode, Option, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
 from linkner.llm.scoring import answer_from_logprobs

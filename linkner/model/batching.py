@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from linkner.data import OUTSIDE, Sentence
+from linkner.data.spans import OUTSIDE, Sentence
 from linkner.model.casing import casing_class
 
 if TYPE_CHECKING:

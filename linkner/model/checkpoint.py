@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from linkner.encoders import encoder_from_config, load_tokenizer, offline_hub, subword_limit
+from linkner.model.encoders import encoder_from_config, load_tokenizer, offline_hub, subword_limit
 from linkner.model.batching import SpanBatcher
 from linkner.model.config import SpanModelConfig
 from linkner.model.metadata import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint, read_metadata, write_metadata

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Sequence
 
 from pydantic import BaseModel
 
-from linkner.data import Sentence
-from linkner.evaluation import EntityScores, UncertaintyQuality, entity_scores, uncertainty_quality
-from linkner.uncertainty import available_estimators
+from linkner.data.spans import Sentence
+from linkner.evaluation.scores import EntityScores, UncertaintyQuality, entity_scores, uncertainty_quality
+from linkner.uncertainty.names import available_estimators
 
 if TYPE_CHECKING:
-    from linkner.predictor import EntityPrediction, SpanPredictor
+    from linkner.model.predictor import EntityPrediction, SpanPredictor
 
 
 class AssessmentReport(BaseModel):

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from linkner.names import ESTIMATOR_NAMES, available_estimators  # noqa: F401 (re-exported)
+from linkner.uncertainty.names import ESTIMATOR_NAMES
 
 
 @dataclass

@@ -25,10 +25,6 @@ class Span:
         if self.start < 0 or self.end <= self.start:
             raise ValueError(f"invalid span offsets [{self.start}, {self.end})")
 
-    @property
-    def width(self) -> int:
-        return self.end - self.start
-
     def overlaps(self, other: "Span") -> bool:
         return self.start < other.end and other.start < self.end
 

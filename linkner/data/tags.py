@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal, Sequence
 
-from linkner.data import OUTSIDE, Span
+from linkner.data.spans import OUTSIDE, Span
 
 TagScheme = Literal["iob2", "iob1"]
 

@@ -12,8 +12,8 @@ from typing import Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from linkner.data import Sentence, Span, make_sentence
-from linkner.tags import TagError, TagScheme, spans_to_tags, tags_to_spans
+from linkner.data.spans import Sentence, Span, make_sentence
+from linkner.data.tags import TagError, TagScheme, spans_to_tags, tags_to_spans
 
 DOCSTART = "-DOCSTART-"
 

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from pydantic import BaseModel
 
-from linkner.data import Span
+from linkner.data.spans import Span
 
 MICRO = "micro"
 

@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from linkner.linking import DetectionPolicy
+from linkner.routing.policy import DetectionPolicy
 from linkner.llm.factory import LLMConfig
-from linkner.service import ServiceLimits
+from linkner.service.api import ServiceLimits
 from linkner.telemetry import TelemetryConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,22 +18,13 @@ DEFAULT_CHECKPOINT = ROOT / "artifacts" / "models" / "default"
 
 
 class Resources(BaseModel):
+    """Replicas and what each reserves (turned into Ray Serve deployment options by serve/app.py)."""
+
     model_config = ConfigDict(extra="forbid")
     num_replicas: int | Literal["auto"] = 1
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
     autoscaling: dict[str, Any] | None = Field(None, description="Ray Serve autoscaling_config")
-
-    def deployment_options(self, max_ongoing_requests: int) -> dict[str, Any]:
-        options: dict[str, Any] = {
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
-            "max_ongoing_requests": max_ongoing_requests,
-        }
-        if self.autoscaling:
-            options["autoscaling_config"] = self.autoscaling
-        else:
-            options["num_replicas"] = self.num_replicas
-        return options
 
 
 class NERConfig(BaseModel):

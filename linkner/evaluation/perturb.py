@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Iterable, Literal, Sequence
 
-from linkner.data import Sentence, Span, make_sentence
+from linkner.data.spans import Sentence, Span, make_sentence
 
 PerturbKind = Literal["typo", "oov"]
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r", "s", "st", "t", "tr",

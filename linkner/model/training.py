@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from linkner.data import Sentence, label_set
-from linkner.encoders import load_pretrained_encoder, load_tokenizer, resolve_encoder, subword_limit
-from linkner.evaluation import entity_scores
+from linkner.data.spans import Sentence, label_set
+from linkner.model.encoders import load_pretrained_encoder, load_tokenizer, resolve_encoder, subword_limit
+from linkner.evaluation.scores import entity_scores
 from linkner.model.batching import SpanBatcher
 from linkner.model.checkpoint import save_checkpoint
 from linkner.model.config import Objective, SpanModelConfig
 from linkner.model.span_model import SpanNER, span_loss
-from linkner.predictor import SpanPredictor, pick_device
+from linkner.model.predictor import SpanPredictor, pick_device
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
@@ -299,7 +299,7 @@ def ensure_trained(output: str | Path, data_dir: str | Path, config: TrainConfig
     """Return ``output``; when it holds no checkpoint yet, train ``config`` on ``data_dir``'s
     train.txt and dev.txt into it first (resuming an interrupted run)."""
     from linkner.model.metadata import is_checkpoint
-    from linkner.readers import read_dataset
+    from linkner.data.readers import read_dataset
 
     output, data_dir = Path(output), Path(data_dir)
     if is_checkpoint(output):

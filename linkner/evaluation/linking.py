@@ -7,77 +7,20 @@ point of a sweep reuses those answers.
 
 from __future__ import annotations
 
-import math
-import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from pydantic import BaseModel
 
-from linkner.data import Sentence
-from linkner.evaluation import entity_scores
-from linkner.linking import Calibration, SpanRef, classify_with_deadline, merge, span_queries
-from linkner.llm.protocol import LLMBackend, SpanAnswer
+from linkner.data.spans import Sentence
+from linkner.llm.protocol import LLMBackend
+from linkner.routing.answers import AnswerCache
+from linkner.routing.calibration import Calibration, calibrate_on, linked_f1
+from linkner.routing.ranking import Predictions, rank_by_uncertainty, share_count
 
 if TYPE_CHECKING:
     from linkner.llm.demonstrations import DemonstrationSelector
-    from linkner.predictor import EntityPrediction
-
-Predictions = Sequence[Sequence["EntityPrediction"]]
-
-
-def ranked_spans(predictions: Predictions, estimator: str) -> list[SpanRef]:
-    """All predicted spans, most uncertain first."""
-    flat = [((i, j), entity.uncertainty[estimator]) for i, sent in enumerate(predictions) for j, entity in enumerate(sent)]
-    flat.sort(key=lambda item: -item[1])
-    return [ref for ref, _ in flat]
-
-
-class AnswerCache:
-    """LLM answers by span, asked for in batches with progress, timed and counted."""
-
-    def __init__(self, backend: LLMBackend, sentences: Sequence[Sentence], predictions: Predictions,
-                 labels: Sequence[str], selector: "DemonstrationSelector | None" = None) -> None:
-        self.backend = backend
-        self.sentences = sentences
-        self.predictions = predictions
-        self.labels = list(labels)
-        self.selector = selector
-        self.answers: dict[SpanRef, SpanAnswer] = {}
-        self.seconds = 0.0
-
-    async def ensure(self, refs: Sequence[SpanRef], batch: int = 64, progress: bool = True) -> None:
-        from tqdm.auto import tqdm
-
-        missing = [ref for ref in dict.fromkeys(refs) if ref not in self.answers]
-        tokens = [s.tokens for s in self.sentences]
-        with tqdm(total=len(missing), desc=f"asking {self.backend.model_id}", unit="span",
-                  disable=not progress or not missing, file=sys.stderr) as bar:
-            for start in range(0, len(missing), batch):
-                chunk = missing[start : start + batch]
-                started = time.perf_counter()
-                queries = span_queries(tokens, self.predictions, chunk, self.selector)
-                answers = await classify_with_deadline(self.backend, queries, self.labels, None)
-                self.seconds += time.perf_counter() - started
-                self.answers.update(zip(chunk, answers))
-                bar.update(len(chunk))
-
-    def for_refs(self, refs: Sequence[SpanRef]) -> list[SpanAnswer]:
-        return [self.answers[ref] for ref in refs]
-
-
-def linked_f1(sentences: Sequence[Sentence], predictions: Predictions, estimator: str,
-              routed: Sequence[SpanRef], answers: Sequence[SpanAnswer]) -> float:
-    linked, _ = merge(predictions, estimator, routed, answers)
-    return entity_scores([s.entities for s in sentences],
-                         [[_span(e) for e in sent] for sent in linked]).micro.f1
-
-
-def _span(entity):  # LinkedEntity -> Span
-    from linkner.data import Span
-
-    return Span(entity.start, entity.end, entity.label)
+    from linkner.model.predictor import EntityPrediction
 
 
 class SweepPoint(BaseModel):
@@ -91,48 +34,13 @@ def sweep(sentences: Sequence[Sentence], predictions: Predictions, estimator: st
           cache: AnswerCache) -> list[SweepPoint]:
     """Linked F1 when the most uncertain ``share`` of spans goes to ``cache``'s backend (answers must be
     cached for the largest share)."""
-    ranked = ranked_spans(predictions, estimator)
+    ranked = rank_by_uncertainty(predictions, estimator)
     points = []
     for share in shares:
-        routed = ranked[: math.ceil(share * len(ranked) - 1e-9)]
+        routed = ranked[: share_count(share, len(ranked))]
         points.append(SweepPoint(estimator=estimator, share=share, routed=len(routed),
                                  f1=linked_f1(sentences, predictions, estimator, routed, cache.for_refs(routed))))
     return points
-
-
-def calibrate(sentences: Sequence[Sentence], predictions: Predictions, estimator: str, cache: AnswerCache,
-              max_share: float = 0.3, steps: int = 60) -> Calibration:
-    """Choose the uncertainty threshold that maximises linked F1 on these (dev) sentences, routing
-    at most ``max_share`` of spans; no threshold (route nothing) unless the LLM beats local-only."""
-    ranked = ranked_spans(predictions, estimator)
-    limit = math.ceil(max_share * len(ranked) - 1e-9)
-    local = linked_f1(sentences, predictions, estimator, [], [])
-    best_f1, best_n = local, 0
-    for n in sorted({round(limit * k / steps) for k in range(1, steps + 1)}):
-        routed = ranked[:n]
-        f1 = linked_f1(sentences, predictions, estimator, routed, cache.for_refs(routed))
-        if f1 > best_f1 + 1e-12:
-            best_f1, best_n = f1, n
-    threshold = None
-    if best_n:
-        i, j = ranked[best_n] if best_n < len(ranked) else ranked[-1]
-        threshold = predictions[i][j].uncertainty[estimator] if best_n < len(ranked) else 0.0
-    return Calibration(estimator=estimator, threshold=threshold, llm_model=cache.backend.model_id,
-                       dev_f1_local=local, dev_f1_linked=best_f1, routed_share=best_n / max(1, len(ranked)),
-                       max_share=max_share, sentences=len(sentences))
-
-
-async def calibrate_on(predictor, backend: LLMBackend, dev: Sequence[Sentence], estimator: str = "confidence",
-                       max_share: float = 0.3, selector: "DemonstrationSelector | None" = None,
-                       progress: bool = True) -> Calibration:
-    """Ask the LLM about the most uncertain ``max_share`` of dev spans and choose the threshold."""
-    from linkner.assessment import predict_with_progress
-
-    predictions = predict_with_progress(predictor, dev, [estimator], progress)
-    cache = AnswerCache(backend, dev, predictions, predictor.labels, selector)
-    ranked = ranked_spans(predictions, estimator)
-    await cache.ensure(ranked[: math.ceil(max_share * len(ranked))], progress=progress)
-    return calibrate(dev, predictions, estimator, cache, max_share)
 
 
 def sweep_plot(curves: dict[str, list[SweepPoint]], local_f1: float, path: Path, title: str) -> Path:
@@ -235,7 +143,7 @@ async def evaluate_linking(
 ) -> LinkingReport:
     """Local-only, oracle sweeps per estimator, and (with a backend) the LLM sweep; the routing
     threshold is ``calibration``'s, or calibrated on ``dev`` when that is given instead."""
-    from linkner.assessment import predict_with_progress
+    from linkner.evaluation.assessment import predict_with_progress
     from linkner.llm.oracle import OracleBackend
 
     shares = sorted(set(shares))
@@ -244,15 +152,15 @@ async def evaluate_linking(
     oracle_cache = AnswerCache(OracleBackend(data), data, predictions, predictor.labels)
     oracle = {}
     for estimator in estimators:
-        ranked = ranked_spans(predictions, estimator)
-        await oracle_cache.ensure(ranked[: math.ceil(max(shares) * len(ranked))], progress=False)
+        ranked = rank_by_uncertainty(predictions, estimator)
+        await oracle_cache.ensure(ranked[: share_count(max(shares), len(ranked))], progress=False)
         oracle[estimator] = sweep(data, predictions, estimator, shares, oracle_cache)
     report = LinkingReport(data=data_name, sentences=len(data), spans=sum(map(len, predictions)), local_f1=local,
                            shares=list(shares), oracle=oracle)
     if backend is not None:
         cache = AnswerCache(backend, data, predictions, predictor.labels, selector)
-        ranked = ranked_spans(predictions, llm_estimator)
-        asked = ranked[: math.ceil(max(shares) * len(ranked))]
+        ranked = rank_by_uncertainty(predictions, llm_estimator)
+        asked = ranked[: share_count(max(shares), len(ranked))]
         await cache.ensure(asked, progress=progress)
         answers = cache.for_refs(asked)
         right = sum(a.label == gold_answer(data[i], predictions[i][j]) for (i, j), a in zip(asked, answers))

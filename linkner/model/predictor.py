@@ -8,12 +8,12 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from linkner.data import Sentence, Span
-from linkner.decoding import greedy_non_overlapping
+from linkner.data.spans import Sentence, Span
+from linkner.model.decoding import greedy_non_overlapping
 from linkner.model.batching import SpanBatcher
 from linkner.model.checkpoint import load_checkpoint
 from linkner.model.span_model import SpanNER
-from linkner.uncertainty import SpanOutputs, UncertaintyEstimator, get_estimator
+from linkner.uncertainty.estimators import SpanOutputs, UncertaintyEstimator, get_estimator
 
 
 @dataclass

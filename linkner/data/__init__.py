@@ -1,0 +1,1 @@
+"""Labelled data: span records, BIO tag conversion, and file readers/writers."""

@@ -1,0 +1,1 @@
+"""Scores, model assessment, linking evaluation and perturbed test sets."""

@@ -1,0 +1,84 @@
+"""Merging LLM answers into the local predictions: the LLM's label replaces the local one,
+"Non-entity" drops the span, boundaries stay the local model's, and a failed answer keeps the local
+label with the span and the result marked degraded."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+from pydantic import BaseModel, Field
+
+from linkner.llm.protocol import NON_ENTITY, SpanAnswer
+from linkner.routing.ranking import EntityRef, Predictions
+
+
+class LinkedEntity(BaseModel):
+    """An output entity: word offsets (end exclusive), final label and where it came from."""
+
+    start: int
+    end: int
+    label: str
+    source: Literal["local", "llm"]
+    local_label: str
+    local_probability: float
+    uncertainty: float
+    llm_label: str | None = None
+    llm_score: float | None = None
+    degraded: bool = False  # routed, but the LLM could not answer: the local label stands
+    alternatives: list[tuple[str, float]] = Field(default_factory=list)  # the local model's top classes
+
+
+class LinkStats(BaseModel):
+    """What linking did for one request."""
+
+    spans: int = 0
+    routed: int = 0
+    changed: int = 0
+    dropped: int = 0
+    llm_errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    degraded: bool = False
+    degraded_reason: str | None = None
+    llm_model: str | None = None
+    timings_s: dict[str, float] = Field(default_factory=dict)
+
+
+def merge(
+    predictions: Predictions,
+    estimator: str,
+    routed: Sequence[EntityRef],
+    answers: Sequence[SpanAnswer],
+) -> tuple[list[list[LinkedEntity]], LinkStats]:
+    """Apply LLM answers to the routed spans; keep the local answer where the LLM failed."""
+    by_ref = dict(zip(routed, answers))
+    stats = LinkStats(spans=sum(len(entities) for entities in predictions), routed=len(routed))
+    sentences: list[list[LinkedEntity]] = []
+    for i, entities in enumerate(predictions):
+        linked = []
+        for j, entity in enumerate(entities):
+            base = LinkedEntity(start=entity.start, end=entity.end, label=entity.label, source="local",
+                                local_label=entity.label, local_probability=entity.probability,
+                                uncertainty=entity.uncertainty.get(estimator, 1.0 - entity.probability),
+                                alternatives=entity.alternatives)
+            answer = by_ref.get((i, j))
+            if answer is None:
+                linked.append(base)
+                continue
+            stats.prompt_tokens += answer.prompt_tokens
+            stats.completion_tokens += answer.completion_tokens
+            stats.llm_model = stats.llm_model or answer.model or None
+            if not answer.ok:
+                stats.llm_errors += 1
+                stats.degraded = True
+                stats.degraded_reason = stats.degraded_reason or f"LLM failed: {answer.error}"
+                linked.append(base.model_copy(update={"degraded": True}))
+                continue
+            if answer.label == NON_ENTITY:
+                stats.dropped += 1
+                continue
+            stats.changed += answer.label != entity.label
+            linked.append(base.model_copy(update={"label": answer.label, "source": "llm",
+                                                  "llm_label": answer.label, "llm_score": answer.score}))
+        sentences.append(linked)
+    return sentences, stats

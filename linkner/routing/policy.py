@@ -1,0 +1,52 @@
+"""Detection: which predicted spans go to the LLM, by threshold, budget, calibration or none."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from linkner.routing.calibration import Calibration
+from linkner.routing.ranking import EntityRef, Predictions, rank_by_uncertainty, share_count
+from linkner.uncertainty.names import ESTIMATOR_NAMES
+
+PolicyKind = Literal["threshold", "budget", "calibrated", "none"]
+
+
+class DetectionPolicy(BaseModel):
+    """Which predicted spans go to the LLM."""
+
+    kind: PolicyKind = "threshold"
+    estimator: str = "confidence"
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="route spans with uncertainty above this")
+    budget: float = Field(0.1, ge=0.0, le=1.0, description="route this fraction of spans, most uncertain first")
+    max_llm_spans: int | None = Field(None, ge=0, description="per request cap, most uncertain kept")
+    calibration: Calibration | None = None
+
+    @model_validator(mode="after")
+    def _known_estimator(self) -> "DetectionPolicy":
+        if self.estimator not in ESTIMATOR_NAMES:
+            raise ValueError(f"unknown uncertainty estimator {self.estimator!r}; "
+                             f"choose from {', '.join(ESTIMATOR_NAMES)}")
+        if self.kind == "calibrated" and self.calibration is None:
+            raise ValueError("the calibrated policy needs a calibration (run `linkner calibrate` on dev data)")
+        if self.kind == "calibrated" and self.calibration and self.calibration.estimator != self.estimator:
+            return self.model_copy(update={"estimator": self.calibration.estimator})
+        return self
+
+
+def detect(predictions: Predictions, policy: DetectionPolicy) -> list[EntityRef]:
+    """The spans to route, most uncertain first."""
+    ranked = rank_by_uncertainty(predictions, policy.estimator)
+    if policy.kind == "none":
+        chosen: list[EntityRef] = []
+    elif policy.kind == "budget":
+        chosen = ranked[: share_count(policy.budget, len(ranked))]
+    else:
+        threshold = policy.threshold if policy.kind == "threshold" else policy.calibration.threshold  # type: ignore[union-attr]
+        chosen = [] if threshold is None else [
+            (i, j) for i, j in ranked if predictions[i][j].uncertainty[policy.estimator] > threshold]
+    if policy.max_llm_spans is not None:
+        chosen = chosen[: policy.max_llm_spans]
+    return chosen
+

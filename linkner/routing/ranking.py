@@ -1,0 +1,26 @@
+"""One ranking for every policy, sweep and calibration: predicted spans most uncertain first,
+and a share of them is ``share_count(share, n)`` spans."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from linkner.model.predictor import EntityPrediction
+
+EntityRef = tuple[int, int]  # (sentence index, entity index) of a predicted entity
+Predictions = Sequence[Sequence["EntityPrediction"]]
+
+
+def share_count(share: float, total: int) -> int:
+    """How many of ``total`` spans a ``share`` in [0, 1] routes (rounded up; float noise ignored)."""
+    return math.ceil(share * total - 1e-9)
+
+
+def rank_by_uncertainty(predictions: Predictions, estimator: str) -> list[EntityRef]:
+    """Every predicted entity, most uncertain first (ties keep document order)."""
+    flat = [((i, j), entity.uncertainty[estimator])
+            for i, entities in enumerate(predictions) for j, entity in enumerate(entities)]
+    flat.sort(key=lambda item: -item[1])
+    return [ref for ref, _ in flat]

@@ -1,0 +1,74 @@
+"""The service's request and response shapes (pydantic), and the error for a refused request.
+
+The gRPC gateway converts protobuf messages to and from these and maps :class:`InvalidRequest` to
+``INVALID_ARGUMENT``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class InvalidRequest(ValueError):
+    """A request the service refuses; the message says what is wrong."""
+
+
+class ServiceLimits(BaseModel):
+    max_chars: int = Field(100_000, ge=1, description="longest text accepted")
+    max_words: int = Field(20_000, ge=1, description="most words accepted in one document")
+    max_word_chars: int = Field(200, ge=1)
+    max_batch_items: int = Field(256, ge=1)
+
+
+class RecognizeOptions(BaseModel):
+    """Per-request overrides; None means the server's configuration."""
+
+    estimator: str | None = None
+    policy: str | None = None
+    threshold: float | None = None
+    budget: float | None = None
+    max_llm_spans: int | None = None
+    return_candidates: bool = False
+
+
+class RecognizeInput(BaseModel):
+    text: str = ""
+    words: list[str] = Field(default_factory=list)
+    options: RecognizeOptions = Field(default_factory=RecognizeOptions)
+    request_id: str = ""
+
+
+class OutputEntity(BaseModel):
+    text: str
+    label: str
+    char_start: int
+    char_end: int
+    word_start: int
+    word_end: int
+    sentence: int
+    source: str
+    uncertainty: float
+    local_label: str
+    local_probability: float
+    llm_score: float | None = None
+    degraded: bool = False
+    candidates: list[tuple[str, float]] = Field(default_factory=list)
+
+
+class OutputWord(BaseModel):
+    text: str
+    char_start: int
+    char_end: int
+    sentence: int
+
+
+class RecognizeOutput(BaseModel):
+    entities: list[OutputEntity]
+    degraded: bool = False
+    degraded_reason: str = ""
+    model: str = ""
+    llm_backend: str = ""
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    llm_spans: int = 0
+    words: list[OutputWord] = Field(default_factory=list)
+    request_id: str = ""

@@ -1,0 +1,1 @@
+"""Raw text into sentences of words with exact character offsets."""

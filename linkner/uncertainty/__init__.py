@@ -1,0 +1,1 @@
+"""Per-span uncertainty: estimator names (torch-free) and the estimators themselves."""
