@@ -6,6 +6,7 @@ initials, numbers, URLs and e-mail addresses). On top of it, a few CoNLL convent
 * a period inside a sentence stays on its word (``Dr.``, ``Inc.``, ``J.``, ``U.S.``, ``e.g.``,
   ``1.``); the full stop that ends a sentence is a token of its own (``in the U.S`` ``.``);
 * hyphenated words stay whole (``Jean-Luc``, ``well-known``; syntok drops the hyphen);
+* names with an inner capital stay whole (``McLean``, ``DiCaprio``; syntok splits them);
 * ``O'Neill`` / ``D'Arcy`` stay whole (``'s`` and ``n't`` are still split off);
 * syntok keeps a sentence going after any word with a dot inside unless the next word is on its
   list of sentence starters; a full stop after an e-mail address or URL followed by a capitalised
@@ -118,12 +119,15 @@ def _conll_tokens(text: str, raw: list, base: int) -> list[Token]:
 
 def _joins(text: str, previous: list[int], start: int) -> bool:
     """Whether a token starting at ``start`` continues the previous one: a hyphen or underscore
-    between them (syntok leaves it out of both), or an ``O'Neill``-style name."""
+    between them (syntok leaves it out of both), a lower-to-upper case change (syntok splits
+    ``McLean``, ``DiCaprio``, ``iPhone``) or an ``O'Neill``-style name."""
     between = text[previous[1] : start]
     if between:
         return len(between) == 1 and between in _JOINERS
     before = text[previous[0] : previous[1]]
     after = text[start : start + 2]
+    if before[-1:].islower() and before[-1].isalpha() and after[:1].isupper():
+        return True
     return (len(before) == 1 and before.isalpha() and before.isupper() and len(after) == 2
             and after[0] in _APOSTROPHES and after[1].isupper())
 
