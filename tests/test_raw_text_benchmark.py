@@ -13,7 +13,8 @@ from raw_text import detokenize, evaluate, load_documents, markdown  # noqa: E40
 
 
 def test_detokenize_glues_punctuation_and_keeps_offsets() -> None:
-    sentences = [["He", "said", '"', "yes", '"', "(", "U.S.", ")", "."], ["It", "'s", "1996-08-22", "and", "it", "does", "n't", "rain", "!"]]
+    sentences = [["He", "said", '"', "yes", '"', "(", "U.S.", ")", "."],
+                 ["It", "'s", "1996-08-22", "and", "it", "does", "n't", "rain", "!"]]
     text, offsets = detokenize(sentences)
     assert text == 'He said "yes" (U.S.). It\'s 1996-08-22 and it doesn\'t rain!'
     for sentence, sentence_offsets in zip(sentences, offsets):
