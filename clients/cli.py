@@ -2,6 +2,7 @@
 
     linkner-client recognize "Peter Blackburn spoke in Brussels ." [--json]
     linkner-client file IN.txt|IN.jsonl --out OUT.jsonl [--concurrency 8]
+    linkner-client describe      (model, labels, LLM, default policy, calibration status)
 
 A ``.txt`` input holds one document per non-empty line; a ``.jsonl`` input one
 ``{"text": ...}`` or ``{"words": [...]}`` object per line.
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     many.add_argument("input", type=Path)
     many.add_argument("--out", type=Path, required=True)
     many.add_argument("--concurrency", type=int, default=8)
+    commands.add_parser("describe", help="the model, labels, LLM, default policy and calibration status, as JSON")
     return parser
 
 
@@ -87,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"{entity.text}\t{entity.label}\t{entity.source}\tuncertainty={entity.uncertainty:.3f}")
                 if result.degraded:
                     print(f"(degraded: {result.degraded_reason})", file=sys.stderr)
+            return 0
+        if args.command == "describe":
+            with LinkNERClient(args.target, args.application, args.timeout) as client:
+                print(client.describe().model_dump_json(indent=2))
             return 0
         documents = read_documents(args.input)
         failures = asyncio.run(_run_file(args, documents))

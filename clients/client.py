@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import grpc
 
-from clients.models import Result, result_from_proto
+from clients.models import Description, Result, description_from_proto, result_from_proto
 from protos.linkner.v1 import linkner_pb2 as pb
 from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 
@@ -113,6 +113,10 @@ class LinkNERClient(_Common):
         except grpc.RpcError as error:
             raise LinkNERError(error.code(), error.details() or "") from None
 
+    def describe(self, *, timeout_s: float | None = None) -> Description:
+        """The server's model, labels, estimators, LLM, default policy and calibration status."""
+        return description_from_proto(self._call(self.stub.Describe, pb.DescribeRequest(), timeout_s))
+
     def health(self, timeout_s: float = 5.0) -> bool:
         """Ray Serve's gRPC health endpoint."""
         method = self.channel.unary_unary("/ray.serve.RayServeAPIService/Healthz",
@@ -167,6 +171,10 @@ class AsyncLinkNERClient(_Common):
         request = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text=t) for t in texts],
                                            options=build_options(**options))
         return [result_from_proto(r) for r in (await self._call(self.stub.RecognizeBatch, request, timeout_s)).results]
+
+    async def describe(self, *, timeout_s: float | None = None) -> Description:
+        """The server's model, labels, estimators, LLM, default policy and calibration status."""
+        return description_from_proto(await self._call(self.stub.Describe, pb.DescribeRequest(), timeout_s))
 
     async def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
         timeout = timeout_s or self.timeout_s

@@ -48,3 +48,28 @@ def result_from_proto(response) -> Result:
         timings_ms={"recognize": t.recognize_ms, "detect": t.detect_ms, "classify": t.classify_ms,
                     "merge": t.merge_ms, "total": t.total_ms},
     )
+
+
+class Description(BaseModel):
+    """What the server runs (``Describe``): ``calibration_status`` says whether the checkpoint's
+    calibration is applied ("applied"), absent ("none") or refused ("stale: ...")."""
+
+    model: str
+    labels: list[str]
+    estimators: list[str]
+    llm_backend: str = ""
+    policy: str
+    calibration_status: str
+    calibration: dict | None = None
+    max_llm_spans_per_request: int
+
+
+def description_from_proto(response) -> Description:
+    """Convert a ``linkner.v1.DescribeResponse`` (the calibration JSON becomes a dict)."""
+    import json
+
+    return Description(model=response.model, labels=list(response.labels), estimators=list(response.estimators),
+                       llm_backend=response.llm_backend, policy=response.policy,
+                       calibration_status=response.calibration_status,
+                       calibration=json.loads(response.calibration) if response.calibration else None,
+                       max_llm_spans_per_request=response.max_llm_spans_per_request)

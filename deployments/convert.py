@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from linkner.service.api import InvalidRequest, RecognizeInput, RecognizeOptions, RecognizeOutput
+from linkner.service.api import InvalidRequest, RecognizeInput, RecognizeOptions, RecognizeOutput, ServiceDescription
 from protos.linkner.v1 import linkner_pb2 as pb
 
 
@@ -54,3 +54,7 @@ def response_to_proto(output: RecognizeOutput) -> pb.RecognizeResponse:
         words=[pb.Word(text=w.text, char_start=w.char_start, char_end=w.char_end, sentence=w.sentence)
                for w in output.words],
     )
+
+
+def description_to_proto(description: ServiceDescription) -> pb.DescribeResponse:
+    return pb.DescribeResponse(**description.model_dump())

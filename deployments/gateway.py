@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 import grpc
 from ray import serve
 
-from deployments.convert import request_from_proto, response_to_proto
+from deployments.convert import description_to_proto, request_from_proto, response_to_proto
 from linkner.service.api import InvalidRequest, ServiceLimits
 from linkner.service.documents import check_batch
 from linkner.telemetry import TelemetryConfig, current_carrier, setup_tracing, traced
@@ -61,6 +61,11 @@ class Gateway:
         except Exception:
             status = health_pb2.HealthCheckResponse.NOT_SERVING
         return health_pb2.HealthCheckResponse(status=status)
+
+    async def Describe(self, request: pb.DescribeRequest,  # noqa: N802
+                       grpc_context: Any = None) -> pb.DescribeResponse:
+        """The model, labels, estimators, LLM, effective default policy and calibration status."""
+        return description_to_proto(await self.router.describe.remote())
 
     def _invalid(self, grpc_context: Any, message: str) -> pb.RecognizeResponse:
         grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)

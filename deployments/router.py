@@ -9,22 +9,12 @@ from typing import Any
 from ray import serve
 
 from deployments.handles import HandleBackend, HandleRecognizer
-from linkner.routing.calibration import Calibration
 from linkner.routing.linker import RDCLinker
-from linkner.routing.policy import DetectionPolicy
-from linkner.model.metadata import read_metadata
-from linkner.service.api import InvalidRequest, RecognizeInput, RecognizeOutput
+from linkner.service.api import InvalidRequest, RecognizeInput, RecognizeOutput, ServiceDescription
+from linkner.service.calibration_state import calibration_state
 from linkner.service.service import LinkNERService
 from linkner.service.config import AppConfig
 from linkner.telemetry import setup_tracing, traced
-
-
-def default_policy(config: AppConfig) -> DetectionPolicy:
-    """The checkpoint's calibration when it has one (and it was made with this LLM), else config's."""
-    calibration = read_metadata(config.ner.checkpoint).get("calibration")
-    if config.router.use_calibration and calibration:
-        return DetectionPolicy(kind="calibrated", calibration=Calibration.model_validate(calibration))
-    return config.router.policy
 
 
 async def pool_embeddings(ner: Any, pool: list, checkpoint: Path, chunk: int = 512) -> Any:
@@ -49,6 +39,7 @@ class Router:
         setup_tracing(config.telemetry, "router")
         self.config = config
         self.ner, self.llm = ner, llm
+        self.calibration = calibration_state(config)  # at start-up: a stale calibration is logged now
         self.service: LinkNERService | None = None
         self._building = asyncio.Lock()
 
@@ -64,10 +55,12 @@ class Router:
             backend = None
             if self.llm is not None:
                 backend = HandleBackend(self.llm, await self.llm.model_id.remote())
-            linker = RDCLinker(HandleRecognizer(self.ner, info["labels"]), backend, default_policy(self.config),
+            linker = RDCLinker(HandleRecognizer(self.ner, info["labels"]), backend, self.calibration.policy,
                                selector=await self._selector(), llm_timeout_s=self.config.router.llm_timeout_s)
+            stored = self.calibration.stored
             self.service = LinkNERService(linker, info["estimators"], f"{info['encoder']}:{info['objective']}",
-                                          self.config.router.limits)
+                                          self.config.router.limits, self.calibration.status,
+                                          stored.model_dump_json() if stored is not None else "")
         return self.service
 
     async def _selector(self) -> Any:
@@ -96,6 +89,10 @@ class Router:
                 return await service.recognize(request, timeout_s, deadline_at)
             except InvalidRequest as error:
                 return error
+
+    async def describe(self) -> ServiceDescription:
+        """What this router serves (see :meth:`LinkNERService.describe`)."""
+        return (await self._service()).describe()
 
     async def limits(self) -> dict:
         return (await self._service()).limits.model_dump()

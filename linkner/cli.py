@@ -101,7 +101,12 @@ def _add_link_eval(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--shares", default="0.02,0.05,0.1,0.15,0.2")
     parser.add_argument("--max-share", type=float, default=0.3, help="largest share tried by calibration")
     parser.add_argument("--max-sentences", type=int, default=None, help="use the first N sentences of each set")
-    parser.add_argument("--save-calibration", action="store_true", help="store the calibration in the checkpoint")
+    parser.add_argument("--calibration-margin", type=float, default=0.0,
+                        help="route only when the low end of the 95%% bootstrap interval of the dev F1 gain is "
+                             "above this")
+    parser.add_argument("--save-calibration", action="store_true",
+                        help="store the calibration in the checkpoint, keyed by LLM, mode, demonstrations, estimator "
+                             "and checkpoint (a server configured otherwise refuses it as stale)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--threads", type=int, default=None)
@@ -254,11 +259,19 @@ def _link_eval(args: argparse.Namespace) -> int:
         selector = build_selector(args.demonstrations, predictor, pool, args.k,
                                   cache=embeddings_cache_path(args.model, pool))
     shares = [float(value) for value in args.shares.split(",")]
+    key = None
+    if backend is not None:
+        from linkner.routing.calibration_key import calibration_key, demonstrations_identity
+
+        demonstrations = args.demonstrations if args.train else "none"
+        key = calibration_key(backend.model_id, args.llm_estimator,
+                              demonstrations_identity(demonstrations, args.k, 0, args.train), args.model)
 
     async def evaluate():
         try:
             return await evaluate_linking(predictor, data, args.data.name, shares, estimators, backend,
-                                          args.llm_estimator, dev, selector, args.max_share, args.plot)
+                                          args.llm_estimator, dev, selector, args.max_share, args.plot,
+                                          margin=args.calibration_margin, key=key)
         finally:
             if backend is not None:
                 await backend.close()

@@ -25,7 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch threads while training")
     parser.add_argument("--once", action="store_true", help="answer the sample request, then shut down")
     parser.add_argument("--calibration-sentences", type=int, default=600,
-                        help="dev sentences used to calibrate a model that has no calibration (0: skip)")
+                        help="dev sentences used to calibrate a model that has no calibration, or a stale one "
+                             "(0: skip)")
+    parser.add_argument("--calibration-margin", type=float, default=0.0,
+                        help="route only when the low end of the 95%% bootstrap interval of the dev F1 gain is "
+                             "above this (F1 as a fraction)")
     parser.add_argument("--text", default=SAMPLE, help="the sample request's text")
     return parser
 
@@ -48,10 +52,11 @@ def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int |
         raise SystemExit(f"{error}: pass --data-dir, or set ner.checkpoint in the config to a trained model") from None
 
 
-def ensure_calibration(config: Any, data_dir: Path, sentences: int) -> None:
-    """Calibrate the routing threshold on dev once (stored in the checkpoint's metadata), asking
-    the configured LLM with the router's demonstrations setting, so the served router only asks
-    the LLM where that helped on dev."""
+def ensure_calibration(config: Any, data_dir: Path, sentences: int, margin: float = 0.0) -> None:
+    """Calibrate the routing threshold on dev (stored in the checkpoint's metadata with its key),
+    asking the configured LLM with the router's demonstrations setting, so the served router only
+    asks the LLM where that helped on dev. Runs when there is no calibration or when the stored one
+    was made for something else (another LLM, answer mode, demonstrations, estimator or checkpoint)."""
     import asyncio
 
     from linkner.routing.calibration import calibrate_on
@@ -60,37 +65,41 @@ def ensure_calibration(config: Any, data_dir: Path, sentences: int) -> None:
     from linkner.model.metadata import read_metadata, write_metadata
     from linkner.model.predictor import SpanPredictor
     from linkner.data.readers import read_dataset
+    from linkner.service.calibration_state import expected_key, staleness, stored_calibration
 
     checkpoint = Path(config.ner.checkpoint)
-    metadata = read_metadata(checkpoint)
-    if not sentences or metadata.get("calibration") or not config.llm_pool.enabled:
+    if not sentences or not config.llm_pool.enabled or not config.router.use_calibration:
+        return
+    key = expected_key(config)
+    stored = stored_calibration(str(checkpoint))
+    if stored is not None and not staleness(stored, key):
         return
     if not (data_dir / "dev.txt").is_file():
-        print(f"no dev data at {data_dir}: the router uses its configured threshold", file=sys.stderr)
+        print(f"no dev data at {data_dir}: the router uses its configured policy", file=sys.stderr)
         return
+    why = "once" if stored is None else "the stored one is stale: " + "; ".join(staleness(stored, key))
     predictor = SpanPredictor.from_checkpoint(checkpoint)
     demos = config.router.demonstrations
     pool = training_demonstrations(read_dataset(demos.train)) if demos.kind != "none" else []
     selector = build_selector(demos.kind, predictor, pool, demos.k, demos.seed,
                               cache=embeddings_cache_path(checkpoint, pool))
     estimator = config.router.policy.estimator
-    print(f"calibrating when to ask the LLM, on {sentences} dev sentences (once; stored in {checkpoint})",
+    print(f"calibrating when to ask the LLM, on {sentences} dev sentences ({why}; stored in {checkpoint})",
           file=sys.stderr)
 
     async def run() -> Any:
         backend = build_backend(config.llm_pool.llm)
         try:
             return await calibrate_on(predictor, backend, read_dataset(data_dir / "dev.txt")[:sentences], estimator,
-                                      selector=selector)
+                                      selector=selector, margin=margin, key=key)
         finally:
             await backend.close()
 
     calibration = asyncio.run(run())
+    metadata = read_metadata(checkpoint)
     metadata["calibration"] = calibration.model_dump()
     write_metadata(checkpoint, metadata)
-    threshold = "route nothing" if calibration.threshold is None else f"threshold {calibration.threshold:.4f}"
-    print(f"calibration: {threshold} (dev F1 {100 * calibration.dev_f1_local:.2f} local, "
-          f"{100 * calibration.dev_f1_linked:.2f} linked)", file=sys.stderr)
+    print(f"calibration: {calibration.summary()}", file=sys.stderr)
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -148,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("vLLM is not installed: the LLM pool uses the transformers backend", file=sys.stderr)
             app_args.setdefault("llm_pool", {}).setdefault("llm", {})["backend"] = "transformers"
             config.llm_pool.llm.backend = "transformers"
-    ensure_calibration(config, args.data_dir, args.calibration_sentences)
+    ensure_calibration(config, args.data_dir, args.calibration_sentences, args.calibration_margin)
     started = time.monotonic()
     start_ray()
     name, port = deploy(serve_config)

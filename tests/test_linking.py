@@ -1,8 +1,9 @@
 import asyncio
 
+import numpy as np
 import pytest
 
-from linkner.data.spans import Span
+from linkner.data.spans import Span, make_sentence
 from linkner.evaluation.scores import entity_scores
 from linkner.evaluation.linking import evaluate_linking
 from linkner.routing.answers import AnswerCache
@@ -43,10 +44,22 @@ def test_calibrated_policy_routes_nothing_when_the_llm_did_not_help():
 def test_policy_validation_errors_are_clear():
     with pytest.raises(ValueError, match="unknown uncertainty estimator 'vibes'"):
         DetectionPolicy(estimator="vibes")
-    with pytest.raises(ValueError, match="linkner calibrate|calibration"):
-        DetectionPolicy(kind="calibrated")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="1.5"):
         DetectionPolicy(threshold=1.5)
+
+
+def test_missing_calibration_names_a_command_the_cli_accepts():
+    import re
+    import shlex
+
+    from linkner.cli import build_parser
+
+    with pytest.raises(ValueError) as refused:
+        DetectionPolicy(kind="calibrated")
+    command = re.search(r"`(linkner [^`]+)`", str(refused.value)).group(1)
+    words = shlex.split(command)
+    args = build_parser().parse_args(words[1:])  # exits (SystemExit) on an unknown command or option
+    assert args.command == "link-eval" and args.save_calibration and args.dev and args.backend != "none"
 
 
 def test_merge_replaces_drops_and_degrades():
@@ -103,30 +116,79 @@ def test_deadline_shorter_than_the_llm_keeps_local_answers(tiny_checkpoint, toy_
     assert sum(len(s) for s in result.sentences) > 0
 
 
-def test_calibration_routes_nothing_for_a_useless_llm_and_something_for_the_oracle(tiny_checkpoint, toy_dev):
-    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
-    predictions = predictor.predict([s.tokens for s in toy_dev], ["confidence"])
+def synthetic_dev(count, wrong):
+    """``count`` one-entity sentences (gold PER); the local model says LOC, very uncertain, on the
+    sentences in ``wrong`` and PER, fairly sure, elsewhere (distinct uncertainties, distinct words)."""
+    sentences, predictions = [], []
+    for i in range(count):
+        sentences.append(make_sentence(["s", f"w{i}", "spoke", "."], [Span(1, 2, "PER")]))
+        u = 0.9 - 0.001 * i if i in wrong else 0.5 - 0.001 * i
+        predictions.append([EntityPrediction(1, 2, "LOC" if i in wrong else "PER", 1 - u, {"confidence": u})])
+    return sentences, predictions
 
-    class Contrarian:  # always says Non-entity: dropping right answers never helps F1 here
-        model_id = "contrarian"
 
-        async def classify(self, queries, labels, timeout_s=None):
-            return [SpanAnswer(label=NON_ENTITY, score=1.0, model="contrarian") for _ in queries]
+class Lookup:
+    """Answers a label per sentence (by its distinct second word)."""
 
-        async def close(self):
-            return None
+    def __init__(self, model_id, label_of):
+        self.model_id = model_id
+        self.label_of = label_of
 
-    useless = AnswerCache(Contrarian(), toy_dev, predictions, predictor.labels)
-    oracle = AnswerCache(OracleBackend(toy_dev), toy_dev, predictions, predictor.labels)
-    ranked = sorted(((i, j) for i, s in enumerate(predictions) for j in range(len(s))),
-                    key=lambda ref: -predictions[ref[0]][ref[1]].uncertainty["confidence"])
-    run(useless.ensure(ranked, progress=False))
-    run(oracle.ensure(ranked, progress=False))
-    none = calibrate(toy_dev, predictions, "confidence", useless, max_share=1.0)
-    good = calibrate(toy_dev, predictions, "confidence", oracle, max_share=1.0)
-    if good.dev_f1_local < 1.0:
-        assert good.threshold is not None and good.dev_f1_linked > good.dev_f1_local
-    assert none.dev_f1_linked >= none.dev_f1_local  # never worse than local on the data it was fit on
+    async def classify(self, queries, labels, timeout_s=None):
+        return [SpanAnswer(label=self.label_of(int(q.tokens[1][1:])), score=1.0, model=self.model_id)
+                for q in queries]
+
+    async def close(self):
+        return None
+
+
+def calibrated(sentences, predictions, backend, **options):
+    cache = AnswerCache(backend, sentences, predictions, ["LOC", "ORG", "PER"])
+    refs = [(i, 0) for i in range(len(sentences))]
+    run(cache.ensure(refs, progress=False))
+    return calibrate(sentences, predictions, "confidence", cache, max_share=1.0, **options)
+
+
+def test_calibration_routes_for_the_oracle_with_a_clear_gain():
+    sentences, predictions = synthetic_dev(200, wrong=set(range(0, 200, 5)))  # 40 wrong, all most uncertain
+    good = calibrated(sentences, predictions, OracleBackend(sentences))
+    assert good.dev_f1_local == pytest.approx(0.8)
+    assert good.threshold is not None and good.routed_share == pytest.approx(40 / 200)
+    assert good.dev_f1_linked == pytest.approx(1.0) and good.dev_f1_linked > good.dev_f1_local
+    assert 0 < good.gain_low <= good.gain <= good.gain_high and good.resamples == 1000
+    assert len(detect(predictions, DetectionPolicy(kind="calibrated", calibration=good))) == 40
+    assert "interval [" in good.summary()
+    strict = calibrated(sentences, predictions, OracleBackend(sentences), margin=0.5)  # asks more than the gain
+    assert strict.threshold is None and strict.routed_share == 0.0
+
+
+def test_calibration_routes_nothing_for_an_always_wrong_llm():
+    sentences, predictions = synthetic_dev(200, wrong=set(range(0, 200, 5)))
+    useless = calibrated(sentences, predictions, Lookup("wrong", lambda i: "ORG"))  # gold is PER, local LOC/PER
+    assert useless.threshold is None and useless.routed_share == 0.0
+    assert useless.dev_f1_linked == useless.dev_f1_local == pytest.approx(0.8)
+    assert useless.gain <= 0
+    assert detect(predictions, DetectionPolicy(kind="calibrated", calibration=useless)) == []
+
+
+def test_calibration_routes_nothing_for_a_gain_on_one_sentence():
+    sentences, predictions = synthetic_dev(300, wrong={0})
+    helps_once = Lookup("once", lambda i: "PER")  # fixes sentence 0, repeats the local answer elsewhere
+    result = calibrated(sentences, predictions, helps_once)
+    assert result.gain > 1e-12  # the old rule (any gain above 1e-12) would route
+    assert result.gain_low <= 0 < result.gain_high
+    assert result.threshold is None and result.routed_share == 0.0 and result.dev_f1_linked == result.dev_f1_local
+
+
+def test_paired_bootstrap_is_seeded_and_paired():
+    from linkner.routing.calibration import paired_bootstrap
+
+    local = np.array([[1, 1, 1]] * 50 + [[0, 1, 1]] * 50)
+    assert paired_bootstrap(local, local) == (0.0, 0.0)  # paired: identical systems never differ
+    better = np.array([[1, 1, 1]] * 100)
+    low, high = paired_bootstrap(local, better, seed=3)
+    assert (low, high) == paired_bootstrap(local, better, seed=3)
+    assert 0.3 < low < 0.5 < high < 0.7  # the gain is 0.5 F1
 
 
 def test_evaluate_linking_report_and_plot(tiny_checkpoint, toy_dev, tmp_path):
@@ -139,3 +201,4 @@ def test_evaluate_linking_report_and_plot(tiny_checkpoint, toy_dev, tmp_path):
     assert report.calibrated_f1 >= report.local_f1
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert "oracle, entropy" in report.markdown()
+    assert report.calibration.resamples == 1000 and "% interval [" in report.markdown()

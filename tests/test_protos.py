@@ -22,4 +22,8 @@ def test_service_shape():
 
     service = pb.DESCRIPTOR.services_by_name["LinkNER"]
     assert service.full_name == "linkner.v1.LinkNER"
-    assert [m.name for m in service.methods] == ["Recognize", "RecognizeBatch", "RecognizeStream"]
+    assert [m.name for m in service.methods] == ["Recognize", "RecognizeBatch", "RecognizeStream", "Describe"]
+    describe = service.methods_by_name["Describe"]
+    assert describe.input_type.name == "DescribeRequest" and describe.output_type.name == "DescribeResponse"
+    assert {f.name for f in describe.output_type.fields} >= {"model", "labels", "estimators", "llm_backend", "policy",
+                                                             "calibration_status", "calibration"}

@@ -63,6 +63,10 @@ def test_text_without_entities(service):
     ({"text": "Paris", "options": {"threshold": 1.5}}, "threshold 1.5 is out of range"),
     ({"text": "Paris", "options": {"budget": -0.1}}, "budget -0.1 is out of range"),
     ({"text": "Paris", "options": {"max_llm_spans": -1}}, "must not be negative"),
+    ({"text": "Paris", "options": {"threshold": 0.9, "policy": "budget"}},
+     "threshold belongs to policy 'threshold', but this request asks policy 'budget'"),
+    ({"text": "Paris", "options": {"estimator": "entropy"}},
+     "the server's threshold 0.5 was made for 'confidence'; pass a threshold or budget with estimator 'entropy'"),
 ])
 def test_bad_requests_say_what_is_wrong(service, fields, message):
     with pytest.raises(InvalidRequest, match=re.escape(message)):
@@ -77,3 +81,16 @@ def test_batch_size_checks():
         check_batch(0, ServiceLimits())
     with pytest.raises(InvalidRequest, match=re.escape("batch too large: 4 items, the limit is 3")):
         check_batch(4, ServiceLimits(max_batch_items=3))
+
+
+def test_no_request_routes_more_than_the_server_cap(tiny_checkpoint, toy_dev):
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    linker = RDCLinker(predictor, OracleBackend(toy_dev), DetectionPolicy(kind="none"))
+    service = LinkNERService(linker, ["confidence"], "tiny", ServiceLimits(max_llm_spans_per_request=2))
+    text = " ".join(" ".join(s.tokens) for s in toy_dev[:20])
+    everything = recognize(service, text=text, options=RecognizeOptions(budget=1.0, max_llm_spans=1000))
+    assert len(everything.entities) > 2 and everything.llm_spans == 2
+    one = recognize(service, text=text, options=RecognizeOptions(budget=1.0, max_llm_spans=1))
+    assert one.llm_spans == 1
+    threshold = recognize(service, text=text, options=RecognizeOptions(threshold=0.0, estimator="confidence"))
+    assert threshold.llm_spans == 2

@@ -33,6 +33,24 @@ def app_args(checkpoint, base_url, **router):
     }
 
 
+def stale_checkpoint(checkpoint, folder):
+    """A copy of ``checkpoint`` whose calibration was made with another LLM."""
+    import shutil
+
+    from linkner.model.metadata import read_metadata, write_metadata
+    from linkner.routing.calibration import Calibration
+    from linkner.routing.calibration_key import calibration_key
+
+    shutil.copytree(checkpoint, folder)
+    metadata = read_metadata(folder)
+    metadata["calibration"] = Calibration(
+        estimator="confidence", threshold=0.99, llm_model="openai:smaller", dev_f1_local=0.8, dev_f1_linked=0.81,
+        routed_share=0.01, max_share=0.3, sentences=600,
+        key=calibration_key("openai:smaller", "confidence", "none", folder)).model_dump()
+    write_metadata(folder, metadata)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     """Ray + Serve once for the module; three applications over one gRPC proxy."""
@@ -59,7 +77,8 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     main["telemetry"] = {"exporter": "jsonl", "jsonl_path": str(traces)}
     main["ner"]["resources"]["num_replicas"] = 2
     serve.run(build_app(main), name="main", route_prefix="/main")
-    serve.run(build_app(app_args(tiny_checkpoint, f"http://127.0.0.1:{closed_port()}/v1")), name="down",
+    stale = stale_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("stale") / "model")
+    serve.run(build_app(app_args(stale, f"http://127.0.0.1:{closed_port()}/v1")), name="down",
               route_prefix="/down")
     serve.run(build_app(app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30)), name="slow", route_prefix="/slow")
     assert ray.util.get_node_ip_address() == "127.0.0.1"
@@ -140,6 +159,7 @@ def test_pre_tokenized_words(cluster):
     ({"text": "Paris", "estimator": "vibes"}, "unknown estimator 'vibes'"),
     ({"text": "Paris", "policy": "sometimes"}, "unknown policy"),
     ({"text": "Paris", "threshold": 7.0}, "threshold 7.0 is out of range"),
+    ({"text": "Paris", "threshold": 0.5, "policy": "budget"}, "threshold belongs to policy 'threshold'"),
 ])
 def test_bad_input_is_invalid_argument(cluster, kwargs, message):
     from clients.client import LinkNERError
@@ -149,6 +169,18 @@ def test_bad_input_is_invalid_argument(cluster, kwargs, message):
         c.recognize(text, **kwargs)
     assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert message in error.value.details
+
+
+def test_describe_reports_policy_and_calibration_status(cluster):
+    with client(cluster) as c:
+        main = c.describe()
+    assert main.calibration_status == "none" and main.calibration is None
+    assert main.llm_backend == "openai:peer" and "PER" in main.labels and "confidence" in main.estimators
+    assert main.policy == "threshold: confidence > 0, at most 64 spans per request"
+    with client(cluster, "down") as c:
+        down = c.describe()
+    assert down.calibration_status == "stale: llm differs (stored openai:smaller, configured openai:peer)"
+    assert down.calibration["threshold"] == 0.99 and down.policy.startswith("threshold: confidence > 0")
 
 
 def test_invalid_utf8_in_words_is_invalid_argument(cluster):

@@ -21,6 +21,7 @@ from linkner.routing.ranking import Predictions, rank_by_uncertainty, share_coun
 if TYPE_CHECKING:
     from linkner.llm.demonstrations import DemonstrationSelector
     from linkner.model.predictor import EntityPrediction
+    from linkner.routing.calibration_key import CalibrationKey
 
 
 class SweepPoint(BaseModel):
@@ -115,9 +116,7 @@ class LinkingReport(BaseModel):
                          f"{self.llm.errors} errors, {self.llm.prompt_tokens} prompt tokens, "
                          f"{self.llm.seconds:.0f}s ({1000 * self.llm.seconds / max(1, self.llm.spans_asked):.0f} ms/span)"]
         if self.calibration:
-            threshold = "none (route nothing)" if self.calibration.threshold is None else f"{self.calibration.threshold:.4f}"
-            rows.append(f"calibrated on dev ({self.calibration.estimator}): threshold {threshold}, dev F1 "
-                        f"{100 * self.calibration.dev_f1_local:.2f} -> {100 * self.calibration.dev_f1_linked:.2f}; "
+            rows.append(f"calibrated on dev ({self.calibration.estimator}): {self.calibration.summary()}; "
                         f"here F1 {100 * (self.calibrated_f1 or 0):.2f} at LLM share {100 * (self.calibrated_share or 0):.1f}%")
         return "\n".join(rows)
 
@@ -140,9 +139,11 @@ async def evaluate_linking(
     backend: LLMBackend | None = None, llm_estimator: str = "confidence", dev: Sequence[Sentence] = (),
     selector: "DemonstrationSelector | None" = None, max_share_calibration: float = 0.3,
     plot: Path | None = None, progress: bool = True, calibration: Calibration | None = None,
+    margin: float = 0.0, key: "CalibrationKey | None" = None,
 ) -> LinkingReport:
     """Local-only, oracle sweeps per estimator, and (with a backend) the LLM sweep; the routing
-    threshold is ``calibration``'s, or calibrated on ``dev`` when that is given instead."""
+    threshold is ``calibration``'s, or calibrated on ``dev`` when that is given instead (routing
+    only when the bootstrap interval of the gain is above ``margin``; ``key`` is stored with it)."""
     from linkner.evaluation.assessment import predict_with_progress
     from linkner.llm.oracle import OracleBackend
 
@@ -171,7 +172,7 @@ async def evaluate_linking(
             completion_tokens=sum(a.completion_tokens for a in answers), seconds=cache.seconds)
         if calibration is None and dev:
             calibration = await calibrate_on(predictor, backend, dev, llm_estimator, max_share_calibration,
-                                             selector, progress)
+                                             selector, progress, margin, key)
         if calibration is not None:
             routed = [] if calibration.threshold is None else [
                 ref for ref in ranked if predictions[ref[0]][ref[1]].uncertainty[llm_estimator] > calibration.threshold]

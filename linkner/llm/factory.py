@@ -37,6 +37,22 @@ class LLMConfig(BaseModel):
     max_retries: int = 2
 
 
+def llm_model_id(backend: str, model: str | Path, mode: str) -> str:
+    """The ``model_id`` a backend reports: ``<backend>:<folder name>:<mode>`` for local engines,
+    ``openai:<served model>`` for a server (the one place this is spelled; backends use it too)."""
+    if backend == "openai":
+        return f"openai:{model}"
+    return f"{backend}:{Path(model).name}:{mode}"
+
+
+def configured_model_id(config: LLMConfig) -> str:
+    """The ``model_id`` the backend :func:`build_backend` makes from ``config`` will report,
+    without building it (no engine, no weights)."""
+    if config.backend == "transformers" and config.mode == "choice":
+        return llm_model_id("transformers", config.model, "label")
+    return llm_model_id(config.backend, config.model, config.mode)
+
+
 def vllm_available() -> bool:
     import importlib.util
 

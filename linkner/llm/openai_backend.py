@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, Field
 
+from linkner.llm.factory import llm_model_id
 from linkner.llm.prompts import Option, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery
 
@@ -43,7 +44,7 @@ class OpenAIBackend:
 
         self.settings = settings
         self.definitions = definitions
-        self.model_id = f"openai:{settings.model}"
+        self.model_id = llm_model_id("openai", settings.model, "")
         key = os.environ.get(settings.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.AsyncClient(base_url=settings.base_url.rstrip("/"), headers=headers,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from linkner.model.encoders import offline_hub
+from linkner.llm.factory import llm_model_id
 from linkner.llm.prompts import AnswerMode, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
 from linkner.llm.scoring import answer_from_logprobs
@@ -52,7 +53,7 @@ class TransformersBackend:
         self.device = device
         self.mode: AnswerMode = mode
         self.definitions = definitions
-        self.model_id = f"transformers:{path.name}:{mode}"
+        self.model_id = llm_model_id("transformers", path, mode)
         self._builders: dict[tuple[str, ...], tuple[PromptBuilder, list[int], Any]] = {}
         self._lock = threading.Lock()  # one forward pass at a time on this model
         self._end_ids = end_of_turn_ids(self.tokenizer)

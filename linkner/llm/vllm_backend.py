@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, Field
 
 from linkner.model.encoders import offline_hub
+from linkner.llm.factory import llm_model_id
 from linkner.llm.prompts import AnswerMode, Option, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
 from linkner.llm.scoring import answer_from_logprobs
@@ -60,7 +61,7 @@ class VLLMBackend:
             raise FileNotFoundError(f"{path}: not a local model folder; run `linkner prepare-llm` first")
         self.settings = settings
         self.definitions = definitions
-        self.model_id = f"vllm:{path.name}:{settings.mode}"
+        self.model_id = llm_model_id("vllm", path, settings.mode)
         self._shared = _EngineState()  # one engine for this backend and every with_mode() view
         self._ids = itertools.count()
         self._builders: dict[tuple[str, ...], PromptBuilder] = {}
@@ -70,7 +71,7 @@ class VLLMBackend:
         other = VLLMBackend.__new__(VLLMBackend)
         other.__dict__.update(self.__dict__)
         other.settings = self.settings.model_copy(update={"mode": mode})
-        other.model_id = self.model_id.rsplit(":", 1)[0] + f":{mode}"
+        other.model_id = llm_model_id("vllm", self.settings.model, mode)
         return other
 
     async def start(self) -> None:

@@ -1,15 +1,18 @@
-"""Calibrating the routing threshold on dev data: the threshold that maximises linked F1, or no
-routing at all when the LLM does not beat the local model there."""
+"""Calibrating the routing threshold on dev data: the threshold that maximises linked F1, kept only
+when a paired bootstrap over sentences shows the gain over local-only is not noise; otherwise no
+routing at all."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 from pydantic import BaseModel
 
 from linkner.data.spans import Sentence, Span
 from linkner.evaluation.scores import entity_scores
 from linkner.llm.protocol import LLMBackend, SpanAnswer
+from linkner.routing.calibration_key import CalibrationKey
 from linkner.routing.merge import merge
 from linkner.routing.ranking import EntityRef, Predictions, rank_by_uncertainty, share_count
 
@@ -19,51 +22,129 @@ if TYPE_CHECKING:
 
 
 class Calibration(BaseModel):
-    """A threshold chosen on dev data; ``threshold`` None means the LLM did not help: route nothing."""
+    """A threshold chosen on dev data; ``threshold`` None means the LLM did not help: route nothing.
+
+    ``gain`` is the best candidate's linked minus local F1 on dev and ``gain_low``/``gain_high`` its
+    paired-bootstrap interval; routing is on only when ``gain_low > margin``. ``key`` says what the
+    calibration measured (LLM, demonstrations, estimator, checkpoint)."""
 
     estimator: str
     threshold: float | None
     llm_model: str
     dev_f1_local: float
-    dev_f1_linked: float
+    dev_f1_linked: float  # F1 of what is applied: the local F1 when routing nothing
     routed_share: float
     max_share: float
     sentences: int
+    gain: float | None = None
+    gain_low: float | None = None
+    gain_high: float | None = None
+    candidate_share: float | None = None
+    confidence: float = 0.95
+    resamples: int = 0
+    margin: float = 0.0
+    key: CalibrationKey | None = None
+
+    def summary(self) -> str:
+        """One line: the threshold, dev F1s and the gain's interval."""
+        threshold = "route nothing" if self.threshold is None else f"threshold {self.threshold:.4f}"
+        text = (f"{threshold} (dev F1 {100 * self.dev_f1_local:.2f} local, {100 * self.dev_f1_linked:.2f} linked, "
+                f"LLM share {100 * self.routed_share:.1f}%)")
+        if self.gain is not None and self.gain_low is not None and self.gain_high is not None:
+            low, high = 100 * self.gain_low, 100 * self.gain_high
+            text += (f"; best candidate (share {100 * (self.candidate_share or 0):.1f}%) gain {100 * self.gain:+.2f} "
+                     f"F1, {100 * self.confidence:g}% interval [{low:+.2f}, {high:+.2f}]"
+                     f" over {self.resamples} resamples of {self.sentences} sentences, routes when the low end "
+                     f"> {100 * self.margin:+.2f}")
+        return text
+
+
+def linked_spans(predictions: Predictions, estimator: str, routed: Sequence[EntityRef],
+                 answers: Sequence[SpanAnswer]) -> list[list[Span]]:
+    """The merged entities of each sentence as spans."""
+    linked, _ = merge(predictions, estimator, routed, answers)
+    return [[Span(e.start, e.end, e.label) for e in sent] for sent in linked]
 
 
 def linked_f1(sentences: Sequence[Sentence], predictions: Predictions, estimator: str,
               routed: Sequence[EntityRef], answers: Sequence[SpanAnswer]) -> float:
-    linked, _ = merge(predictions, estimator, routed, answers)
+    """Micro entity F1 after routing ``routed`` and merging ``answers``."""
     return entity_scores([s.entities for s in sentences],
-                         [[Span(e.start, e.end, e.label) for e in sent] for sent in linked]).micro.f1
+                         linked_spans(predictions, estimator, routed, answers)).micro.f1
+
+
+def sentence_counts(sentences: Sequence[Sentence], spans: Sequence[Sequence[Span]]) -> np.ndarray:
+    """Per sentence: (correct, predicted, gold) entity counts, shape (sentences, 3)."""
+    rows = []
+    for sentence, predicted in zip(sentences, spans):
+        gold, guessed = set(sentence.entities), set(predicted)
+        rows.append((len(gold & guessed), len(guessed), len(gold)))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def _f1(totals: np.ndarray) -> np.ndarray:
+    """Micro F1 from (..., 3) totals of (correct, predicted, gold): 2 correct / (predicted + gold)."""
+    denominator = totals[..., 1] + totals[..., 2]
+    return np.where(denominator > 0, 2 * totals[..., 0] / np.maximum(denominator, 1), 0.0)
+
+
+def paired_bootstrap(local: np.ndarray, linked: np.ndarray, resamples: int = 1000, confidence: float = 0.95,
+                     seed: int = 0) -> tuple[float, float]:
+    """The ``confidence`` interval of (linked - local) micro F1, resampling sentences with
+    replacement (the same sentences for both: paired). Inputs are :func:`sentence_counts`."""
+    if len(local) == 0:
+        return 0.0, 0.0
+    picks = np.random.default_rng(seed).integers(0, len(local), size=(resamples, len(local)))
+    gains = _f1(linked[picks].sum(axis=1)) - _f1(local[picks].sum(axis=1))
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(gains, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def calibrate(sentences: Sequence[Sentence], predictions: Predictions, estimator: str, cache: AnswerCache,
-              max_share: float = 0.3, steps: int = 60) -> Calibration:
-    """Choose the uncertainty threshold that maximises linked F1 on these (dev) sentences, routing
-    at most ``max_share`` of spans; no threshold (route nothing) unless the LLM beats local-only."""
+              max_share: float = 0.3, steps: int = 60, margin: float = 0.0, resamples: int = 1000,
+              confidence: float = 0.95, seed: int = 0) -> Calibration:
+    """Choose the uncertainty threshold that maximises linked F1 on these (dev) sentences, routing at
+    most ``max_share`` of spans; route nothing unless the low end of the paired-bootstrap interval of
+    its gain over local-only is above ``margin``."""
     ranked = rank_by_uncertainty(predictions, estimator)
     limit = share_count(max_share, len(ranked))
-    local = linked_f1(sentences, predictions, estimator, [], [])
-    best_f1, best_n = local, 0
-    for n in sorted({round(limit * k / steps) for k in range(1, steps + 1)}):
+    gold = [s.entities for s in sentences]
+    local_spans = linked_spans(predictions, estimator, [], [])
+    local = entity_scores(gold, local_spans).micro.f1
+    best_f1, best_n = -1.0, 0
+    for n in sorted({round(limit * k / steps) for k in range(1, steps + 1)} - {0}):
         routed = ranked[:n]
         f1 = linked_f1(sentences, predictions, estimator, routed, cache.for_refs(routed))
         if f1 > best_f1 + 1e-12:
             best_f1, best_n = f1, n
-    threshold = None
+    gain = low = high = None
+    routes = False
     if best_n:
-        i, j = ranked[best_n] if best_n < len(ranked) else ranked[-1]
-        threshold = predictions[i][j].uncertainty[estimator] if best_n < len(ranked) else 0.0
+        routed = ranked[:best_n]
+        linked = linked_spans(predictions, estimator, routed, cache.for_refs(routed))
+        low, high = paired_bootstrap(sentence_counts(sentences, local_spans), sentence_counts(sentences, linked),
+                                     resamples, confidence, seed)
+        gain = best_f1 - local
+        routes = gain > 1e-12 and low > margin
+    threshold = None
+    if routes:
+        threshold = predictions[ranked[best_n][0]][ranked[best_n][1]].uncertainty[estimator] \
+            if best_n < len(ranked) else 0.0
+    total = max(1, len(ranked))
     return Calibration(estimator=estimator, threshold=threshold, llm_model=cache.backend.model_id,
-                       dev_f1_local=local, dev_f1_linked=best_f1, routed_share=best_n / max(1, len(ranked)),
-                       max_share=max_share, sentences=len(sentences))
+                       dev_f1_local=local, dev_f1_linked=best_f1 if routes else local,
+                       routed_share=best_n / total if routes else 0.0, max_share=max_share,
+                       sentences=len(sentences), gain=gain, gain_low=low, gain_high=high,
+                       candidate_share=best_n / total if best_n else None, confidence=confidence,
+                       resamples=resamples if best_n else 0, margin=margin)
 
 
 async def calibrate_on(predictor, backend: LLMBackend, dev: Sequence[Sentence], estimator: str = "confidence",
                        max_share: float = 0.3, selector: "DemonstrationSelector | None" = None,
-                       progress: bool = True) -> Calibration:
-    """Ask the LLM about the most uncertain ``max_share`` of dev spans and choose the threshold."""
+                       progress: bool = True, margin: float = 0.0, key: CalibrationKey | None = None) -> Calibration:
+    """Ask the LLM about the most uncertain ``max_share`` of dev spans and choose the threshold;
+    ``key`` (what this measures) is stored with the result."""
     from linkner.evaluation.assessment import predict_with_progress
     from linkner.routing.answers import AnswerCache
 
@@ -71,4 +152,5 @@ async def calibrate_on(predictor, backend: LLMBackend, dev: Sequence[Sentence], 
     cache = AnswerCache(backend, dev, predictions, predictor.labels, selector)
     ranked = rank_by_uncertainty(predictions, estimator)
     await cache.ensure(ranked[: share_count(max_share, len(ranked))], progress=progress)
-    return calibrate(dev, predictions, estimator, cache, max_share)
+    calibration = calibrate(dev, predictions, estimator, cache, max_share, margin=margin)
+    return calibration.model_copy(update={"key": key}) if key is not None else calibration

@@ -11,6 +11,8 @@ from linkner.routing.ranking import EntityRef, Predictions, rank_by_uncertainty,
 from linkner.uncertainty.names import ESTIMATOR_NAMES
 
 PolicyKind = Literal["threshold", "budget", "calibrated", "none"]
+POLICY_KINDS: tuple[str, ...] = PolicyKind.__args__  # type: ignore[attr-defined]
+CALIBRATE_COMMAND = "linkner link-eval --model MODEL --data DEV --dev DEV --backend vllm --save-calibration"
 
 
 class DetectionPolicy(BaseModel):
@@ -29,10 +31,26 @@ class DetectionPolicy(BaseModel):
             raise ValueError(f"unknown uncertainty estimator {self.estimator!r}; "
                              f"choose from {', '.join(ESTIMATOR_NAMES)}")
         if self.kind == "calibrated" and self.calibration is None:
-            raise ValueError("the calibrated policy needs a calibration (run `linkner calibrate` on dev data)")
+            raise ValueError(f"the calibrated policy needs a calibration: run `{CALIBRATE_COMMAND}` "
+                             "(or let the main job calibrate at start-up)")
         if self.kind == "calibrated" and self.calibration and self.calibration.estimator != self.estimator:
-            return self.model_copy(update={"estimator": self.calibration.estimator})
+            raise ValueError(f"the calibration was made for {self.calibration.estimator!r}: its threshold does not "
+                             f"apply to {self.estimator!r} values")
         return self
+
+    def describe(self) -> str:
+        """One line: what this policy routes, e.g. ``threshold: confidence > 0.5, at most 64 spans``."""
+        if self.kind == "none":
+            text = "none: route nothing"
+        elif self.kind == "budget":
+            text = f"budget: the {100 * self.budget:g}% most uncertain spans by {self.estimator}"
+        elif self.kind == "threshold":
+            text = f"threshold: {self.estimator} > {self.threshold:g}"
+        elif self.calibration is not None and self.calibration.threshold is None:
+            text = "calibrated: route nothing (the LLM did not help on dev)"
+        else:
+            text = f"calibrated: {self.estimator} > {self.calibration.threshold:.4f}"  # type: ignore[union-attr]
+        return text if self.max_llm_spans is None else f"{text}, at most {self.max_llm_spans} spans per request"
 
 
 def detect(predictions: Predictions, policy: DetectionPolicy) -> list[EntityRef]:
@@ -49,4 +67,3 @@ def detect(predictions: Predictions, policy: DetectionPolicy) -> list[EntityRef]
     if policy.max_llm_spans is not None:
         chosen = chosen[: policy.max_llm_spans]
     return chosen
-

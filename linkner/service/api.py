@@ -18,6 +18,8 @@ class ServiceLimits(BaseModel):
     max_words: int = Field(20_000, ge=1, description="most words accepted in one document")
     max_word_chars: int = Field(200, ge=1)
     max_batch_items: int = Field(256, ge=1)
+    max_llm_spans_per_request: int = Field(64, ge=0, description="hard cap on spans one request routes to the "
+                                           "LLM; a request's max_llm_spans can only lower it")
 
 
 class RecognizeOptions(BaseModel):
@@ -72,3 +74,17 @@ class RecognizeOutput(BaseModel):
     llm_spans: int = 0
     words: list[OutputWord] = Field(default_factory=list)
     request_id: str = ""
+
+
+class ServiceDescription(BaseModel):
+    """What the service runs: model, labels, estimators, LLM, the effective default policy, and
+    whether the checkpoint's calibration is applied (``calibration_status``) and what it holds."""
+
+    model: str
+    labels: list[str]
+    estimators: list[str]
+    llm_backend: str = ""
+    policy: str
+    calibration_status: str
+    calibration: str = ""  # the stored calibration as JSON, "" when there is none
+    max_llm_spans_per_request: int

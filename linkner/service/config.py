@@ -80,8 +80,9 @@ class RouterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     demonstrations: DemonstrationsConfig = Field(default_factory=DemonstrationsConfig)
     policy: DetectionPolicy = Field(default_factory=lambda: DetectionPolicy(kind="threshold", threshold=0.5),
-                                    description="used when the checkpoint has no calibration")
-    use_calibration: bool = Field(True, description="use the checkpoint's calibration when it has one")
+                                    description="used when the checkpoint has no calibration made for this "
+                                                "configuration (LLM and mode, demonstrations, estimator, checkpoint)")
+    use_calibration: bool = Field(True, description="use the checkpoint's calibration when its key matches")
     llm_timeout_s: float = Field(10.0, gt=0, description="LLM deadline when the request sets none")
     limits: ServiceLimits = Field(default_factory=ServiceLimits)
     max_ongoing_requests: int = Field(64, ge=1)

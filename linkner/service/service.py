@@ -7,36 +7,11 @@ import time
 from typing import Sequence
 
 from linkner.routing.linker import LinkResult, RDCLinker
-from linkner.routing.policy import DetectionPolicy, PolicyKind
-from linkner.service.api import (InvalidRequest, OutputEntity, RecognizeInput, RecognizeOptions, RecognizeOutput,
-                                 ServiceLimits)
+from linkner.service.api import OutputEntity, RecognizeInput, RecognizeOutput, ServiceDescription, ServiceLimits
 from linkner.service.documents import Document, prepare_document
+from linkner.service.precedence import resolve_policy
 
-
-def resolve_policy(options: RecognizeOptions, default: DetectionPolicy, estimators: Sequence[str]) -> DetectionPolicy:
-    """The request's policy: the server default with the request's overrides, validated."""
-    update: dict = {}
-    if options.estimator:
-        if options.estimator not in estimators:
-            raise InvalidRequest(f"unknown estimator {options.estimator!r}; this model offers {', '.join(estimators)}")
-        update["estimator"] = options.estimator
-    if options.policy:
-        if options.policy not in PolicyKind.__args__:  # type: ignore[attr-defined]
-            raise InvalidRequest(f"unknown policy {options.policy!r}; choose from {', '.join(PolicyKind.__args__)}")  # type: ignore[attr-defined]
-        if options.policy == "calibrated" and default.calibration is None:
-            raise InvalidRequest("policy 'calibrated' is not available: the model has no calibration")
-        update["kind"] = options.policy
-    for name in ("threshold", "budget"):
-        value = getattr(options, name)
-        if value is not None:
-            if not 0.0 <= value <= 1.0 or value != value:
-                raise InvalidRequest(f"{name} {value} is out of range: it must be within [0, 1]")
-            update[name] = value
-    if options.max_llm_spans is not None:
-        if options.max_llm_spans < 0:
-            raise InvalidRequest(f"max_llm_spans {options.max_llm_spans} must not be negative")
-        update["max_llm_spans"] = options.max_llm_spans
-    return default.model_copy(update=update) if update else default
+__all__ = ["LinkNERService", "build_output", "resolve_policy"]
 
 
 def build_output(document: Document, result: LinkResult, request: RecognizeInput, model: str,
@@ -68,11 +43,27 @@ class LinkNERService:
     """Validates requests and answers them with an :class:`RDCLinker`."""
 
     def __init__(self, linker: RDCLinker, estimators: Sequence[str], model: str,
-                 limits: ServiceLimits | None = None) -> None:
+                 limits: ServiceLimits | None = None, calibration_status: str = "none",
+                 stored_calibration: str = "") -> None:
         self.linker = linker
         self.estimators = list(estimators)
         self.model = model
         self.limits = limits or ServiceLimits()
+        self.calibration_status = calibration_status
+        self.stored_calibration = stored_calibration
+
+    def describe(self) -> ServiceDescription:
+        """The model, its labels and estimators, the LLM, and the effective default routing (the
+        policy a request without options gets, hard cap included)."""
+        default = resolve_policy(RecognizeInput().options, self.linker.policy, self.estimators,
+                                 self.limits.max_llm_spans_per_request)
+        backend = self.linker.backend
+        return ServiceDescription(
+            model=self.model, labels=list(self.linker.recognizer.labels), estimators=self.estimators,
+            llm_backend=getattr(backend, "model_id", "") if backend is not None else "",
+            policy=default.describe() if backend is not None else "none: no LLM configured",
+            calibration_status=self.calibration_status, calibration=self.stored_calibration,
+            max_llm_spans_per_request=self.limits.max_llm_spans_per_request)
 
     async def recognize(self, request: RecognizeInput, timeout_s: float | None = None,
                         deadline_at: float | None = None) -> RecognizeOutput:
@@ -80,7 +71,8 @@ class LinkNERService:
         clock), past which the local answer is kept."""
         started = time.perf_counter()
         document = prepare_document(request, self.limits)
-        policy = resolve_policy(request.options, self.linker.policy, self.estimators)
+        policy = resolve_policy(request.options, self.linker.policy, self.estimators,
+                                self.limits.max_llm_spans_per_request)
         result = await self.linker.link(document.sentences, policy, timeout_s, deadline_at)
         return build_output(document, result, request, self.model, started)
 

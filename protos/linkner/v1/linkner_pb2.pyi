@@ -135,3 +135,27 @@ class RecognizeBatchResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[RecognizeResponse]
     def __init__(self, results: _Optional[_Iterable[_Union[RecognizeResponse, _Mapping]]] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("model", "labels", "estimators", "llm_backend", "policy", "calibration_status", "calibration", "max_llm_spans_per_request")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATORS_FIELD_NUMBER: _ClassVar[int]
+    LLM_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    MAX_LLM_SPANS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    estimators: _containers.RepeatedScalarFieldContainer[str]
+    llm_backend: str
+    policy: str
+    calibration_status: str
+    calibration: str
+    max_llm_spans_per_request: int
+    def __init__(self, model: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., estimators: _Optional[_Iterable[str]] = ..., llm_backend: _Optional[str] = ..., policy: _Optional[str] = ..., calibration_status: _Optional[str] = ..., calibration: _Optional[str] = ..., max_llm_spans_per_request: _Optional[int] = ...) -> None: ...

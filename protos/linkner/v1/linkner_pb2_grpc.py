@@ -49,6 +49,11 @@ class LinkNERStub:
                 request_serializer=protos_dot_linkner_dot_v1_dot_linkner__pb2.RecognizeBatchRequest.SerializeToString,
                 response_deserializer=protos_dot_linkner_dot_v1_dot_linkner__pb2.RecognizeResponse.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/linkner.v1.LinkNER/Describe',
+                request_serializer=protos_dot_linkner_dot_v1_dot_linkner__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=protos_dot_linkner_dot_v1_dot_linkner__pb2.DescribeResponse.FromString,
+                _registered_method=True)
 
 
 class LinkNERServicer:
@@ -73,6 +78,13 @@ class LinkNERServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """The model, labels, estimators, LLM, default policy and calibration status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LinkNERServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +102,11 @@ def add_LinkNERServicer_to_server(servicer, server):
                     servicer.RecognizeStream,
                     request_deserializer=protos_dot_linkner_dot_v1_dot_linkner__pb2.RecognizeBatchRequest.FromString,
                     response_serializer=protos_dot_linkner_dot_v1_dot_linkner__pb2.RecognizeResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=protos_dot_linkner_dot_v1_dot_linkner__pb2.DescribeRequest.FromString,
+                    response_serializer=protos_dot_linkner_dot_v1_dot_linkner__pb2.DescribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +190,33 @@ class LinkNER:
             '/linkner.v1.LinkNER/RecognizeStream',
             protos_dot_linkner_dot_v1_dot_linkner__pb2.RecognizeBatchRequest.SerializeToString,
             protos_dot_linkner_dot_v1_dot_linkner__pb2.RecognizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/linkner.v1.LinkNER/Describe',
+            protos_dot_linkner_dot_v1_dot_linkner__pb2.DescribeRequest.SerializeToString,
+            protos_dot_linkner_dot_v1_dot_linkner__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,63 @@
+"""What a stored calibration was measured with (LLM and answer mode, demonstrations, estimator,
+checkpoint), so that one made for another setting is recognised as stale instead of applied."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from linkner.model.metadata import WEIGHTS_FILE
+
+_FIELDS = ("llm", "estimator", "demonstrations", "checkpoint")
+
+
+class CalibrationKey(BaseModel):
+    """The identity of what a calibration measured; any difference makes it stale."""
+
+    llm: str  # the backend's model_id: LLM, answer mode and answer options
+    estimator: str
+    demonstrations: str  # "none", or "random k=4 seed=0 train=sha256:..."
+    checkpoint: str  # "sha256:..." of the checkpoint's weights
+
+    def differences(self, configured: "CalibrationKey") -> list[str]:
+        """``"<field> differs (stored X, configured Y)"`` for each field that differs."""
+        return [f"{name} differs (stored {getattr(self, name)}, configured {getattr(configured, name)})"
+                for name in _FIELDS if getattr(self, name) != getattr(configured, name)]
+
+
+def file_digest(path: str | Path) -> str:
+    """``sha256:<hex>`` of a file's content (memoised per path, size and modification time)."""
+    stat = Path(path).stat()
+    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return f"sha256:{sha.hexdigest()}"
+
+
+def checkpoint_identity(checkpoint: str | Path) -> str:
+    """The checkpoint's weights by content (a retrained model differs; a copied one does not)."""
+    weights = Path(checkpoint) / WEIGHTS_FILE
+    return file_digest(weights) if weights.is_file() else f"missing:{weights}"
+
+
+def demonstrations_identity(kind: str, k: int, seed: int, train: str | Path | None) -> str:
+    """Demonstration settings and the content of their training file."""
+    if kind == "none":
+        return "none"
+    source = file_digest(train) if train and Path(train).is_file() else f"missing:{train}"
+    return f"{kind} k={k} seed={seed} train={source}"
+
+
+def calibration_key(llm: str, estimator: str, demonstrations: str, checkpoint: str | Path) -> CalibrationKey:
+    """The key of a calibration made (or to be applied) with these settings."""
+    return CalibrationKey(llm=llm, estimator=estimator, demonstrations=demonstrations,
+                          checkpoint=checkpoint_identity(checkpoint))

@@ -1,0 +1,216 @@
+"""The stored calibration is tied to what it measured: a calibration made for another LLM, answer
+mode, demonstrations, estimator or checkpoint is refused (logged, shown by Describe), the main job
+recalibrates then, and the configured max_llm_spans survives a calibration."""
+
+import asyncio
+import logging
+import shutil
+
+import pytest
+
+from linkner.llm.factory import LLMConfig, configured_model_id
+from linkner.model.metadata import read_metadata, write_metadata
+from linkner.routing.calibration import Calibration
+from linkner.service.calibration_state import calibration_state, expected_key
+from linkner.service.config import AppConfig
+
+
+def fake_checkpoint(folder, weights=b"weights-1"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "linkner_config.json").write_text("{}")
+    return folder
+
+
+def config_for(checkpoint, mode="letter", estimator="confidence", demonstrations=None, **policy):
+    return AppConfig.model_validate({
+        "ner": {"checkpoint": str(checkpoint)},
+        "llm_pool": {"llm": {"backend": "vllm", "model": "/models/smollm2-135m", "mode": mode}},
+        "router": {"policy": {"kind": "threshold", "threshold": 0.5, "estimator": estimator, **policy},
+                   "demonstrations": demonstrations or {"kind": "none"}},
+    })
+
+
+def store(checkpoint, key, threshold=0.25, estimator="confidence"):
+    calibration = Calibration(estimator=estimator, threshold=threshold, llm_model=key.llm if key else "m",
+                              dev_f1_local=0.8, dev_f1_linked=0.85, routed_share=0.1, max_share=0.3, sentences=600,
+                              key=key)
+    write_metadata(checkpoint, {"calibration": calibration.model_dump()})
+    return calibration
+
+
+def test_a_matching_calibration_is_applied_and_keeps_the_configured_cap(tmp_path):
+    checkpoint = fake_checkpoint(tmp_path / "model")
+    config = config_for(checkpoint, max_llm_spans=3)
+    store(checkpoint, expected_key(config))
+    state = calibration_state(config)
+    assert state.status == "applied"
+    policy = state.policy
+    assert (policy.kind, policy.calibration.threshold, policy.estimator) == ("calibrated", 0.25, "confidence")
+    assert policy.max_llm_spans == 3  # the server's configured cap is not lost under calibration
+
+
+def test_no_calibration_uses_the_configured_policy(tmp_path):
+    config = config_for(fake_checkpoint(tmp_path / "model"))
+    state = calibration_state(config)
+    assert state.status == "none" and state.policy == config.router.policy
+
+
+@pytest.mark.parametrize("change, differs", [
+    ({"mode": "label"}, "llm differs (stored vllm:smollm2-135m:letter, configured vllm:smollm2-135m:label)"),
+    ({"estimator": "entropy"}, "estimator differs (stored confidence, configured entropy)"),
+])
+def test_a_calibration_for_another_setting_is_stale(tmp_path, caplog, change, differs):
+    checkpoint = fake_checkpoint(tmp_path / "model")
+    store(checkpoint, expected_key(config_for(checkpoint)))
+    config = config_for(checkpoint, **change)
+    with caplog.at_level(logging.WARNING):
+        state = calibration_state(config)
+    assert state.status == f"stale: {differs}"
+    assert state.policy == config.router.policy and state.policy.kind == "threshold"
+    assert differs in caplog.text and "not applied" in caplog.text
+
+
+def test_retrained_weights_or_other_demonstrations_make_it_stale(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"tokens": ["a"], "entities": []}\n')
+    demos = {"kind": "random", "k": 2, "train": str(train)}
+    checkpoint = fake_checkpoint(tmp_path / "model")
+    store(checkpoint, expected_key(config_for(checkpoint, demonstrations=demos)))
+    assert calibration_state(config_for(checkpoint, demonstrations=demos)).status == "applied"
+    assert calibration_state(config_for(checkpoint, demonstrations={**demos, "k": 3})).status.startswith(
+        "stale: demonstrations differs (stored random k=2 seed=0")
+    train.write_text('{"tokens": ["b"], "entities": []}\n')
+    assert calibration_state(config_for(checkpoint, demonstrations=demos)).status.startswith(
+        "stale: demonstrations differs")
+    train.write_text('{"tokens": ["a"], "entities": []}\n')
+    fake_checkpoint(checkpoint, weights=b"weights-2")  # retrained
+    assert calibration_state(config_for(checkpoint, demonstrations=demos)).status.startswith(
+        "stale: checkpoint differs (stored sha256:")
+    copy = shutil.copytree(checkpoint, tmp_path / "copy")  # a copy is the same model
+    fake_checkpoint(checkpoint, weights=b"weights-1")
+    shutil.copy2(checkpoint / "model.safetensors", copy / "model.safetensors")
+    assert calibration_state(config_for(copy, demonstrations=demos)).status == "applied"
+
+
+def test_an_unkeyed_or_disabled_calibration_is_not_applied(tmp_path):
+    checkpoint = fake_checkpoint(tmp_path / "model")
+    store(checkpoint, None)
+    assert calibration_state(config_for(checkpoint)).status.startswith("stale: no key recorded")
+    config = config_for(checkpoint)
+    config.router.use_calibration = False
+    store(checkpoint, expected_key(config))
+    state = calibration_state(config)
+    assert state.status.startswith("disabled") and state.policy.kind == "threshold"
+
+
+def test_the_configured_model_id_is_what_the_backend_reports(tmp_path):
+    from linkner.llm.openai_backend import OpenAIBackend, OpenAISettings
+    from linkner.llm.vllm_backend import VLLMBackend, VLLMSettings
+
+    folder = tmp_path / "smollm2-135m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    for mode in ("letter", "label", "choice"):
+        backend = VLLMBackend(VLLMSettings(model=str(folder), mode=mode))  # the engine starts lazily: not here
+        assert backend.model_id == configured_model_id(LLMConfig(backend="vllm", model=str(folder), mode=mode))
+        assert backend.with_mode("label").model_id == configured_model_id(
+            LLMConfig(backend="vllm", model=str(folder), mode="label"))
+    served = OpenAIBackend(OpenAISettings(base_url="http://127.0.0.1:1/v1", model="served"))
+    assert served.model_id == configured_model_id(LLMConfig(backend="openai", model="served",
+                                                            base_url="http://127.0.0.1:1/v1"))
+
+
+def test_the_configured_model_id_matches_the_transformers_backend(smollm2):
+    from linkner.llm.factory import build_backend
+
+    for mode in ("letter", "choice"):
+        config = LLMConfig(backend="transformers", model=str(smollm2), mode=mode)
+        assert build_backend(config).model_id == configured_model_id(config)
+
+
+def test_main_job_recalibrates_only_when_the_key_changes(tiny_checkpoint, toy_dev, tmp_path, monkeypatch):
+    from linkner.data.readers import write_dataset
+    from linkner.routing import calibration as calibration_module
+    from serve.main_job import ensure_calibration
+
+    checkpoint = shutil.copytree(tiny_checkpoint, tmp_path / "model")
+    data = tmp_path / "data"
+    data.mkdir()
+    write_dataset(data / "dev.txt", toy_dev)
+    calls = []
+
+    async def fake_calibrate_on(predictor, backend, dev, estimator, selector=None, margin=0.0, key=None, **_):
+        calls.append((backend.model_id, estimator, len(dev), margin))
+        return Calibration(estimator=estimator, threshold=0.2, llm_model=backend.model_id, dev_f1_local=0.5,
+                           dev_f1_linked=0.6, routed_share=0.1, max_share=0.3, sentences=len(dev), gain=0.1,
+                           gain_low=0.05, gain_high=0.15, candidate_share=0.1, resamples=1000, key=key)
+
+    monkeypatch.setattr(calibration_module, "calibrate_on", fake_calibrate_on)
+
+    def served(model):
+        return AppConfig.model_validate({
+            "ner": {"checkpoint": str(checkpoint)},
+            "llm_pool": {"llm": {"backend": "openai", "model": model, "base_url": "http://127.0.0.1:1/v1"}}})
+
+    ensure_calibration(served("small"), data, 20, margin=0.01)
+    assert calls == [("openai:small", "confidence", 20, 0.01)]
+    assert calibration_state(served("small")).status == "applied"
+    ensure_calibration(served("small"), data, 20)  # fresh: nothing to do
+    assert len(calls) == 1
+    assert calibration_state(served("large")).status == \
+        "stale: llm differs (stored openai:small, configured openai:large)"
+    ensure_calibration(served("large"), data, 20)  # a stronger LLM: recalibrated
+    assert [call[0] for call in calls] == ["openai:small", "openai:large"]
+    assert read_metadata(checkpoint)["calibration"]["key"]["llm"] == "openai:large"
+    assert calibration_state(served("large")).status == "applied"
+
+
+def test_describe_shows_policy_and_calibration_status(tiny_checkpoint, toy_dev):
+    import json
+
+    from clients.models import description_from_proto
+    from deployments.convert import description_to_proto
+    from linkner.llm.oracle import OracleBackend
+    from linkner.model.predictor import SpanPredictor
+    from linkner.routing.linker import RDCLinker
+    from linkner.routing.policy import DetectionPolicy
+    from linkner.service.api import ServiceLimits
+    from linkner.service.service import LinkNERService
+
+    calibration = Calibration(estimator="confidence", threshold=0.25, llm_model="oracle", dev_f1_local=0.8,
+                              dev_f1_linked=0.85, routed_share=0.1, max_share=0.3, sentences=600)
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    linker = RDCLinker(predictor, OracleBackend(toy_dev), DetectionPolicy(kind="calibrated", calibration=calibration))
+    service = LinkNERService(linker, ["confidence", "entropy"], "tiny", ServiceLimits(max_llm_spans_per_request=7),
+                             "applied", calibration.model_dump_json())
+    description = service.describe()
+    assert (description.model, description.llm_backend, description.calibration_status) == ("tiny", "oracle", "applied")
+    assert description.labels == predictor.labels and description.estimators == ["confidence", "entropy"]
+    assert description.policy == "calibrated: confidence > 0.2500, at most 7 spans per request"
+    client_side = description_from_proto(description_to_proto(description))
+    assert client_side.calibration["threshold"] == 0.25 and client_side.max_llm_spans_per_request == 7
+    assert client_side.model_dump(exclude={"calibration"}) == description.model_dump(exclude={"calibration"})
+    assert json.loads(description.calibration) == client_side.calibration
+
+
+def test_gateway_describe_is_wired_to_the_router():
+    from deployments.gateway import Gateway
+    from linkner.service.api import ServiceDescription, ServiceLimits
+    from linkner.telemetry import TelemetryConfig
+
+    description = ServiceDescription(model="m", labels=["PER"], estimators=["confidence"], llm_backend="vllm:x:letter",
+                                     policy="threshold: confidence > 0.5", calibration_status="stale: llm differs",
+                                     max_llm_spans_per_request=64)
+
+    class Method:
+        async def remote(self):
+            return description
+
+    class Router:
+        describe = Method()
+
+    gateway = Gateway.func_or_class(Router(), TelemetryConfig(), 1.0, ServiceLimits())
+    response = asyncio.run(gateway.Describe(None))
+    assert (response.calibration_status, response.llm_backend, list(response.labels)) == \
+           ("stale: llm differs", "vllm:x:letter", ["PER"])
