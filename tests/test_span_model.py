@@ -173,3 +173,88 @@ def test_ensure_trained_trains_once(tiny_encoder, toy_train, toy_dev, tmp_path):
     assert (model / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(FileNotFoundError, match="no training data"):
         ensure_trained(tmp_path / "other", tmp_path / "nowhere", config)
+
+
+def _interrupt_after(epochs: int):
+    """An on_epoch callback that interrupts training when epoch ``epochs + 1`` is reported (before
+    that epoch is saved), as Ctrl-C would."""
+    def on_epoch(record: dict[str, float]) -> None:
+        if record["epoch"] > epochs:
+            raise KeyboardInterrupt
+    return on_epoch
+
+
+def test_ensure_trained_resumes_an_interrupted_first_run(tiny_encoder, toy_train, toy_dev, tmp_path, capsys):
+    from linkner.data.readers import write_conll
+    from linkner.model.metadata import is_checkpoint, unfinished_training
+    from linkner.model.training import ensure_trained
+
+    write_conll(tmp_path / "train.txt", toy_train[:64])
+    write_conll(tmp_path / "dev.txt", toy_dev[:16])
+    config = TrainConfig(encoder=str(tiny_encoder), epochs=3, batch_size=16, hidden_dim=16, progress=False,
+                         max_span_len=3, patience=5, lr_encoder=1e-3, lr_head=3e-3)
+    output = tmp_path / "m"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, toy_train[:64], toy_dev[:16], output, on_epoch=_interrupt_after(1)).fit()
+    assert is_checkpoint(output)  # epoch 1's model is there, but the run is not done
+    assert read_metadata(output)["training"]["completed"] is False
+    assert unfinished_training(output)["last_epoch"] == 1
+
+    assert ensure_trained(output, tmp_path, config) == output
+    assert "resuming an unfinished training run after epoch 1" in capsys.readouterr().err
+    training = read_metadata(output)["training"]
+    assert training["completed"] is True and training["stopped"] == "epochs" and training["last_epoch"] == 3
+    state = torch.load(output / "train_state.pt", weights_only=False)
+    assert [int(h["epoch"]) for h in state["history"]] == [1, 2, 3]  # resumed, not restarted
+    assert unfinished_training(output) is None
+    stamp = (output / "model.safetensors").stat().st_mtime_ns
+    assert ensure_trained(output, tmp_path / "nowhere", config) == output  # finished: nothing to do
+    assert (output / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_runs_stopped_by_their_own_rules_are_completed(tiny_encoder, toy_train, toy_dev, tmp_path):
+    base = dict(encoder=str(tiny_encoder), batch_size=16, hidden_dim=16, progress=False, max_span_len=3)
+    early = Trainer(TrainConfig(epochs=30, patience=1, lr_encoder=1e-9, lr_head=1e-9, **base), toy_train[:32],
+                    toy_dev[:8], tmp_path / "early").fit()
+    assert early.stopped == "early_stopping"
+    assert read_metadata(tmp_path / "early")["training"]["completed"] is True
+    assert read_metadata(tmp_path / "early")["training"]["stopped"] == "early_stopping"
+    budget = Trainer(TrainConfig(epochs=50, time_budget_s=0.5, **base), toy_train[:32], toy_dev[:8],
+                     tmp_path / "budget").fit()
+    assert budget.stopped == "time_budget"
+    training = read_metadata(tmp_path / "budget")["training"]
+    assert (training["completed"], training["stopped"]) == (True, "time_budget")
+
+
+def test_checkpoints_without_the_completed_flag(tmp_path):
+    from linkner.model.metadata import is_finished_checkpoint, unfinished_training, write_metadata
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x")
+    (folder / "linkner_config.json").write_text("{}")
+    write_metadata(folder, {"training": {"epoch": 2, "dev_f1": 0.5}})
+    assert unfinished_training(folder) is None and is_finished_checkpoint(folder)  # nothing to resume from
+    (folder / "train_state.pt").write_bytes(b"x")
+    assert unfinished_training(folder)["epoch"] == 2 and not is_finished_checkpoint(folder)
+    write_metadata(folder, {})  # not written by the trainer
+    assert is_finished_checkpoint(folder)
+
+
+def test_main_job_finishes_an_unfinished_default_model(tmp_path, monkeypatch):
+    import linkner.model.training as training
+    from linkner.model.metadata import write_metadata
+    from serve.main_job import ensure_model
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("model.safetensors", "linkner_config.json", "train_state.pt"):
+        (folder / name).write_bytes(b"x")
+    write_metadata(folder, {"training": {"epoch": 1, "last_epoch": 1, "completed": False}})
+    calls = []
+    monkeypatch.setattr(training, "ensure_trained", lambda *args: calls.append(args) or args[0])
+    assert ensure_model(folder, tmp_path, None, None) == folder
+    assert calls and calls[0][0] == folder
+    write_metadata(folder, {"training": {"epoch": 1, "completed": True}})
+    calls.clear()
+    assert ensure_model(folder, tmp_path, None, None) == folder and not calls

@@ -9,6 +9,7 @@ from typing import Any
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "linkner_config.json"
+STATE_FILE = "train_state.pt"  # the trainer's resumable state, beside the checkpoint
 
 
 def read_metadata(folder: str | Path) -> dict[str, Any]:
@@ -25,3 +26,21 @@ def write_metadata(folder: str | Path, metadata: dict[str, Any]) -> None:
 def is_checkpoint(folder: str | Path) -> bool:
     folder = Path(folder)
     return (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file()
+
+
+def unfinished_training(folder: str | Path) -> dict[str, Any] | None:
+    """The ``training`` metadata of a checkpoint whose training run was interrupted and can resume,
+    else None. A run that ended by its own rules (epochs, early stopping, time budget) records
+    ``completed: true``; a checkpoint without that flag is unfinished only when the trainer's
+    ``train_state.pt`` lies beside it (without it there is nothing to resume from, e.g. a
+    checkpoint copied from elsewhere or written before the flag existed)."""
+    folder = Path(folder)
+    training = read_metadata(folder).get("training")
+    if not isinstance(training, dict) or training.get("completed") is True:
+        return None
+    return training if (folder / STATE_FILE).is_file() else None
+
+
+def is_finished_checkpoint(folder: str | Path) -> bool:
+    """A checkpoint whose training run is not waiting to be resumed."""
+    return is_checkpoint(folder) and unfinished_training(folder) is None
