@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -44,3 +46,22 @@ def unfinished_training(folder: str | Path) -> dict[str, Any] | None:
 def is_finished_checkpoint(folder: str | Path) -> bool:
     """A checkpoint whose training run is not waiting to be resumed."""
     return is_checkpoint(folder) and unfinished_training(folder) is None
+
+
+def weights_fingerprint(folder: str | Path) -> str:
+    """SHA-256 of the checkpoint's weights file (``"no-weights"`` without one). The hash is
+    computed once per process for each version of the file (path, inode, size, times)."""
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        return "no-weights"
+    stat = path.stat()
+    return _file_sha256(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
