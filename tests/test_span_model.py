@@ -258,3 +258,64 @@ def test_main_job_finishes_an_unfinished_default_model(tmp_path, monkeypatch):
     write_metadata(folder, {"training": {"epoch": 1, "completed": True}})
     calls.clear()
     assert ensure_model(folder, tmp_path, None, None) == folder and not calls
+
+
+def _snapshot(predictions) -> list:
+    return [[(p.start, p.end, p.label, p.probability, p.uncertainty["confidence"]) for p in sentence]
+            for sentence in predictions]
+
+
+def test_mc_dropout_does_not_disturb_concurrent_deterministic_predictions(tiny_checkpoint, toy_dev):
+    import threading
+
+    model, batcher = load_checkpoint(tiny_checkpoint)
+    assert model.config.dropout > 0
+    deterministic = SpanPredictor(model, batcher)
+    sampling = SpanPredictor(model, batcher, mc_samples=64)  # the same module: long stretches of sampling
+    tokens = [s.tokens for s in toy_dev[:16]]
+    expected = _snapshot(deterministic.predict(tokens, ["confidence"]))
+    seen, sampled, stop = [], [], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            sampled.append(sampling.predict(tokens, ["confidence", "mc_dropout"]))
+
+    def predict() -> None:
+        try:
+            for _ in range(25):
+                seen.append(_snapshot(deterministic.predict(tokens, ["confidence"])))
+        finally:
+            stop.set()
+
+    threads = [threading.Thread(target=sample), threading.Thread(target=predict)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert len(seen) == 25 and sampled
+    assert all(result == expected for result in seen)  # no dropout leaked into the deterministic pass
+    for result in sampled:
+        assert _snapshot(result) == expected  # sampling's own deterministic pass was deterministic too
+        entities = [p for sentence in result for p in sentence]
+        assert any(abs(p.uncertainty["mc_dropout"] - p.uncertainty["confidence"]) > 1e-4 for p in entities)
+    assert not model.head_dropout.training
+
+
+def test_mc_dropout_samples_vary_and_vanish_without_dropout(tiny_checkpoint, toy_dev):
+    model, batcher = load_checkpoint(tiny_checkpoint)
+    predictor = SpanPredictor(model, batcher, mc_samples=8)
+    batch = batcher.encode(toy_dev[:8])
+    _, outputs, positions = predictor._outputs(batch, samples=8)
+    assert positions and outputs.sample_probs.shape == (8, len(positions), len(batcher.classes))
+    assert not torch.equal(outputs.sample_probs[0], outputs.sample_probs[1])  # every pass draws its own mask
+    assert not torch.allclose(outputs.sample_probs.mean(0), outputs.probs, atol=1e-4)
+    entities = [p for s in predictor.predict([s.tokens for s in toy_dev], ["confidence", "mc_dropout"]) for p in s]
+    gaps = [abs(p.uncertainty["mc_dropout"] - p.uncertainty["confidence"]) for p in entities]
+    assert max(gaps) > 1e-3  # dropout on: the uncertainty is not the deterministic confidence
+
+    model.head_dropout.p = 0.0  # no dropout: every pass is the deterministic one
+    _, outputs, _ = predictor._outputs(batch, samples=8)
+    assert torch.allclose(outputs.sample_probs, outputs.probs.expand_as(outputs.sample_probs), atol=1e-6)
+    entities = [p for s in predictor.predict([s.tokens for s in toy_dev], ["confidence", "mc_dropout"]) for p in s]
+    assert all(p.uncertainty["mc_dropout"] == pytest.approx(p.uncertainty["confidence"], abs=1e-6)
+               for p in entities)
