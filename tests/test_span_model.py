@@ -53,6 +53,28 @@ def test_kl_matches_torch_distributions():
     assert torch.allclose(dirichlet_kl_to_uniform(alpha), expected, atol=1e-5)
 
 
+def test_evidential_loss_matches_a_hand_computed_value():
+    import math
+
+    config = SpanModelConfig(labels=["LOC", "PER"], objective="evidential")
+    logits = torch.tensor([[[0.0, math.log(3), 0.0], [math.log(2), 0.0, 0.0], [50.0, -9.0, 3.0]]])
+    labels = torch.tensor([[1, 0, IGNORE_INDEX]])  # span 1 is LOC, span 2 is O, span 3 is padding
+    # alpha = exp(logits) + 1: span 1 [2, 4, 2] (S = 8), span 2 [3, 2, 2] (S = 7)
+    nll_1 = math.log(8) - math.log(4)
+    nll_2 = math.log(7) - math.log(3)
+    # misleading evidence (the gold class's alpha set to 1): [2, 1, 2] and [1, 2, 2], both S~ = 5, so
+    # KL(Dir(a) || Dir(1, 1, 1)) = lgamma(5) - lgamma(3) - sum lgamma(a) + sum (a - 1)(digamma(a) - digamma(5))
+    #   = log 24 - log 2 - 0 + 2 (digamma(2) - digamma(5)) = log 12 - 2 (1/2 + 1/3 + 1/4) = log 12 - 13/6
+    kl = math.log(12) - 13 / 6
+    weight = min(1.0, 2 / 4)  # the annealed KL weight at epoch 2 of kl_anneal_epochs=4
+    # O spans weigh outside_weight = 0.5; the mean is weighted
+    expected = (1.0 * (nll_1 + weight * kl) + 0.5 * (nll_2 + weight * kl)) / 1.5
+    loss = span_loss(logits, labels, config, outside_weight=0.5, kl_weight=weight)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    no_kl = span_loss(logits, labels, config, outside_weight=0.5, kl_weight=0.0)
+    assert no_kl.item() == pytest.approx((nll_1 + 0.5 * nll_2) / 1.5, rel=1e-6)
+
+
 @pytest.mark.parametrize("objective", ["cross_entropy", "evidential"])
 def test_loss_falls_when_fitting_one_batch(tiny_encoder, batcher, objective):
     torch.manual_seed(0)
@@ -86,14 +108,20 @@ def test_trained_tiny_model_finds_entities(tiny_checkpoint, toy_dev):
     assert metadata["training"]["dev_f1"] > 0.8
 
 
-def test_checkpoint_round_trip_gives_identical_outputs(tiny_checkpoint, toy_dev):
-    model, batcher = load_checkpoint(tiny_checkpoint)
-    again, _ = load_checkpoint(tiny_checkpoint)
-    batch = batcher.encode(toy_dev[:4])
+def test_checkpoint_round_trip_gives_identical_outputs(tiny_encoder, toy_train, toy_dev, tmp_path):
+    config = TrainConfig(encoder=str(tiny_encoder), epochs=1, batch_size=16, hidden_dim=16, progress=False,
+                         max_span_len=3, lr_encoder=1e-3, lr_head=3e-3)
+    trainer = Trainer(config, toy_train[:64], toy_dev[:16], tmp_path / "m")
+    trainer.fit()  # one epoch: the saved best is the model in memory
+    trained = trainer.model.eval()
+    loaded, batcher = load_checkpoint(tmp_path / "m")
+    batch = batcher.encode(toy_dev[:8])
     with torch.no_grad():
-        assert torch.equal(model(batch), again(batch))
-    config = json.loads((tiny_checkpoint / "linkner_config.json").read_text())
-    assert config["labels"] == ["LOC", "ORG", "PER"] and config["encoder_config"]["model_type"] == "bert"
+        before, after = trained(batch), loaded(batch)
+    assert torch.equal(before, after)
+    assert trainer.batcher.classes == batcher.classes and trainer.batcher.max_subwords == batcher.max_subwords
+    saved = json.loads((tmp_path / "m" / "linkner_config.json").read_text())
+    assert saved["labels"] == ["LOC", "ORG", "PER"] and saved["encoder_config"]["model_type"] == "bert"
 
 
 def test_missing_checkpoint_says_how_to_train(tmp_path):
