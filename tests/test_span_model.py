@@ -247,7 +247,7 @@ def test_runs_stopped_by_their_own_rules_are_completed(tiny_encoder, toy_train, 
     assert early.stopped == "early_stopping"
     assert read_metadata(tmp_path / "early")["training"]["completed"] is True
     assert read_metadata(tmp_path / "early")["training"]["stopped"] == "early_stopping"
-    budget = Trainer(TrainConfig(epochs=50, time_budget_s=0.5, **base), toy_train[:32], toy_dev[:8],
+    budget = Trainer(TrainConfig(epochs=50, patience=50, time_budget_s=0.5, **base), toy_train[:32], toy_dev[:8],
                      tmp_path / "budget").fit()
     assert budget.stopped == "time_budget"
     training = read_metadata(tmp_path / "budget")["training"]
