@@ -35,17 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int | None) -> Path:
-    """Return ``model``, training the default configuration into it first if it is missing."""
-    from linkner.model.metadata import is_checkpoint
+    """Return ``model``, training the default configuration into it first if it is missing, or
+    finishing its training run if that was interrupted."""
+    from linkner.model.metadata import is_checkpoint, is_finished_checkpoint
     from linkner.model.training import TrainConfig, ensure_trained
 
-    if is_checkpoint(model):
+    if is_finished_checkpoint(model):
         print(f"model: {model}", file=sys.stderr)
         return model
     overrides = {key: value for key, value in {"threads": threads, "epochs": epochs}.items() if value}
     config = TrainConfig(**overrides)
-    print(f"no checkpoint at {model}: training the default model ({config.encoder} encoder, up to {config.epochs} "
-          "epochs, about 5-8 minutes each on 2 CPU cores; cached for later runs)", file=sys.stderr)
+    if not is_checkpoint(model):
+        print(f"no checkpoint at {model}: training the default model ({config.encoder} encoder, up to "
+              f"{config.epochs} epochs, about 5-8 minutes each on 2 CPU cores; cached for later runs)",
+              file=sys.stderr)
     try:
         return ensure_trained(model, data_dir, config)
     except FileNotFoundError as error:

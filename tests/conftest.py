@@ -29,6 +29,49 @@ TEMPLATES = [
 ]
 
 
+# ---------------------------------------------------------------- CI=true: a skipped test fails the run
+
+_SKIPPED: list[tuple[str, str]] = []  # (test id, reason) of this session's skips
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _SKIPPED.clear()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Record skipped tests (an expected failure is not a skip)."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPPED.append((report.nodeid, _skip_reason(report)))
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """Record modules skipped while collecting (``pytest.skip(allow_module_level=True)``, importorskip)."""
+    if report.skipped:
+        _SKIPPED.append((report.nodeid, _skip_reason(report)))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under ``CI=true`` a run with skipped tests fails: CI must run every test."""
+    if _SKIPPED and _in_ci() and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: "pytest.TerminalReporter") -> None:
+    if _SKIPPED and _in_ci():
+        terminalreporter.section("CI=true: skipped tests fail the run", sep="=", red=True, bold=True)
+        for nodeid, reason in _SKIPPED:
+            terminalreporter.line(f"SKIPPED {nodeid}: {reason}", red=True)
+
+
 @pytest.fixture(scope="session")
 def conll_dir() -> Path:
     """The CoNLL-2003 folder beside the project; tests needing it skip when it is absent."""

@@ -80,16 +80,50 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+class ErringRecognizer:
+    """The tiny model with errors injected where it is least sure of itself: every third entity
+    gets a wrong label and a spurious one-word span follows every fourth sentence's first word,
+    all with uncertainty 0.99 (so a 30% budget routes them first)."""
+
+    def __init__(self, predictor: SpanPredictor) -> None:
+        self.predictor = predictor
+        self.labels = predictor.labels
+
+    async def recognize(self, sentences, estimators):
+        predictions = self.predictor.predict(sentences, list(estimators))
+        count = 0
+        for i, entities in enumerate(predictions):
+            for entity in entities:
+                count += 1
+                if count % 3 == 0:
+                    entity.label = next(label for label in self.labels if label != entity.label)
+                    entity.uncertainty = {name: 0.99 for name in entity.uncertainty}
+            taken = {w for e in entities for w in range(e.start, e.end)}
+            if i % 4 == 0 and 0 not in taken:
+                entities.insert(0, EntityPrediction(start=0, end=1, label=self.labels[0], probability=0.01,
+                                                    uncertainty={name: 0.99 for name in estimators}))
+        return predictions
+
+
 def test_oracle_linking_can_only_help(tiny_checkpoint, toy_dev):
     predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
     tokens = [s.tokens for s in toy_dev]
     gold = [s.entities for s in toy_dev]
-    linker = RDCLinker(predictor, OracleBackend(toy_dev), DetectionPolicy(kind="budget", budget=0.3))
+    gold_labels = {(i, e.start, e.end): e.label for i, s in enumerate(toy_dev) for e in s.entities}
+    linker = RDCLinker(ErringRecognizer(predictor), OracleBackend(toy_dev), DetectionPolicy(kind="budget", budget=0.3))
     local = run(linker.link(tokens, DetectionPolicy(kind="none")))
     linked = run(linker.link(tokens))
     f1 = lambda result: entity_scores(gold, [[Span(e.start, e.end, e.label) for e in s] for s in result.sentences]).micro.f1
     assert local.stats.routed == 0 and linked.stats.routed > 0
-    assert f1(linked) >= f1(local)
+    assert linked.stats.changed > 0 and linked.stats.dropped > 0
+    assert f1(linked) > f1(local) + 0.1  # the oracle repaired what the injected errors broke
+    from_llm = [(i, e) for i, s in enumerate(linked.sentences) for e in s if e.source == "llm"]
+    assert from_llm and all(e.label == gold_labels[(i, e.start, e.end)] for i, e in from_llm)
+    assert any(e.label != e.local_label for _, e in from_llm)
+    kept = {(i, e.start, e.end) for i, s in enumerate(linked.sentences) for e in s}
+    spurious = {(i, e.start, e.end) for i, s in enumerate(local.sentences) for e in s
+                if (i, e.start, e.end) not in gold_labels and e.uncertainty == 0.99}
+    assert spurious and not spurious & kept  # the oracle's Non-entity answers dropped them
     assert set(linked.stats.timings_s) == {"recognize", "detect", "classify", "merge"}
 
 

@@ -3,7 +3,10 @@ training spans most similar to the queried span (by the local encoder's span emb
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Awaitable, Callable, Literal, Protocol, Sequence
 
@@ -100,9 +103,27 @@ class RemoteRetrievedDemonstrations:
         return nearest_demonstrations(self.pool, self.embeddings, self.k, spans, queries)
 
 
+CACHE_NAME = re.compile(r"demonstrations-(?P<pool>[0-9a-f]{16})-(?P<weights>[0-9a-f]{16}|no-weights)\.pt")
+LEGACY_CACHE_NAME = re.compile(r"demonstrations-\d+\.pt")  # keyed by the pool's size alone
+
+
+def pool_fingerprint(pool: Sequence[Demonstration]) -> str:
+    """SHA-256 of a demonstration pool's content: every span's words, offsets and label, in order."""
+    digest = hashlib.sha256()
+    for demo in pool:
+        digest.update(json.dumps([demo.tokens, demo.start, demo.end, demo.label]).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
 def embeddings_cache_path(checkpoint: Path, pool: Sequence[Demonstration]) -> Path:
-    """Where a checkpoint keeps the span embeddings of a demonstration pool."""
-    return Path(checkpoint) / f"demonstrations-{len(pool)}.pt"
+    """Where a checkpoint keeps the span embeddings of a demonstration pool: the name holds a hash
+    of the pool's content and of the checkpoint's weights, so another pool of the same size, or
+    retrained weights, never find a stale file."""
+    from linkner.model.metadata import weights_fingerprint
+
+    weights = weights_fingerprint(checkpoint)
+    return Path(checkpoint) / f"demonstrations-{pool_fingerprint(pool)[:16]}-{weights[:16]}.pt"
 
 
 def load_cached_embeddings(cache: Path, size: int) -> "torch.Tensor | None":
@@ -122,8 +143,21 @@ def save_cached_embeddings(cache: Path, embeddings: "torch.Tensor") -> None:
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(embeddings, cache)
+        remove_stale_caches(cache)
     except OSError:
         pass
+
+
+def remove_stale_caches(cache: Path) -> None:
+    """Delete the caches beside ``cache`` made for other weights (or keyed by size alone): they can
+    never be used again. Caches of other pools for the same weights stay."""
+    current = CACHE_NAME.fullmatch(cache.name)
+    if current is None:
+        return
+    for other in cache.parent.glob("demonstrations-*.pt"):
+        match = CACHE_NAME.fullmatch(other.name)
+        if LEGACY_CACHE_NAME.fullmatch(other.name) or (match and match["weights"] != current["weights"]):
+            other.unlink(missing_ok=True)
 
 
 def nearest_demonstrations(pool: Sequence[Demonstration], pool_embeddings: "torch.Tensor", k: int,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "linkner_config.json"
+STATE_FILE = "train_state.pt"  # the trainer's resumable state, beside the checkpoint
 
 
 def read_metadata(folder: str | Path) -> dict[str, Any]:
@@ -25,3 +28,40 @@ def write_metadata(folder: str | Path, metadata: dict[str, Any]) -> None:
 def is_checkpoint(folder: str | Path) -> bool:
     folder = Path(folder)
     return (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file()
+
+
+def unfinished_training(folder: str | Path) -> dict[str, Any] | None:
+    """The ``training`` metadata of a checkpoint whose training run was interrupted and can resume,
+    else None. A run that ended by its own rules (epochs, early stopping, time budget) records
+    ``completed: true``; a checkpoint without that flag is unfinished only when the trainer's
+    ``train_state.pt`` lies beside it (without it there is nothing to resume from, e.g. a
+    checkpoint copied from elsewhere or written before the flag existed)."""
+    folder = Path(folder)
+    training = read_metadata(folder).get("training")
+    if not isinstance(training, dict) or training.get("completed") is True:
+        return None
+    return training if (folder / STATE_FILE).is_file() else None
+
+
+def is_finished_checkpoint(folder: str | Path) -> bool:
+    """A checkpoint whose training run is not waiting to be resumed."""
+    return is_checkpoint(folder) and unfinished_training(folder) is None
+
+
+def weights_fingerprint(folder: str | Path) -> str:
+    """SHA-256 of the checkpoint's weights file (``"no-weights"`` without one). The hash is
+    computed once per process for each version of the file (path, inode, size, times)."""
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        return "no-weights"
+    stat = path.stat()
+    return _file_sha256(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -174,14 +174,10 @@ class SpanPredictor:
         positions = entity.nonzero().squeeze(-1).tolist()
         features, logits, probs_all, probs = features[entity], logits[entity], probs, probs[entity]
         sample_probs = None
-        if samples and positions:
-            self.model.head_dropout.train()
-            try:
-                sample_probs = torch.stack(
-                    [self.model.probabilities(self.model.classify(features)) for _ in range(samples)]
-                )
-            finally:
-                self.model.head_dropout.eval()
+        if samples and positions:  # functional dropout: the shared module stays in eval mode
+            sample_probs = torch.stack(
+                [self.model.probabilities(self.model.classify(features, sample=True)) for _ in range(samples)]
+            )
         if samples and not positions:
             sample_probs = probs.unsqueeze(0).expand(samples, -1, -1)
         outputs = SpanOutputs(

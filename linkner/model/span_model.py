@@ -50,10 +50,16 @@ class SpanNER(nn.Module):
             dim=-1,
         )
 
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """Span features ``[..., F]`` to class logits ``[..., K+1]`` (head dropout applies in train mode)."""
-        hidden = F.gelu(self.hidden(self.head_dropout(features)))
-        return self.output(self.head_dropout(hidden))
+    def classify(self, features: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        """Span features ``[..., F]`` to class logits ``[..., K+1]``. Head dropout applies in train
+        mode, and with ``sample`` (one Monte Carlo dropout pass) in any mode: sampling never
+        changes the module's state, so concurrent deterministic passes stay deterministic."""
+        drop = self._sample_dropout if sample else self.head_dropout
+        hidden = F.gelu(self.hidden(drop(features)))
+        return self.output(drop(hidden))
+
+    def _sample_dropout(self, values: torch.Tensor) -> torch.Tensor:
+        return F.dropout(values, self.head_dropout.p, training=True)
 
     def forward(self, batch: SpanBatch) -> torch.Tensor:
         return self.classify(self.span_features(batch))

@@ -21,11 +21,12 @@ from linkner.evaluation.scores import entity_scores
 from linkner.model.batching import SpanBatcher
 from linkner.model.checkpoint import save_checkpoint
 from linkner.model.config import Objective, SpanModelConfig
+from linkner.model.metadata import STATE_FILE, is_checkpoint, read_metadata, unfinished_training, write_metadata
 from linkner.model.span_model import SpanNER, span_loss
 from linkner.model.predictor import SpanPredictor, pick_device
 
 log = logging.getLogger(__name__)
-STATE_FILE = "train_state.pt"
+RUN_SETTINGS = ("threads", "progress", "device")  # what a resumed run may change
 
 
 class TrainConfig(BaseModel):
@@ -161,7 +162,11 @@ class Trainer:
     # ------------------------------------------------------------------ run
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train; with ``resume``, continue after the last finished epoch saved in ``output``."""
+        """Train; with ``resume``, continue after the last finished epoch saved in ``output``.
+
+        When the run ends by its own rules (epochs done, early stopping, time budget), the
+        checkpoint's metadata records ``training.completed: true`` and why it ``stopped``; an
+        interrupted run leaves ``completed: false``, so :func:`ensure_trained` resumes it."""
         state = self._load_state() if resume else None
         start_epoch = state["epoch"] if state else 0
         best_f1 = state["best_f1"] if state else -1.0
@@ -170,9 +175,11 @@ class Trainer:
         history: list[dict[str, float]] = state["history"] if state else []
         elapsed_before = state["elapsed"] if state else 0.0
         started = time.monotonic()
-        stopped = "epochs"
+        # a run that had already stopped early (only its completion went unrecorded) trains no more
+        stopped_early = bad_epochs >= self.config.patience
+        stopped = "early_stopping" if stopped_early else "epochs"
         epoch = start_epoch
-        for epoch in range(start_epoch + 1, self.config.epochs + 1):
+        for epoch in range(start_epoch + 1, (start_epoch if stopped_early else self.config.epochs) + 1):
             budget_left = self._budget_left(elapsed_before, started)
             if budget_left is not None and budget_left <= 0:
                 stopped = "time_budget"
@@ -190,12 +197,14 @@ class Trainer:
             else:
                 bad_epochs += 1
             self._save_state(epoch, best_f1, best_epoch, bad_epochs, history, elapsed_before + time.monotonic() - started)
+            self._update_training_metadata(last_epoch=epoch)
             if not completed:
                 stopped = "time_budget"
                 break
             if bad_epochs >= self.config.patience:
                 stopped = "early_stopping"
                 break
+        self._update_training_metadata(completed=True, stopped=stopped)
         return TrainResult(
             output=str(self.output),
             best_dev_f1=best_f1,
@@ -263,10 +272,20 @@ class Trainer:
 
     def _save_best(self, dev_f1: float, epoch: int, history: list[dict[str, float]]) -> None:
         metadata: dict[str, Any] = {
-            "training": {"dev_f1": dev_f1, "epoch": epoch, "history": history,
-                         "config": self.config.model_dump(), "train_sentences": len(self.train)},
+            "training": {"dev_f1": dev_f1, "epoch": epoch, "history": history, "last_epoch": epoch,
+                         "completed": False, "config": self.config.model_dump(),
+                         "train_sentences": len(self.train)},
         }
         save_checkpoint(self.output, self.model, self.tokenizer, metadata)
+
+    def _update_training_metadata(self, **fields: Any) -> None:
+        """Set ``fields`` in the checkpoint's ``training`` metadata (other keys kept); no
+        checkpoint yet (no epoch finished), nothing to do."""
+        if not is_checkpoint(self.output):
+            return
+        metadata = read_metadata(self.output)
+        metadata.setdefault("training", {}).update(fields)
+        write_metadata(self.output, metadata)
 
     def _save_state(self, epoch: int, best_f1: float, best_epoch: int, bad_epochs: int,
                     history: list[dict[str, float]], elapsed: float) -> None:
@@ -297,16 +316,35 @@ class Trainer:
 
 def ensure_trained(output: str | Path, data_dir: str | Path, config: TrainConfig) -> Path:
     """Return ``output``; when it holds no checkpoint yet, train ``config`` on ``data_dir``'s
-    train.txt and dev.txt into it first (resuming an interrupted run)."""
-    from linkner.model.metadata import is_checkpoint
+    train.txt and dev.txt into it first. A checkpoint whose training run was interrupted (see
+    :func:`unfinished_training`) is resumed from its ``train_state.pt`` with the configuration it
+    was started with (only ``threads``, ``progress`` and ``device`` come from ``config``)."""
     from linkner.data.readers import read_dataset
 
     output, data_dir = Path(output), Path(data_dir)
+    missing = f"no checkpoint at {output}"
     if is_checkpoint(output):
-        return output
+        unfinished = unfinished_training(output)
+        if unfinished is None:
+            return output
+        config = _resumed_config(unfinished, config)
+        missing = f"{output} holds an unfinished training run"
+        print(f"{output}: resuming an unfinished training run after epoch "
+              f"{unfinished.get('last_epoch', unfinished.get('epoch', '?'))}", file=sys.stderr, flush=True)
     for split in ("train", "dev"):
         if not (data_dir / f"{split}.txt").is_file():
-            raise FileNotFoundError(f"no checkpoint at {output} and no training data at {data_dir / split}.txt")
+            raise FileNotFoundError(f"{missing} and no training data at {data_dir / split}.txt")
     train, dev = read_dataset(data_dir / "train.txt"), read_dataset(data_dir / "dev.txt")
     Trainer(config, train, dev, output).fit(resume=True)
     return output
+
+
+def _resumed_config(training: dict[str, Any], config: TrainConfig) -> TrainConfig:
+    """The configuration an interrupted run started with, with ``config``'s run settings."""
+    if not training.get("config"):
+        return config
+    try:
+        stored = TrainConfig.model_validate(training["config"])
+    except ValueError:  # written by another version of TrainConfig
+        return config
+    return stored.model_copy(update={key: getattr(config, key) for key in RUN_SETTINGS})
