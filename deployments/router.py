@@ -9,6 +9,7 @@ from typing import Any
 from ray import serve
 
 from deployments.handles import HandleBackend, HandleRecognizer
+from linkner.llm.factory import candidate_count, model_id_for
 from linkner.routing.calibration import Calibration
 from linkner.routing.linker import RDCLinker
 from linkner.routing.policy import DetectionPolicy
@@ -20,9 +21,11 @@ from linkner.telemetry import setup_tracing, traced
 
 
 def default_policy(config: AppConfig) -> DetectionPolicy:
-    """The checkpoint's calibration when it has one (and it was made with this LLM), else config's."""
+    """The checkpoint's calibration when it has one and it was made with this LLM (same model_id:
+    backend, model, answer mode and option form), else config's."""
     calibration = read_metadata(config.ner.checkpoint).get("calibration")
-    if config.router.use_calibration and calibration:
+    made_here = bool(calibration) and calibration.get("llm_model") == model_id_for(config.llm_pool.llm)
+    if config.router.use_calibration and made_here:
         return DetectionPolicy(kind="calibrated", calibration=Calibration.model_validate(calibration))
     return config.router.policy
 
@@ -63,7 +66,8 @@ class Router:
             info = await self.ner.describe.remote()
             backend = None
             if self.llm is not None:
-                backend = HandleBackend(self.llm, await self.llm.model_id.remote())
+                backend = HandleBackend(self.llm, await self.llm.model_id.remote(),
+                                        candidate_count(self.config.llm_pool.llm))
             linker = RDCLinker(HandleRecognizer(self.ner, info["labels"]), backend, default_policy(self.config),
                                selector=await self._selector(), llm_timeout_s=self.config.router.llm_timeout_s)
             self.service = LinkNERService(linker, info["estimators"], f"{info['encoder']}:{info['objective']}",

@@ -51,19 +51,21 @@ def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int |
 def ensure_calibration(config: Any, data_dir: Path, sentences: int) -> None:
     """Calibrate the routing threshold on dev once (stored in the checkpoint's metadata), asking
     the configured LLM with the router's demonstrations setting, so the served router only asks
-    the LLM where that helped on dev."""
+    the LLM where that helped on dev. A calibration made with another LLM or option form (another
+    model_id) is replaced."""
     import asyncio
 
     from linkner.routing.calibration import calibrate_on
     from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations
-    from linkner.llm.factory import build_backend
+    from linkner.llm.factory import build_backend, model_id_for
     from linkner.model.metadata import read_metadata, write_metadata
     from linkner.model.predictor import SpanPredictor
     from linkner.data.readers import read_dataset
 
     checkpoint = Path(config.ner.checkpoint)
     metadata = read_metadata(checkpoint)
-    if not sentences or metadata.get("calibration") or not config.llm_pool.enabled:
+    stored = metadata.get("calibration") or {}
+    if not sentences or stored.get("llm_model") == model_id_for(config.llm_pool.llm) or not config.llm_pool.enabled:
         return
     if not (data_dir / "dev.txt").is_file():
         print(f"no dev data at {data_dir}: the router uses its configured threshold", file=sys.stderr)

@@ -12,6 +12,8 @@ from linkner.service.api import (InvalidRequest, OutputEntity, RecognizeInput, R
                                  ServiceLimits)
 from linkner.service.documents import Document, prepare_document
 
+SHOWN_CANDIDATES = 3  # the local model's top classes returned with ``return_candidates``
+
 
 def resolve_policy(options: RecognizeOptions, default: DetectionPolicy, estimators: Sequence[str]) -> DetectionPolicy:
     """The request's policy: the server default with the request's overrides, validated."""
@@ -55,7 +57,7 @@ def build_output(document: Document, result: LinkResult, request: RecognizeInput
                 word_start=start, word_end=end, sentence=number, source=entity.source,
                 uncertainty=entity.uncertainty, local_label=entity.local_label,
                 local_probability=entity.local_probability, llm_score=entity.llm_score, degraded=entity.degraded,
-                candidates=entity.alternatives if request.options.return_candidates else []))
+                candidates=entity.alternatives[:SHOWN_CANDIDATES] if request.options.return_candidates else []))
     stats = result.stats
     timings = {name: 1000 * seconds for name, seconds in stats.timings_s.items()}
     timings["total"] = 1000 * (time.perf_counter() - started)
