@@ -56,6 +56,7 @@ class TransformersBackend:
         self.mode: AnswerMode = mode
         self.definitions = definitions
         self.candidates = candidates
+        self.folder_name = path.name
         self.model_id = compose_model_id("transformers", path.name, mode, candidates)
         self._builders: dict[tuple[str, ...], PromptBuilder] = {}
         self._prefixes: dict[tuple[tuple[str, ...], bool], tuple[list[int], Any]] = {}
@@ -73,6 +74,14 @@ class TransformersBackend:
             return await asyncio.to_thread(self._classify_all, list(queries), tuple(labels), deadline)
         except Exception as error:  # the protocol: failures become error answers
             return failed(queries, self.model_id, f"{type(error).__name__}: {error}")
+
+    def with_candidates(self, candidates: int | None) -> "TransformersBackend":
+        """A view offering the top-``candidates`` labels (None: every label), sharing the model,
+        its lock and its cached preambles."""
+        other = copy.copy(self)
+        other.candidates = candidates
+        other.model_id = compose_model_id("transformers", self.folder_name, self.mode, candidates)
+        return other
 
     async def close(self) -> None:
         self._builders.clear()
