@@ -22,9 +22,10 @@ class HandleRecognizer:
 
 
 class HandleBackend:
-    def __init__(self, handle: Any, model_id: str) -> None:
+    def __init__(self, handle: Any, model_id: str, candidates: int | None = None) -> None:
         self.handle = handle
         self.model_id = model_id
+        self.candidates = candidates  # the pool's top-N option form: the router fills each query's options
 
     async def classify(self, queries: Sequence[SpanQuery], labels: Sequence[str],
                        timeout_s: float | None = None) -> list[SpanAnswer]:

@@ -9,6 +9,7 @@ from typing import Any
 from ray import serve
 
 from deployments.handles import HandleBackend, HandleRecognizer
+from linkner.llm.factory import candidate_count
 from linkner.routing.linker import RDCLinker
 from linkner.service.api import InvalidRequest, RecognizeInput, RecognizeOutput, ServiceDescription
 from linkner.service.calibration_state import calibration_state
@@ -54,7 +55,8 @@ class Router:
             info = await self.ner.describe.remote()
             backend = None
             if self.llm is not None:
-                backend = HandleBackend(self.llm, await self.llm.model_id.remote())
+                backend = HandleBackend(self.llm, await self.llm.model_id.remote(),
+                                        candidate_count(self.config.llm_pool.llm))
             linker = RDCLinker(HandleRecognizer(self.ner, info["labels"]), backend, self.calibration.policy,
                                selector=await self._selector(), llm_timeout_s=self.config.router.llm_timeout_s)
             stored = self.calibration.stored

@@ -94,6 +94,9 @@ def _add_link_eval(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--llm", default=None, help="LLM model folder (or served model name for openai)")
     parser.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--mode", choices=["letter", "label", "choice"], default="letter")
+    parser.add_argument("--options", choices=["all", "candidates"], default="all",
+                        help="offer the LLM every label, or only the local model's top candidates")
+    parser.add_argument("--candidates", type=int, default=2, help="top-N entity labels offered with --options candidates")
     parser.add_argument("--demonstrations", choices=["none", "random", "retrieved"], default="retrieved")
     parser.add_argument("--k", type=int, default=4, help="demonstrations per span (random: per label)")
     parser.add_argument("--estimators", default="all")
@@ -252,8 +255,8 @@ def _link_eval(args: argparse.Namespace) -> int:
     dev = read_dataset(args.dev)[: args.max_sentences] if args.dev else []
     backend = selector = None
     if args.backend != "none":
-        config = LLMConfig(backend=args.backend, mode=args.mode, base_url=args.base_url,
-                           **({"model": args.llm} if args.llm else {}))
+        config = LLMConfig(backend=args.backend, mode=args.mode, base_url=args.base_url, options=args.options,
+                           candidates=args.candidates, **({"model": args.llm} if args.llm else {}))
         backend = build_backend(config)
         pool = training_demonstrations(read_dataset(args.train)) if args.train else []
         selector = build_selector(args.demonstrations, predictor, pool, args.k,

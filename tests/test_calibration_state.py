@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from linkner.llm.factory import LLMConfig, configured_model_id
+from linkner.llm.factory import LLMConfig, model_id_for
 from linkner.model.metadata import read_metadata, write_metadata
 from linkner.routing.calibration import Calibration
 from linkner.service.calibration_state import calibration_state, expected_key
@@ -22,10 +22,10 @@ def fake_checkpoint(folder, weights=b"weights-1"):
     return folder
 
 
-def config_for(checkpoint, mode="letter", estimator="confidence", demonstrations=None, **policy):
+def config_for(checkpoint, mode="letter", estimator="confidence", demonstrations=None, options="all", **policy):
     return AppConfig.model_validate({
         "ner": {"checkpoint": str(checkpoint)},
-        "llm_pool": {"llm": {"backend": "vllm", "model": "/models/smollm2-135m", "mode": mode}},
+        "llm_pool": {"llm": {"backend": "vllm", "model": "/models/smollm2-135m", "mode": mode, "options": options}},
         "router": {"policy": {"kind": "threshold", "threshold": 0.5, "estimator": estimator, **policy},
                    "demonstrations": demonstrations or {"kind": "none"}},
     })
@@ -59,6 +59,7 @@ def test_no_calibration_uses_the_configured_policy(tmp_path):
 @pytest.mark.parametrize("change, differs", [
     ({"mode": "label"}, "llm differs (stored vllm:smollm2-135m:letter, configured vllm:smollm2-135m:label)"),
     ({"estimator": "entropy"}, "estimator differs (stored confidence, configured entropy)"),
+    ({"options": "candidates"}, "llm differs (stored vllm:smollm2-135m:letter, configured vllm:smollm2-135m:letter:top2)"),
 ])
 def test_a_calibration_for_another_setting_is_stale(tmp_path, caplog, change, differs):
     checkpoint = fake_checkpoint(tmp_path / "model")
@@ -104,7 +105,7 @@ def test_an_unkeyed_or_disabled_calibration_is_not_applied(tmp_path):
     assert state.status.startswith("disabled") and state.policy.kind == "threshold"
 
 
-def test_the_configured_model_id_is_what_the_backend_reports(tmp_path):
+def test_the_model_id_for_is_what_the_backend_reports(tmp_path):
     from linkner.llm.openai_backend import OpenAIBackend, OpenAISettings
     from linkner.llm.vllm_backend import VLLMBackend, VLLMSettings
 
@@ -113,20 +114,20 @@ def test_the_configured_model_id_is_what_the_backend_reports(tmp_path):
     (folder / "config.json").write_text("{}")
     for mode in ("letter", "label", "choice"):
         backend = VLLMBackend(VLLMSettings(model=str(folder), mode=mode))  # the engine starts lazily: not here
-        assert backend.model_id == configured_model_id(LLMConfig(backend="vllm", model=str(folder), mode=mode))
-        assert backend.with_mode("label").model_id == configured_model_id(
+        assert backend.model_id == model_id_for(LLMConfig(backend="vllm", model=str(folder), mode=mode))
+        assert backend.with_mode("label").model_id == model_id_for(
             LLMConfig(backend="vllm", model=str(folder), mode="label"))
     served = OpenAIBackend(OpenAISettings(base_url="http://127.0.0.1:1/v1", model="served"))
-    assert served.model_id == configured_model_id(LLMConfig(backend="openai", model="served",
+    assert served.model_id == model_id_for(LLMConfig(backend="openai", model="served",
                                                             base_url="http://127.0.0.1:1/v1"))
 
 
-def test_the_configured_model_id_matches_the_transformers_backend(smollm2):
+def test_the_model_id_for_matches_the_transformers_backend(smollm2):
     from linkner.llm.factory import build_backend
 
     for mode in ("letter", "choice"):
         config = LLMConfig(backend="transformers", model=str(smollm2), mode=mode)
-        assert build_backend(config).model_id == configured_model_id(config)
+        assert build_backend(config).model_id == model_id_for(config)
 
 
 def test_main_job_recalibrates_only_when_the_key_changes(tiny_checkpoint, toy_dev, tmp_path, monkeypatch):

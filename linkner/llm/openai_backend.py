@@ -2,7 +2,8 @@
 
 The request asks for a constrained choice over the option names (vLLM's ``structured_outputs``
 extension) when ``constrained`` is on; the answer must then match an option exactly (case and
-surrounding whitespace aside) or the span gets an error answer; nothing is guessed. Timeouts,
+surrounding whitespace aside) or the span gets an error answer; nothing is guessed. The options
+are the query's own (the local model's candidates) or every label. Timeouts,
 bounded retries with exponential backoff on connection errors, 429 and 5xx; the API key comes
 from an environment variable.
 """
@@ -17,7 +18,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, Field
 
-from linkner.llm.factory import llm_model_id
+from linkner.llm.factory import compose_model_id
 from linkner.llm.prompts import Option, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery
 
@@ -39,12 +40,14 @@ class OpenAISettings(BaseModel):
 class OpenAIBackend:
     """Classifies spans through chat completions, one HTTP request per span, bounded concurrency."""
 
-    def __init__(self, settings: OpenAISettings, definitions: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: OpenAISettings, definitions: dict[str, str] | None = None,
+                 candidates: int | None = None) -> None:
         import httpx
 
         self.settings = settings
         self.definitions = definitions
-        self.model_id = llm_model_id("openai", settings.model, "")
+        self.candidates = candidates
+        self.model_id = compose_model_id("openai", settings.model, None, candidates)
         key = os.environ.get(settings.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.AsyncClient(base_url=settings.base_url.rstrip("/"), headers=headers,
@@ -70,6 +73,7 @@ class OpenAIBackend:
                 for result in results]
 
     async def _one(self, query: SpanQuery, builder: PromptBuilder, deadline: float | None) -> SpanAnswer:
+        options = builder.options_for(query)
         body: dict[str, Any] = {
             "model": self.settings.model,
             "messages": builder.messages(query, "choice"),
@@ -78,10 +82,10 @@ class OpenAIBackend:
             "logprobs": True,
         }
         if self.settings.constrained:
-            body["structured_outputs"] = {"choice": [option.name for option in builder.options]}
+            body["structured_outputs"] = {"choice": [option.name for option in options]}
         async with self._limit:
             reply = await self._post(body, deadline)
-        return self._answer(reply, builder.options)
+        return self._answer(reply, options)
 
     async def _post(self, body: dict[str, Any], deadline: float | None) -> dict[str, Any]:
         import httpx

@@ -3,6 +3,12 @@
 
 The fixed part (instructions and definitions) comes first so that a prefix cache serves it for
 every span. Options are shown with letters; backends score either the letters or the names.
+
+A query may offer only some labels (``SpanQuery.options``: the local model's top candidates,
+filter-then-rerank). Its prompt then starts with a second fixed preamble that defines every type
+by name, without letters (so it is the same for every span and stays prefix-cached), and the
+question lists the offered options, lettered A.. in the order given, Non-entity last.
+Demonstrations in that form answer with the type's name, since letters belong to each question.
 """
 
 from __future__ import annotations
@@ -83,6 +89,12 @@ class PromptBuilder:
             "Classify a span of a sentence into one of these entity types.\n"
             f"{definitions_text}\n{last.letter}. {last.name}: {NON_ENTITY_DEFINITION}\n"
         )
+        self.specs = {spec.label: spec for spec in specs}
+        named = "\n".join(f"- {spec.name}: {spec.definition}" for spec in specs)
+        self.candidate_preamble = (
+            "Classify a span of a sentence into one of the entity types offered for it.\n"
+            f"Entity types:\n{named}\n- {NON_ENTITY}: {NON_ENTITY_DEFINITION}\n"
+        )
 
     def option_for(self, label: str) -> Option:
         for option in self.options:
@@ -90,25 +102,48 @@ class PromptBuilder:
                 return option
         raise KeyError(label)
 
+    def options_for(self, query: SpanQuery) -> list[Option]:
+        """The options offered for ``query``: every label, or its own labels lettered A.. in
+        order, with Non-entity last. Labels outside this builder's label set are an error."""
+        if query.options is None:
+            return self.options
+        unknown = [label for label in query.options if label not in self.specs]
+        if unknown:
+            raise ValueError(f"options {unknown} are not among the labels {self.labels}")
+        offered = [Option(letter=ascii_uppercase[i], name=self.specs[label].name, label=label)
+                   for i, label in enumerate(query.options)]
+        offered.append(Option(letter=ascii_uppercase[len(offered)], name=NON_ENTITY, label=NON_ENTITY))
+        return offered
+
+    def preamble_for(self, query: SpanQuery) -> str:
+        """The fixed text that starts ``query``'s user turn (one per option form, never per span)."""
+        return self.preamble if query.options is None else self.candidate_preamble
+
     def answer_text(self, option: Option, mode: AnswerMode) -> str:
         """What the assistant says for ``option``: its letter, or its name."""
         return option.letter if mode == "letter" else option.name
 
     def messages(self, query: SpanQuery, mode: AnswerMode) -> list[dict[str, str]]:
         """Chat messages ending with the user turn; the answer is the assistant's next turn."""
-        parts = [self.preamble]
+        listed = query.options is not None
+        parts = [self.preamble_for(query)]
         if query.demonstrations:
             parts.append("Examples:")
-            parts.extend(self._example(demo, mode) for demo in query.demonstrations)
+            parts.extend(self._example(demo, "label" if listed else mode) for demo in query.demonstrations)
             parts.append("")
-        parts.append(self._question(query.tokens, query.text, mode))
+        parts.append(self._question(query.tokens, query.text, mode, self.options_for(query), listed))
         return [{"role": "system", "content": self.system}, {"role": "user", "content": "\n".join(parts)}]
 
-    def _question(self, tokens: Sequence[str], span: str, mode: AnswerMode) -> str:
-        letters = ", ".join(option.letter for option in self.options)
-        names = ", ".join(option.name for option in self.options)
+    def _question(self, tokens: Sequence[str], span: str, mode: AnswerMode, options: Sequence[Option],
+                  listed: bool) -> str:
+        letters = ", ".join(option.letter for option in options)
+        names = ", ".join(option.name for option in options)
         how = f"Answer with one letter ({letters})." if mode == "letter" else f"Answer with one of: {names}."
-        return f"Sentence: {' '.join(tokens)}\nSelect the entity type of \"{span}\" in this context. {how}"
+        if not listed:
+            return f"Sentence: {' '.join(tokens)}\nSelect the entity type of \"{span}\" in this context. {how}"
+        choices = "\n".join(f"{option.letter}. {option.name}" for option in options)
+        return (f"Sentence: {' '.join(tokens)}\nSelect the entity type of \"{span}\" in this context "
+                f"from these options:\n{choices}\n{how}")
 
     def _example(self, demo: Demonstration, mode: AnswerMode) -> str:
         answer = self.answer_text(self.option_for(demo.label), mode)

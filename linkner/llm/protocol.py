@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NON_ENTITY = "Non-entity"
 
@@ -28,12 +28,26 @@ class Demonstration(BaseModel):
 
 
 class SpanQuery(BaseModel):
-    """One span to classify, in its sentence, with what the local model thought of it."""
+    """One span to classify, in its sentence, with what the local model thought of it.
+
+    ``options`` are the entity labels offered for this span (the local model's top candidates,
+    most probable first); ``None`` offers every label. :data:`NON_ENTITY` is always offered too."""
 
     tokens: list[str] = Field(min_length=1)
     start: int = Field(ge=0)
     end: int = Field(gt=0)
     demonstrations: list[Demonstration] = Field(default_factory=list)
+    options: list[str] | None = None
+
+    @field_validator("options")
+    @classmethod
+    def _distinct_entity_labels(cls, options: list[str] | None) -> list[str] | None:
+        if options is not None:
+            if NON_ENTITY in options:
+                raise ValueError(f"{NON_ENTITY!r} is always offered; list entity labels only")
+            if len(set(options)) != len(options):
+                raise ValueError(f"options repeat a label: {options}")
+        return options
 
     @property
     def text(self) -> str:

@@ -5,7 +5,8 @@ its log-likelihood as the assistant's answer, so the answer is always one of the
 - ``label`` mode: each option's name plus the end-of-turn token is scored as a continuation
   (sum of token log-probabilities), all continuations reusing the span prompt's cache.
 The key/value cache of the fixed preamble (system turn, instructions, definitions) is computed
-once per label set and shared by every span.
+once per label set and option form (every label, or the query's own candidates) and shared by
+every span; only the offered options are scored.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from linkner.model.encoders import offline_hub
-from linkner.llm.factory import llm_model_id
+from linkner.llm.factory import compose_model_id
 from linkner.llm.prompts import AnswerMode, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
 from linkner.llm.scoring import answer_from_logprobs
@@ -35,6 +36,7 @@ class TransformersBackend:
         device: str = "cpu",
         threads: int | None = None,
         definitions: dict[str, str] | None = None,
+        candidates: int | None = None,
     ) -> None:
         if mode not in ("letter", "label"):
             raise ValueError("the transformers backend scores 'letter' or 'label' options ('choice' is vLLM's)")
@@ -53,8 +55,11 @@ class TransformersBackend:
         self.device = device
         self.mode: AnswerMode = mode
         self.definitions = definitions
-        self.model_id = llm_model_id("transformers", path, mode)
-        self._builders: dict[tuple[str, ...], tuple[PromptBuilder, list[int], Any]] = {}
+        self.candidates = candidates
+        self.folder_name = path.name
+        self.model_id = compose_model_id("transformers", path.name, mode, candidates)
+        self._builders: dict[tuple[str, ...], PromptBuilder] = {}
+        self._prefixes: dict[tuple[tuple[str, ...], bool], tuple[list[int], Any]] = {}
         self._lock = threading.Lock()  # one forward pass at a time on this model
         self._end_ids = end_of_turn_ids(self.tokenizer)
 
@@ -70,37 +75,56 @@ class TransformersBackend:
         except Exception as error:  # the protocol: failures become error answers
             return failed(queries, self.model_id, f"{type(error).__name__}: {error}")
 
+    def with_candidates(self, candidates: int | None) -> "TransformersBackend":
+        """A view offering the top-``candidates`` labels (None: every label), sharing the model,
+        its lock and its cached preambles."""
+        other = copy.copy(self)
+        other.candidates = candidates
+        other.model_id = compose_model_id("transformers", self.folder_name, self.mode, candidates)
+        return other
+
     async def close(self) -> None:
         self._builders.clear()
+        self._prefixes.clear()
 
     # ------------------------------------------------------------------ scoring
 
     def _classify_all(self, queries: list[SpanQuery], labels: tuple[str, ...], deadline: float | None) -> list[SpanAnswer]:
         answers = []
         with self._lock:
-            builder, prefix_ids, prefix_cache = self._builder(labels)
+            builder = self._builder(labels)
             for query in queries:
                 if deadline is not None and time.monotonic() > deadline:
                     answers.append(SpanAnswer(model=self.model_id, error="deadline exceeded before this span"))
                     continue
-                answers.append(self._classify_one(query, builder, prefix_ids, prefix_cache))
+                answers.append(self._classify_one(query, builder))
         return answers
 
-    def _builder(self, labels: tuple[str, ...]) -> tuple[PromptBuilder, list[int], Any]:
+    def _builder(self, labels: tuple[str, ...]) -> PromptBuilder:
         if labels not in self._builders:
-            builder = PromptBuilder(labels, self.definitions)
+            self._builders[labels] = PromptBuilder(labels, self.definitions)
+        return self._builders[labels]
+
+    def _prefix(self, builder: PromptBuilder, listed: bool) -> tuple[list[int], Any]:
+        """Token ids and key/value cache of the fixed start of every prompt of one option form."""
+        key = (tuple(builder.labels), listed)
+        if key not in self._prefixes:
+            probe_query = SpanQuery(tokens=["x"], start=0, end=1, options=builder.labels[:1] if listed else None)
             prefix_ids = self._prompt_ids([{"role": "system", "content": builder.system},
-                                           {"role": "user", "content": builder.preamble}], generation=False)
+                                           {"role": "user", "content": builder.preamble_for(probe_query)}],
+                                          generation=False)
             # drop the user turn's closing tokens: the shared prefix ends inside the user message
-            probe = self._prompt_ids(builder.messages(SpanQuery(tokens=["x"], start=0, end=1), self.mode))
+            probe = self._prompt_ids(builder.messages(probe_query, self.mode))
             common = _common_prefix(prefix_ids, probe)
             with self.torch.no_grad():
                 cache = self.model(self._tensor(prefix_ids[:common]), use_cache=True).past_key_values
-            self._builders[labels] = (builder, prefix_ids[:common], cache)
-        return self._builders[labels]
+            self._prefixes[key] = (prefix_ids[:common], cache)
+        return self._prefixes[key]
 
-    def _classify_one(self, query: SpanQuery, builder: PromptBuilder, prefix_ids: list[int], prefix_cache: Any) -> SpanAnswer:
+    def _classify_one(self, query: SpanQuery, builder: PromptBuilder) -> SpanAnswer:
         torch = self.torch
+        options = builder.options_for(query)
+        prefix_ids, prefix_cache = self._prefix(builder, query.options is not None)
         prompt_ids = self._prompt_ids(builder.messages(query, self.mode))
         shared = len(prefix_ids) if prompt_ids[: len(prefix_ids)] == prefix_ids else 0
         with torch.no_grad():
@@ -108,19 +132,19 @@ class TransformersBackend:
             output = self.model(self._tensor(prompt_ids[shared:]), past_key_values=cache, use_cache=True)
             last = output.logits[0, -1].float().log_softmax(-1)
             if self.mode == "letter":
-                letter_ids = [single_token_id(self.tokenizer, option.letter) for option in builder.options]
+                letter_ids = [single_token_id(self.tokenizer, option.letter) for option in options]
                 scores = [last[token].item() for token in letter_ids]
                 completion = 1
             else:
                 scores, completion = [], 0
-                for option in builder.options:
+                for option in options:
                     continuation = self.tokenizer.encode(option.name, add_special_tokens=False) + self._end_ids
                     branch = copy.deepcopy(output.past_key_values)
                     rest = self.model(self._tensor(continuation[:-1]), past_key_values=branch).logits[0].float()
                     logprobs = torch.cat([last.unsqueeze(0), rest.log_softmax(-1)], dim=0)
                     scores.append(logprobs.gather(1, self._tensor(continuation).T).sum().item())
                     completion += len(continuation)
-        return answer_from_logprobs(builder.options, scores, self.model_id, len(prompt_ids), completion)
+        return answer_from_logprobs(options, scores, self.model_id, len(prompt_ids), completion)
 
     # ------------------------------------------------------------------ tokens
 

@@ -7,6 +7,8 @@ Answers are constrained to the options, never parsed from free text:
 - ``choice``: greedy generation under ``choice`` over the option names (the paper's answer form,
   made unparseable-proof); the score is the probability of the generated path.
 - ``label``: each option name plus end-of-turn scored as a continuation through prompt logprobs.
+The options are the query's own (``SpanQuery.options``: the local model's candidates) or every
+label; ``candidates`` (the configured top-N) tells the linker what to offer and names the model_id.
 Prefix caching is on: the fixed preamble of every prompt is computed once.
 """
 
@@ -22,7 +24,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, Field
 
 from linkner.model.encoders import offline_hub
-from linkner.llm.factory import llm_model_id
+from linkner.llm.factory import compose_model_id
 from linkner.llm.prompts import AnswerMode, Option, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
 from linkner.llm.scoring import answer_from_logprobs
@@ -41,6 +43,7 @@ class VLLMSettings(BaseModel):
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
     max_num_seqs: int = Field(32, ge=1)
     seed: int = 0
+    candidates: int | None = Field(None, ge=1, description="top-N option form (None: every label)")
 
 
 class _EngineState:
@@ -61,17 +64,27 @@ class VLLMBackend:
             raise FileNotFoundError(f"{path}: not a local model folder; run `linkner prepare-llm` first")
         self.settings = settings
         self.definitions = definitions
-        self.model_id = llm_model_id("vllm", path, settings.mode)
+        self.candidates = settings.candidates
+        self.model_id = compose_model_id("vllm", path.name, settings.mode, settings.candidates)
         self._shared = _EngineState()  # one engine for this backend and every with_mode() view
         self._ids = itertools.count()
         self._builders: dict[tuple[str, ...], PromptBuilder] = {}
 
     def with_mode(self, mode: AnswerMode) -> "VLLMBackend":
         """A view of this backend answering in another mode, sharing the same engine."""
+        return self._view(mode=mode)
+
+    def with_candidates(self, candidates: int | None) -> "VLLMBackend":
+        """A view offering the top-``candidates`` labels (None: every label), sharing the engine."""
+        return self._view(candidates=candidates)
+
+    def _view(self, **update: Any) -> "VLLMBackend":
         other = VLLMBackend.__new__(VLLMBackend)
         other.__dict__.update(self.__dict__)
-        other.settings = self.settings.model_copy(update={"mode": mode})
-        other.model_id = llm_model_id("vllm", self.settings.model, mode)
+        other.settings = self.settings.model_copy(update=update)
+        other.candidates = other.settings.candidates
+        other.model_id = compose_model_id("vllm", Path(other.settings.model).name, other.settings.mode,
+                                          other.settings.candidates)
         return other
 
     async def start(self) -> None:
@@ -138,11 +151,12 @@ class VLLMBackend:
 
     async def _classify_one(self, query: SpanQuery, builder: PromptBuilder) -> SpanAnswer:
         prompt = self._prompt(builder, query)
+        options = builder.options_for(query)
         if self.settings.mode == "letter":
-            return await self._letter(prompt, builder.options)
+            return await self._letter(prompt, options)
         if self.settings.mode == "choice":
-            return await self._choice(prompt, builder.options)
-        return await self._continuations(prompt, builder.options)
+            return await self._choice(prompt, options)
+        return await self._continuations(prompt, options)
 
     async def _generate(self, prompt: Any, params: Any) -> Any:
         final = None

@@ -19,7 +19,8 @@ from linkner.uncertainty.estimators import SpanOutputs, UncertaintyEstimator, ge
 @dataclass
 class EntityPrediction:
     """A predicted entity: word offsets (end exclusive), label, its probability, uncertainties by
-    estimator name, and the top classes (``O`` included) with their probabilities."""
+    estimator name, and the classes (``O`` included; all of them unless the predictor's ``top_k``
+    says fewer) with their probabilities, most probable first."""
 
     start: int
     end: int
@@ -51,7 +52,7 @@ class SpanPredictor:
         batch_size: int = 64,
         mc_samples: int = 8,
         window_words: int = 128,
-        top_k: int = 3,
+        top_k: int | None = None,
     ) -> None:
         self.model = model.eval()
         self.batcher = batcher
@@ -129,7 +130,7 @@ class SpanPredictor:
             )
             for i in kept:
                 start, end = spans[i - first]
-                ranked = sorted(range(len(classes)), key=lambda c: -probs[i][c])[: self.top_k]
+                ranked = sorted(range(len(classes)), key=lambda c: -probs[i][c])[: self.top_k or len(classes)]
                 found[window.sentence].append(
                     EntityPrediction(
                         start=window.start + start,

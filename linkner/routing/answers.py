@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from linkner.data.spans import Sentence
 from linkner.llm.protocol import LLMBackend, SpanAnswer
-from linkner.routing.linker import classify_with_deadline, span_queries
+from linkner.routing.linker import backend_candidates, classify_with_deadline, span_queries
 from linkner.routing.ranking import EntityRef, Predictions
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ class AnswerCache:
             for start in range(0, len(missing), batch):
                 chunk = missing[start : start + batch]
                 started = time.perf_counter()
-                queries = span_queries(tokens, self.predictions, chunk, self.selector)
+                queries = span_queries(tokens, self.predictions, chunk, self.selector,
+                                       candidates=backend_candidates(self.backend))
                 answers = await classify_with_deadline(self.backend, queries, self.labels, None)
                 self.seconds += time.perf_counter() - started
                 self.answers.update(zip(chunk, answers))

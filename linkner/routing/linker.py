@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 from pydantic import BaseModel
 
+from linkner.data.spans import OUTSIDE
 from linkner.llm.protocol import Demonstration, LLMBackend, SpanAnswer, SpanQuery
 from linkner.routing.merge import LinkedEntity, LinkStats, merge
 from linkner.routing.policy import DetectionPolicy, detect
@@ -32,14 +33,28 @@ class LinkResult(BaseModel):
     stats: LinkStats
 
 
+def candidate_labels(entity: "EntityPrediction", count: int) -> list[str]:
+    """The local model's ``count`` most probable entity labels for a span (``O`` skipped), most
+    probable first; the predicted label alone when the prediction carries no alternatives."""
+    labels = [label for label, _ in entity.alternatives if label != OUTSIDE]
+    return (labels or [entity.label])[:count]
+
+
+def backend_candidates(backend: object | None) -> int | None:
+    """The top-N option form a backend was configured with (None: it is offered every label)."""
+    return getattr(backend, "candidates", None)
+
+
 def span_queries(
     tokens: Sequence[Sequence[str]],
     predictions: Predictions,
     routed: Sequence[EntityRef],
     selector: "DemonstrationSelector | None" = None,
     demonstrations: "Sequence[list[Demonstration]] | None" = None,
+    candidates: int | None = None,
 ) -> list[SpanQuery]:
-    """Backend queries for the routed spans, with the given demonstrations, or a selector's."""
+    """Backend queries for the routed spans, with the given demonstrations, or a selector's; with
+    ``candidates``, each offers only the local model's top-``candidates`` entity labels."""
     refs = routed_refs(tokens, predictions, routed)
     if demonstrations is not None:
         demos = list(demonstrations)
@@ -47,7 +62,8 @@ def span_queries(
         demos = selector.select(refs) if selector is not None else [[] for _ in refs]
     return [
         SpanQuery(tokens=list(tokens[i]), start=predictions[i][j].start, end=predictions[i][j].end,
-                  demonstrations=demo)
+                  demonstrations=demo,
+                  options=None if candidates is None else candidate_labels(predictions[i][j], candidates))
         for (i, j), demo in zip(routed, demos)
     ]
 
@@ -59,12 +75,13 @@ def routed_refs(tokens: Sequence[Sequence[str]], predictions: Predictions,
 
 
 async def build_queries(tokens: Sequence[Sequence[str]], predictions: Predictions,
-                        routed: Sequence[EntityRef], selector: object | None) -> list[SpanQuery]:
+                        routed: Sequence[EntityRef], selector: object | None,
+                        candidates: int | None = None) -> list[SpanQuery]:
     """Queries with demonstrations from a local selector (in a thread) or a remote one (awaited)."""
     if selector is not None and hasattr(selector, "select_async"):
         demos = await selector.select_async(routed_refs(tokens, predictions, routed))  # type: ignore[attr-defined]
-        return span_queries(tokens, predictions, routed, demonstrations=demos)
-    return await asyncio.to_thread(span_queries, tokens, predictions, routed, selector)
+        return span_queries(tokens, predictions, routed, demonstrations=demos, candidates=candidates)
+    return await asyncio.to_thread(span_queries, tokens, predictions, routed, selector, None, candidates)
 
 
 async def classify_with_deadline(
@@ -146,7 +163,8 @@ class RDCLinker:
             answers: list[SpanAnswer] = []
             if routed and self.backend is not None:
                 with traced("linkner.classify", routed=len(routed)):
-                    queries = await build_queries(sentences, predictions, routed, self.selector)
+                    queries = await build_queries(sentences, predictions, routed, self.selector,
+                                                  backend_candidates(self.backend))
                     deadline = timeout_s if timeout_s is not None else self.llm_timeout_s
                     if deadline_at is not None:
                         left = deadline_at - time.time() - DEADLINE_MARGIN_S

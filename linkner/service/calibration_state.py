@@ -8,7 +8,7 @@ import logging
 
 from pydantic import BaseModel, ValidationError
 
-from linkner.llm.factory import configured_model_id
+from linkner.llm.factory import model_id_for
 from linkner.model.metadata import read_metadata
 from linkner.routing.calibration import Calibration
 from linkner.routing.calibration_key import CalibrationKey, calibration_key, demonstrations_identity
@@ -33,7 +33,7 @@ class CalibrationState(BaseModel):
 def expected_key(config: AppConfig) -> CalibrationKey:
     """The key a calibration must carry to apply to this configuration (needs no LLM engine)."""
     demos = config.router.demonstrations
-    return calibration_key(configured_model_id(config.llm_pool.llm), config.router.policy.estimator,
+    return calibration_key(model_id_for(config.llm_pool.llm), config.router.policy.estimator,
                            demonstrations_identity(demos.kind, demos.k, demos.seed, demos.train),
                            config.ner.checkpoint)
 

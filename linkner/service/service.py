@@ -13,6 +13,8 @@ from linkner.service.precedence import resolve_policy
 
 __all__ = ["LinkNERService", "build_output", "resolve_policy"]
 
+SHOWN_CANDIDATES = 3  # the local model's top classes returned with ``return_candidates``
+
 
 def build_output(document: Document, result: LinkResult, request: RecognizeInput, model: str,
                  started: float) -> RecognizeOutput:
@@ -30,7 +32,7 @@ def build_output(document: Document, result: LinkResult, request: RecognizeInput
                 word_start=start, word_end=end, sentence=number, source=entity.source,
                 uncertainty=entity.uncertainty, local_label=entity.local_label,
                 local_probability=entity.local_probability, llm_score=entity.llm_score, degraded=entity.degraded,
-                candidates=entity.alternatives if request.options.return_candidates else []))
+                candidates=entity.alternatives[:SHOWN_CANDIDATES] if request.options.return_candidates else []))
     stats = result.stats
     timings = {name: 1000 * seconds for name, seconds in stats.timings_s.items()}
     timings["total"] = 1000 * (time.perf_counter() - started)
