@@ -1,5 +1,7 @@
 """The app builder refuses bad args at start-up with a message saying what to do."""
 
+from pathlib import Path
+
 import pytest
 
 from serve.app import ConfigError, validate_config
@@ -29,9 +31,15 @@ def test_missing_llm_folder_says_prepare_llm(tiny_checkpoint, tmp_path):
 def test_relative_paths_resolve_against_the_project_root(tiny_checkpoint):
     config = validate_config({"ner": {"checkpoint": str(tiny_checkpoint)}, "llm_pool": {"enabled": False},
                               "telemetry": {"exporter": "jsonl", "jsonl_path": "artifacts/traces.jsonl"}})
-    assert config.telemetry.jsonl_path.endswith("/artifacts/traces.jsonl")
-    assert config.telemetry.jsonl_path.startswith("/")
-    assert config.ner.max_ongoing_requests == 2 * config.ner.max_batch_size
+    project = Path(__file__).resolve().parent.parent
+    assert config.telemetry.jsonl_path == str(project / "artifacts" / "traces.jsonl")
+    assert config.ner.max_ongoing_requests == 4 * config.ner.max_batch_size  # the batch queue fills a batch
+
+
+def test_the_default_checkpoint_is_in_the_projects_artifacts():
+    from linkner.service.config import DEFAULT_CHECKPOINT
+
+    assert DEFAULT_CHECKPOINT == Path(__file__).resolve().parent.parent / "artifacts" / "models" / "default"
 
 
 def test_the_shipped_config_files_validate(tiny_checkpoint):

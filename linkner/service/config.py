@@ -13,7 +13,8 @@ from linkner.llm.factory import LLMConfig
 from linkner.service.api import ServiceLimits
 from linkner.telemetry import TelemetryConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+Method = Literal["Recognize", "RecognizeBatch", "RecognizeStream"]
+ROOT = Path(__file__).resolve().parents[2]  # the project root (linkner/service/config.py)
 DEFAULT_CHECKPOINT = ROOT / "artifacts" / "models" / "default"
 
 
@@ -36,13 +37,16 @@ class NERConfig(BaseModel):
     threads: int | None = Field(1, ge=1, description="torch threads per replica")
     max_batch_size: int = Field(16, ge=1, description="requests merged into one forward pass")
     batch_wait_timeout_s: float = Field(0.01, ge=0)
-    max_ongoing_requests: int | None = Field(None, ge=1, description="default: 2 x max_batch_size")
+    max_ongoing_requests: int | None = Field(None, ge=1, description="requests a replica holds at once (its "
+                                             "batch queue included); default: 4 x max_batch_size")
+    max_queued_requests: int = Field(64, ge=-1, description="requests waiting for a replica beyond that; more "
+                                     "are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
     mc_samples: int = Field(8, ge=2)
     resources: Resources = Field(default_factory=Resources)
 
     @model_validator(mode="after")
     def _batch_fits(self) -> "NERConfig":
-        ongoing = self.max_ongoing_requests or 2 * self.max_batch_size
+        ongoing = self.max_ongoing_requests or 4 * self.max_batch_size
         if ongoing < self.max_batch_size:
             raise ValueError(f"max_ongoing_requests ({ongoing}) must be at least max_batch_size "
                              f"({self.max_batch_size}): a batch can never be larger than it")
@@ -77,16 +81,36 @@ class DemonstrationsConfig(BaseModel):
 
 
 class RouterConfig(BaseModel):
+    """The ingress: gRPC methods and RDC routing in one deployment."""
+
     model_config = ConfigDict(extra="forbid")
     demonstrations: DemonstrationsConfig = Field(default_factory=DemonstrationsConfig)
     policy: DetectionPolicy = Field(default_factory=lambda: DetectionPolicy(kind="threshold", threshold=0.5),
                                     description="used when the checkpoint has no calibration made for this "
                                                 "configuration (LLM and mode, demonstrations, estimator, checkpoint)")
     use_calibration: bool = Field(True, description="use the checkpoint's calibration when its key matches")
-    llm_timeout_s: float = Field(10.0, gt=0, description="LLM deadline when the request sets none")
+    llm_timeout_s: float = Field(10.0, gt=0, description="longest one LLM step may take, whatever the deadline")
+    answer_budget_s: dict[Method, float] = Field(
+        default_factory=lambda: {"Recognize": 10.0, "RecognizeBatch": 60.0, "RecognizeStream": 300.0},
+        description="per method: the answer comes by then even when the caller sets no (or a later) deadline; "
+                    "the LLM step ends before it and the local answer is kept, marked degraded")
+    batch_parallelism: int = Field(8, ge=1, description="items of one RecognizeBatch / RecognizeStream in flight")
+    max_words_per_ner_call: int = Field(256, ge=1, description="a document is sent to the NER replicas in chunks "
+                                        "of whole sentences of about this many words, batched with other requests")
     limits: ServiceLimits = Field(default_factory=ServiceLimits)
     max_ongoing_requests: int = Field(64, ge=1)
+    max_queued_requests: int = Field(64, ge=-1, description="calls waiting at the proxy beyond max_ongoing_requests "
+                                     "per replica; more are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0))
+
+
+    @model_validator(mode="after")
+    def _every_method_has_a_budget(self) -> "RouterConfig":
+        self.answer_budget_s = {**{"Recognize": 10.0, "RecognizeBatch": 60.0, "RecognizeStream": 300.0},
+                                **self.answer_budget_s}
+        if any(value <= 0 for value in self.answer_budget_s.values()):
+            raise ValueError("answer_budget_s values must be positive seconds")
+        return self
 
 
 class AppConfig(BaseModel):
