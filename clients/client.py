@@ -1,8 +1,9 @@
 """Python clients of the LinkNER gRPC service (sync and asyncio). They need only ``protos/``.
 
-Both send Ray Serve's ``application`` metadata, pass the call's deadline as a gRPC deadline and
-as ``linkner-deadline-ms`` metadata (so the server bounds its LLM step by it), and retry
-``UNAVAILABLE`` with exponential backoff.
+Both send Ray Serve's ``application`` metadata and the call's deadline as a gRPC deadline (the
+server reads it like any gRPC client's; the ``linkner-deadline-ms`` metadata they also send is
+only for servers registered without ``deployments.grpc_deadlines``), and retry ``UNAVAILABLE``
+with exponential backoff.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ class LinkNERError(RuntimeError):
 
 def build_options(estimator: str | None = None, policy: str | None = None, threshold: float | None = None,
                   budget: float | None = None, max_llm_spans: int | None = None,
-                  return_candidates: bool = False) -> pb.Options:
+                  return_candidates: bool = False, return_words: bool = False) -> pb.Options:
     """A ``linkner.v1.Options`` message from keyword arguments (None keeps the server's choice)."""
-    options = pb.Options(estimator=estimator or "", policy=policy or "", return_candidates=return_candidates)
+    options = pb.Options(estimator=estimator or "", policy=policy or "", return_candidates=return_candidates,
+                         return_words=return_words)
     if threshold is not None:
         options.threshold = threshold
     if budget is not None:

@@ -22,6 +22,13 @@ class Entity(BaseModel):
     candidates: list[tuple[str, float]] = Field(default_factory=list)
 
 
+class Word(BaseModel):
+    text: str
+    char_start: int
+    char_end: int
+    sentence: int
+
+
 class Result(BaseModel):
     entities: list[Entity]
     degraded: bool
@@ -31,6 +38,7 @@ class Result(BaseModel):
     llm_spans: int = 0
     timings_ms: dict[str, float] = Field(default_factory=dict)
     request_id: str = ""
+    words: list[Word] = Field(default_factory=list)  # only when the request asked (return_words)
 
 
 def result_from_proto(response) -> Result:
@@ -47,6 +55,8 @@ def result_from_proto(response) -> Result:
         llm_backend=response.llm_backend, llm_spans=response.llm_spans, request_id=response.request_id,
         timings_ms={"recognize": t.recognize_ms, "detect": t.detect_ms, "classify": t.classify_ms,
                     "merge": t.merge_ms, "total": t.total_ms},
+        words=[Word(text=w.text, char_start=w.char_start, char_end=w.char_end, sentence=w.sentence)
+               for w in response.words],
     )
 
 

@@ -14,6 +14,7 @@ def options_from_proto(options: pb.Options) -> RecognizeOptions:
         budget=options.budget if options.HasField("budget") else None,
         max_llm_spans=options.max_llm_spans if options.HasField("max_llm_spans") else None,
         return_candidates=options.return_candidates,
+        return_words=options.return_words,
     )
 
 

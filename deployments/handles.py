@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Sequence
 
 from linkner.llm.protocol import SpanAnswer, SpanQuery
@@ -11,14 +12,45 @@ if TYPE_CHECKING:
     from linkner.model.predictor import EntityPrediction
 
 
+def sentence_chunks(sentences: Sequence[Sequence[str]], max_words: int) -> list[tuple[int, int]]:
+    """``(first, end)`` ranges of whole sentences holding about ``max_words`` words each (a longer
+    sentence is a chunk of its own), so a long document never holds one NER batch slot alone."""
+    chunks: list[tuple[int, int]] = []
+    first, words = 0, 0
+    for index, sentence in enumerate(sentences):
+        if index > first and words + len(sentence) > max_words:
+            chunks.append((first, index))
+            first, words = index, 0
+        words += len(sentence)
+    if first < len(sentences):
+        chunks.append((first, len(sentences)))
+    return chunks
+
+
 class HandleRecognizer:
-    def __init__(self, handle: Any, labels: list[str]) -> None:
+    """The NER replica pool as a Recognizer: a document goes out in sentence chunks, concurrently,
+    each batched with other requests' chunks by ``@serve.batch``."""
+
+    def __init__(self, handle: Any, labels: list[str], max_words_per_call: int = 256) -> None:
         self.handle = handle
         self.labels = labels
+        self.max_words_per_call = max_words_per_call
 
     async def recognize(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str]
                         ) -> list[list["EntityPrediction"]]:
-        return await self.handle.predict.remote([list(s) for s in sentences], list(estimators), current_carrier())
+        carrier, names = current_carrier(), list(estimators)
+        chunks = sentence_chunks(sentences, self.max_words_per_call)
+        if len(chunks) == 1:
+            return await self.handle.predict.remote([list(s) for s in sentences], names, carrier)
+        calls = [asyncio.ensure_future(self.handle.predict.remote([list(s) for s in sentences[first:end]], names,
+                                                                  carrier))
+                 for first, end in chunks]
+        try:
+            parts = await asyncio.gather(*calls)
+        finally:  # a failed or cancelled chunk (deadline) cancels its siblings too
+            for call in calls:
+                call.cancel()
+        return [prediction for part in parts for prediction in part]
 
 
 class HandleBackend:

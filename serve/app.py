@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from linkner.model.metadata import is_checkpoint
 from linkner.service.config import AppConfig, Resources
 
-GRPC_SERVICER = "protos.linkner.v1.linkner_pb2_grpc.add_LinkNERServicer_to_server"
+GRPC_SERVICER = "deployments.grpc_deadlines.add_LinkNERServicer_to_server"  # forwards gRPC deadlines
 HEALTH_SERVICER = "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server"
 
 
@@ -61,12 +61,14 @@ def absolute_paths(config: AppConfig) -> AppConfig:
     return config
 
 
-def deployment_options(resources: Resources, max_ongoing_requests: int) -> dict[str, Any]:
+def deployment_options(resources: Resources, max_ongoing_requests: int, max_queued_requests: int = -1
+                       ) -> dict[str, Any]:
     """Ray Serve options of a deployment: actor resources, replicas or autoscaling, and its
-    ongoing-request limit."""
+    ongoing and queued request limits."""
     options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus},
         "max_ongoing_requests": max_ongoing_requests,
+        "max_queued_requests": max_queued_requests,
     }
     if resources.autoscaling:
         options["autoscaling_config"] = resources.autoscaling
@@ -76,20 +78,20 @@ def deployment_options(resources: Resources, max_ongoing_requests: int) -> dict[
 
 
 def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
-    """Bind NER replicas, the LLM pool, the router and the gRPC gateway into one application."""
-    from deployments.gateway import Gateway
+    """Bind the NER replicas, the LLM pool and the gRPC ingress (which also routes) into one
+    application."""
+    from deployments.ingress import LinkNERIngress
     from deployments.llm_pool import LLMPool
     from deployments.ner import NERReplica
-    from deployments.router import Router
 
     config = validate_config(args)
     ner = NERReplica.options(name="ner", **deployment_options(
-        config.ner.resources, config.ner.max_ongoing_requests)).bind(config.ner, config.telemetry)
+        config.ner.resources, config.ner.max_ongoing_requests, config.ner.max_queued_requests)
+    ).bind(config.ner, config.telemetry)
     llm = None
     if config.llm_pool.enabled:
         llm = LLMPool.options(name="llm", **deployment_options(
             config.llm_pool.resources, config.llm_pool.max_ongoing_requests)).bind(config.llm_pool, config.telemetry)
-    router = Router.options(name="router", **deployment_options(
-        config.router.resources, config.router.max_ongoing_requests)).bind(ner, llm, config)
-    return Gateway.options(name="gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=config.router.max_ongoing_requests).bind(
-        router, config.telemetry, config.router.llm_timeout_s, config.router.limits)
+    return LinkNERIngress.options(name="ingress", **deployment_options(
+        config.router.resources, config.router.max_ongoing_requests, config.router.max_queued_requests)
+    ).bind(ner, llm, config)

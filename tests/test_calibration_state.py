@@ -2,7 +2,6 @@
 mode, demonstrations, estimator or checkpoint is refused (logged, shown by Describe), the main job
 recalibrates then, and the configured max_llm_spans survives a calibration."""
 
-import asyncio
 import logging
 import shutil
 
@@ -193,25 +192,3 @@ def test_describe_shows_policy_and_calibration_status(tiny_checkpoint, toy_dev):
     assert client_side.calibration["threshold"] == 0.25 and client_side.max_llm_spans_per_request == 7
     assert client_side.model_dump(exclude={"calibration"}) == description.model_dump(exclude={"calibration"})
     assert json.loads(description.calibration) == client_side.calibration
-
-
-def test_gateway_describe_is_wired_to_the_router():
-    from deployments.gateway import Gateway
-    from linkner.service.api import ServiceDescription, ServiceLimits
-    from linkner.telemetry import TelemetryConfig
-
-    description = ServiceDescription(model="m", labels=["PER"], estimators=["confidence"], llm_backend="vllm:x:letter",
-                                     policy="threshold: confidence > 0.5", calibration_status="stale: llm differs",
-                                     max_llm_spans_per_request=64)
-
-    class Method:
-        async def remote(self):
-            return description
-
-    class Router:
-        describe = Method()
-
-    gateway = Gateway.func_or_class(Router(), TelemetryConfig(), 1.0, ServiceLimits())
-    response = asyncio.run(gateway.Describe(None))
-    assert (response.calibration_status, response.llm_backend, list(response.labels)) == \
-           ("stale: llm differs", "vllm:x:letter", ["PER"])

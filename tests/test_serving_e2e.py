@@ -80,7 +80,10 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     stale = stale_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("stale") / "model")
     serve.run(build_app(app_args(stale, f"http://127.0.0.1:{closed_port()}/v1")), name="down",
               route_prefix="/down")
-    serve.run(build_app(app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30)), name="slow", route_prefix="/slow")
+    # the slow LLM takes 5 s; the server answers by 4 s without a caller deadline, and takes one
+    # call at a time with one more queued (the rest are refused at once)
+    serve.run(build_app(app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30, answer_budget_s={"Recognize": 4.0},
+                                 max_ongoing_requests=1, max_queued_requests=1)), name="slow", route_prefix="/slow")
     assert ray.util.get_node_ip_address() == "127.0.0.1"
     yield {"target": f"127.0.0.1:{port}", "traces": traces, "fast": fast}
     serve.shutdown()
@@ -212,6 +215,91 @@ def test_deadline_shorter_than_the_llm(cluster):
     assert result.entities and all(e.source == "local" for e in result.entities)
 
 
+def raw_stub(channel):
+    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
+
+    return pb_grpc.LinkNERStub(channel)
+
+
+def test_a_plain_grpc_deadline_is_honoured_without_custom_metadata(cluster):
+    """What any gRPC client sends (grpc-js, Go, Java): only its deadline. The server reads it through
+    the proxy and answers in time with the local entities, marked degraded."""
+    from protos.linkner.v1 import linkner_pb2 as pb
+
+    with grpc.insecure_channel(cluster["target"]) as channel:
+        started = time.monotonic()
+        reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "slow")],
+                                            timeout=2.0)
+    assert time.monotonic() - started < 2.0
+    assert reply.degraded and "deadline" in reply.degraded_reason
+    assert reply.entities and all(e.source == "local" for e in reply.entities)
+
+
+def test_the_server_answer_budget_answers_callers_without_a_deadline(cluster):
+    from protos.linkner.v1 import linkner_pb2 as pb
+
+    with grpc.insecure_channel(cluster["target"]) as channel:
+        started = time.monotonic()
+        reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "slow")])
+    elapsed = time.monotonic() - started
+    assert elapsed < 4.5  # budget 4 s, the LLM alone would take 5 s
+    assert reply.degraded and "deadline" in reply.degraded_reason and reply.entities
+
+
+def test_overload_is_refused_at_once_with_resource_exhausted(cluster):
+    """One call in flight and one queued on the 'slow' app: the rest are RESOURCE_EXHAUSTED within
+    moments, never a stall, and the admitted calls are still answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from protos.linkner.v1 import linkner_pb2 as pb
+
+    def call(_):
+        with grpc.insecure_channel(cluster["target"]) as channel:
+            started = time.monotonic()
+            try:
+                raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "slow")],
+                                            timeout=20)
+                return grpc.StatusCode.OK, time.monotonic() - started
+            except grpc.RpcError as error:
+                return error.code(), time.monotonic() - started
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(call, range(6)))
+    codes = [code for code, _ in outcomes]
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert codes.count(grpc.StatusCode.OK) >= 1 and codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 3
+    assert all(seconds < 1.5 for code, seconds in outcomes if code == grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def test_words_come_back_only_when_asked(cluster):
+    with client(cluster) as c:
+        plain = c.recognize(TEXT, policy="none")
+        with_words = c.recognize(TEXT, policy="none", return_words=True)
+    assert plain.words == [] and plain.entities
+    assert [w.text for w in with_words.words][:3] == ["John", "Smith", "visited"]
+    assert all(TEXT[w.char_start : w.char_end] == w.text for w in with_words.words)
+
+
+@pytest.mark.parametrize("texts, message", [([], "empty batch"), (["Anna Berg visited Lima .", ""], "items[1]")])
+def test_a_bad_stream_ends_invalid_argument_before_any_answer(cluster, texts, message):
+    from protos.linkner.v1 import linkner_pb2 as pb
+
+    request = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text=text) for text in texts])
+    received = []
+    with grpc.insecure_channel(cluster["target"]) as channel, pytest.raises(grpc.RpcError) as error:
+        for reply in raw_stub(channel).RecognizeStream(request, metadata=[("application", "main")], timeout=20):
+            received.append(reply)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
+    assert received == []
+
+
+def test_a_long_document_goes_out_in_chunks_and_comes_back_whole(cluster):
+    text = " ".join(f"Anna Berg visited Lima on day {day} ." for day in range(120))  # 120 sentences, 960 words
+    with client(cluster) as c:
+        result = c.recognize(text, policy="none")
+    assert sorted({e.sentence for e in result.entities if e.text == "Anna Berg"}) == list(range(120))
+
+
 def test_two_ner_replicas_both_serve(cluster):
     from ray import serve
 
@@ -242,7 +330,7 @@ def test_health_and_traces_of_every_stage(cluster):
         time.sleep(0.5)
         spans = [json.loads(line) for line in cluster["traces"].read_text().splitlines()]
         names = {span["name"] for span in spans}
-    assert {"linkner.request", "linkner.router", "linkner.link", "linkner.recognize", "linkner.ner.request",
+    assert {"linkner.request", "linkner.link", "linkner.recognize", "linkner.ner.request",
             "linkner.ner.batch", "linkner.detect", "linkner.classify", "linkner.llm.classify",
             "linkner.merge"} <= names
     request = next(s for s in spans if s["name"] == "linkner.request"

@@ -126,14 +126,18 @@ class VLLMBackend:
     async def classify(
         self, queries: Sequence[SpanQuery], labels: Sequence[str], timeout_s: float | None = None
     ) -> list[SpanAnswer]:
-        """Send every span as its own request (the engine batches them); errors become answers."""
+        """Send every span as its own request (the engine batches them); errors become answers.
+        Past ``timeout_s`` the pending requests are cancelled, which aborts them in the engine, so a
+        missed deadline frees the engine for the next caller."""
         if not queries:
             return []
         try:
             await self.start()
             builder = self._builder(tuple(labels))
-            calls = [self._classify_one(query, builder) for query in queries]
-            results = await asyncio.gather(*calls, return_exceptions=True)
+            calls = asyncio.gather(*[self._classify_one(query, builder) for query in queries], return_exceptions=True)
+            results = await (asyncio.wait_for(calls, timeout_s) if timeout_s is not None else calls)
+        except asyncio.TimeoutError:
+            return failed(queries, self.model_id, f"LLM deadline of {timeout_s:.2f}s exceeded")
         except Exception as error:
             return failed(queries, self.model_id, f"{type(error).__name__}: {error}")
         return [result if isinstance(result, SpanAnswer)

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 DEADLINE_MARGIN_S = 0.3  # kept for merging and answering when a caller's deadline bounds the LLM
 
 
+class DeadlineExceeded(TimeoutError):
+    """The deadline passed before even the local answer was ready."""
+
+
 class LinkResult(BaseModel):
     sentences: list[list[LinkedEntity]]
     stats: LinkStats
@@ -142,6 +146,20 @@ class RDCLinker:
         self.selector = selector
         self.llm_timeout_s = llm_timeout_s
 
+    async def _recognize(self, sentences: Sequence[Sequence[str]], estimator: str,
+                         deadline_at: float | None) -> list[list["EntityPrediction"]]:
+        """The local model's predictions, by ``deadline_at`` (wall clock) or :class:`DeadlineExceeded`
+        (the pending call is cancelled, so a queued batch slot is given back)."""
+        call = self.recognizer.recognize(sentences, [estimator])
+        if deadline_at is None:
+            return await call
+        left = deadline_at - time.time()
+        try:
+            return await asyncio.wait_for(call, max(left, 0.0))
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"deadline exceeded before the local model answered "
+                                   f"({max(left, 0.0):.2f}s were left for it)") from None
+
     async def link(
         self, sentences: Sequence[Sequence[str]], policy: DetectionPolicy | None = None,
         timeout_s: float | None = None, deadline_at: float | None = None,
@@ -153,7 +171,7 @@ class RDCLinker:
         with traced("linkner.link", sentences=len(sentences), policy=policy.kind, estimator=policy.estimator) as span:
             started = time.perf_counter()
             with traced("linkner.recognize", sentences=len(sentences)):
-                predictions = await self.recognizer.recognize(sentences, [policy.estimator])
+                predictions = await self._recognize(sentences, policy.estimator, deadline_at)
             timings["recognize"] = time.perf_counter() - started
             mark = time.perf_counter()
             with traced("linkner.detect", spans=sum(map(len, predictions))):

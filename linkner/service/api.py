@@ -31,6 +31,7 @@ class RecognizeOptions(BaseModel):
     budget: float | None = None
     max_llm_spans: int | None = None
     return_candidates: bool = False
+    return_words: bool = False
 
 
 class RecognizeInput(BaseModel):

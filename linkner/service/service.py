@@ -4,9 +4,11 @@ options, run the RDC linker, and shape the answer with character offsets."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 from linkner.routing.linker import LinkResult, RDCLinker
+from linkner.routing.policy import DetectionPolicy
 from linkner.service.api import OutputEntity, RecognizeInput, RecognizeOutput, ServiceDescription, ServiceLimits
 from linkner.service.documents import Document, prepare_document
 from linkner.service.precedence import resolve_policy
@@ -38,7 +40,8 @@ def build_output(document: Document, result: LinkResult, request: RecognizeInput
     timings["total"] = 1000 * (time.perf_counter() - started)
     return RecognizeOutput(entities=entities, degraded=stats.degraded, degraded_reason=stats.degraded_reason or "",
                            model=model, llm_backend=stats.llm_model or "", timings_ms=timings, llm_spans=stats.routed,
-                           words=document.words, request_id=request.request_id)
+                           words=document.words if request.options.return_words else [],
+                           request_id=request.request_id)
 
 
 class LinkNERService:
@@ -67,14 +70,32 @@ class LinkNERService:
             calibration_status=self.calibration_status, calibration=self.stored_calibration,
             max_llm_spans_per_request=self.limits.max_llm_spans_per_request)
 
-    async def recognize(self, request: RecognizeInput, timeout_s: float | None = None,
-                        deadline_at: float | None = None) -> RecognizeOutput:
-        """Answer one request; the LLM step ends by ``timeout_s`` and before ``deadline_at`` (wall
-        clock), past which the local answer is kept."""
-        started = time.perf_counter()
+    def prepare(self, request: RecognizeInput) -> "Prepared":
+        """Validate ``request`` and split it into sentences; raise :class:`InvalidRequest` naming the
+        problem. Cheap: callers check every item of a batch this way before any work starts."""
         document = prepare_document(request, self.limits)
         policy = resolve_policy(request.options, self.linker.policy, self.estimators,
                                 self.limits.max_llm_spans_per_request)
-        result = await self.linker.link(document.sentences, policy, timeout_s, deadline_at)
-        return build_output(document, result, request, self.model, started)
+        return Prepared(request, document, policy)
 
+    async def answer(self, prepared: "Prepared", timeout_s: float | None = None,
+                     deadline_at: float | None = None) -> RecognizeOutput:
+        """Answer a prepared request; the LLM step ends by ``timeout_s`` and before ``deadline_at``
+        (wall clock), past which the local answer is kept."""
+        started = time.perf_counter()
+        result = await self.linker.link(prepared.document.sentences, prepared.policy, timeout_s, deadline_at)
+        return build_output(prepared.document, result, prepared.request, self.model, started)
+
+    async def recognize(self, request: RecognizeInput, timeout_s: float | None = None,
+                        deadline_at: float | None = None) -> RecognizeOutput:
+        """Validate and answer one request (see :meth:`prepare` and :meth:`answer`)."""
+        return await self.answer(self.prepare(request), timeout_s, deadline_at)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated request: its document and the routing policy it resolved to."""
+
+    request: RecognizeInput
+    document: Document
+    policy: DetectionPolicy

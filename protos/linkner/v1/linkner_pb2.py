@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/linkner/v1/linkner.proto\x12\nlinkner.v1\"\xbb\x01\n\x07Options\x12\x11\n\testimator\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x16\n\tthreshold\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06\x62udget\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rmax_llm_spans\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x19\n\x11return_candidates\x18\x06 \x01(\x08\x42\x0c\n\n_thresholdB\t\n\x07_budgetB\x10\n\x0e_max_llm_spans\"i\n\x10RecognizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05words\x18\x02 \x03(\x0c\x12$\n\x07options\x18\x03 \x01(\x0b\x32\x13.linkner.v1.Options\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"/\n\tCandidate\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xbb\x02\n\x06\x45ntity\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nchar_start\x18\x03 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x04 \x01(\x05\x12\x12\n\nword_start\x18\x05 \x01(\x05\x12\x10\n\x08word_end\x18\x06 \x01(\x05\x12\x10\n\x08sentence\x18\x07 \x01(\x05\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x13\n\x0buncertainty\x18\t \x01(\x01\x12\x13\n\x0blocal_label\x18\n \x01(\t\x12\x19\n\x11local_probability\x18\x0b \x01(\x01\x12\x16\n\tllm_score\x18\x0c \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08\x64\x65graded\x18\r \x01(\x08\x12)\n\ncandidates\x18\x0e \x03(\x0b\x32\x15.linkner.v1.CandidateB\x0c\n\n_llm_score\"k\n\x07Timings\x12\x14\n\x0crecognize_ms\x18\x01 \x01(\x01\x12\x11\n\tdetect_ms\x18\x02 \x01(\x01\x12\x13\n\x0b\x63lassify_ms\x18\x03 \x01(\x01\x12\x10\n\x08merge_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"L\n\x04Word\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nchar_start\x18\x02 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x03 \x01(\x05\x12\x10\n\x08sentence\x18\x04 \x01(\x05\"\xf6\x01\n\x11RecognizeResponse\x12$\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x12.linkner.v1.Entity\x12\x10\n\x08\x64\x65graded\x18\x02 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x13\n\x0bllm_backend\x18\x05 \x01(\t\x12$\n\x07timings\x18\x06 \x01(\x0b\x32\x13.linkner.v1.Timings\x12\x11\n\tllm_spans\x18\x07 \x01(\x05\x12\x1f\n\x05words\x18\x08 \x03(\x0b\x32\x10.linkner.v1.Word\x12\x12\n\nrequest_id\x18\t \x01(\t\"j\n\x15RecognizeBatchRequest\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.linkner.v1.RecognizeRequest\x12$\n\x07options\x18\x02 \x01(\x0b\x32\x13.linkner.v1.Options\"H\n\x16RecognizeBatchResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.linkner.v1.RecognizeResponse\"\x11\n\x0f\x44\x65scribeRequest\"\xbe\x01\n\x10\x44\x65scribeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x12\n\nestimators\x18\x03 \x03(\t\x12\x13\n\x0bllm_backend\x18\x04 \x01(\t\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x1a\n\x12\x63\x61libration_status\x18\x06 \x01(\t\x12\x13\n\x0b\x63\x61libration\x18\x07 \x01(\t\x12!\n\x19max_llm_spans_per_request\x18\x08 \x01(\x05\x32\xca\x02\n\x07LinkNER\x12H\n\tRecognize\x12\x1c.linkner.v1.RecognizeRequest\x1a\x1d.linkner.v1.RecognizeResponse\x12W\n\x0eRecognizeBatch\x12!.linkner.v1.RecognizeBatchRequest\x1a\".linkner.v1.RecognizeBatchResponse\x12U\n\x0fRecognizeStream\x12!.linkner.v1.RecognizeBatchRequest\x1a\x1d.linkner.v1.RecognizeResponse0\x01\x12\x45\n\x08\x44\x65scribe\x12\x1b.linkner.v1.DescribeRequest\x1a\x1c.linkner.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/linkner/v1/linkner.proto\x12\nlinkner.v1\"\xd1\x01\n\x07Options\x12\x11\n\testimator\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x16\n\tthreshold\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06\x62udget\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rmax_llm_spans\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x19\n\x11return_candidates\x18\x06 \x01(\x08\x12\x14\n\x0creturn_words\x18\x07 \x01(\x08\x42\x0c\n\n_thresholdB\t\n\x07_budgetB\x10\n\x0e_max_llm_spans\"i\n\x10RecognizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05words\x18\x02 \x03(\x0c\x12$\n\x07options\x18\x03 \x01(\x0b\x32\x13.linkner.v1.Options\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"/\n\tCandidate\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"\xbb\x02\n\x06\x45ntity\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nchar_start\x18\x03 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x04 \x01(\x05\x12\x12\n\nword_start\x18\x05 \x01(\x05\x12\x10\n\x08word_end\x18\x06 \x01(\x05\x12\x10\n\x08sentence\x18\x07 \x01(\x05\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x13\n\x0buncertainty\x18\t \x01(\x01\x12\x13\n\x0blocal_label\x18\n \x01(\t\x12\x19\n\x11local_probability\x18\x0b \x01(\x01\x12\x16\n\tllm_score\x18\x0c \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08\x64\x65graded\x18\r \x01(\x08\x12)\n\ncandidates\x18\x0e \x03(\x0b\x32\x15.linkner.v1.CandidateB\x0c\n\n_llm_score\"k\n\x07Timings\x12\x14\n\x0crecognize_ms\x18\x01 \x01(\x01\x12\x11\n\tdetect_ms\x18\x02 \x01(\x01\x12\x13\n\x0b\x63lassify_ms\x18\x03 \x01(\x01\x12\x10\n\x08merge_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"L\n\x04Word\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nchar_start\x18\x02 \x01(\x05\x12\x10\n\x08\x63har_end\x18\x03 \x01(\x05\x12\x10\n\x08sentence\x18\x04 \x01(\x05\"\xf6\x01\n\x11RecognizeResponse\x12$\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x12.linkner.v1.Entity\x12\x10\n\x08\x64\x65graded\x18\x02 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x13\n\x0bllm_backend\x18\x05 \x01(\t\x12$\n\x07timings\x18\x06 \x01(\x0b\x32\x13.linkner.v1.Timings\x12\x11\n\tllm_spans\x18\x07 \x01(\x05\x12\x1f\n\x05words\x18\x08 \x03(\x0b\x32\x10.linkner.v1.Word\x12\x12\n\nrequest_id\x18\t \x01(\t\"j\n\x15RecognizeBatchRequest\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.linkner.v1.RecognizeRequest\x12$\n\x07options\x18\x02 \x01(\x0b\x32\x13.linkner.v1.Options\"H\n\x16RecognizeBatchResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.linkner.v1.RecognizeResponse\"\x11\n\x0f\x44\x65scribeRequest\"\xbe\x01\n\x10\x44\x65scribeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x12\n\nestimators\x18\x03 \x03(\t\x12\x13\n\x0bllm_backend\x18\x04 \x01(\t\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x1a\n\x12\x63\x61libration_status\x18\x06 \x01(\t\x12\x13\n\x0b\x63\x61libration\x18\x07 \x01(\t\x12!\n\x19max_llm_spans_per_request\x18\x08 \x01(\x05\x32\xca\x02\n\x07LinkNER\x12H\n\tRecognize\x12\x1c.linkner.v1.RecognizeRequest\x1a\x1d.linkner.v1.RecognizeResponse\x12W\n\x0eRecognizeBatch\x12!.linkner.v1.RecognizeBatchRequest\x1a\".linkner.v1.RecognizeBatchResponse\x12U\n\x0fRecognizeStream\x12!.linkner.v1.RecognizeBatchRequest\x1a\x1d.linkner.v1.RecognizeResponse0\x01\x12\x45\n\x08\x44\x65scribe\x12\x1b.linkner.v1.DescribeRequest\x1a\x1c.linkner.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,27 +32,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.linkner.v1.linkner_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_OPTIONS']._serialized_start=48
-  _globals['_OPTIONS']._serialized_end=235
-  _globals['_RECOGNIZEREQUEST']._serialized_start=237
-  _globals['_RECOGNIZEREQUEST']._serialized_end=342
-  _globals['_CANDIDATE']._serialized_start=344
-  _globals['_CANDIDATE']._serialized_end=391
-  _globals['_ENTITY']._serialized_start=394
-  _globals['_ENTITY']._serialized_end=709
-  _globals['_TIMINGS']._serialized_start=711
-  _globals['_TIMINGS']._serialized_end=818
-  _globals['_WORD']._serialized_start=820
-  _globals['_WORD']._serialized_end=896
-  _globals['_RECOGNIZERESPONSE']._serialized_start=899
-  _globals['_RECOGNIZERESPONSE']._serialized_end=1145
-  _globals['_RECOGNIZEBATCHREQUEST']._serialized_start=1147
-  _globals['_RECOGNIZEBATCHREQUEST']._serialized_end=1253
-  _globals['_RECOGNIZEBATCHRESPONSE']._serialized_start=1255
-  _globals['_RECOGNIZEBATCHRESPONSE']._serialized_end=1327
-  _globals['_DESCRIBEREQUEST']._serialized_start=1329
-  _globals['_DESCRIBEREQUEST']._serialized_end=1346
-  _globals['_DESCRIBERESPONSE']._serialized_start=1349
-  _globals['_DESCRIBERESPONSE']._serialized_end=1539
-  _globals['_LINKNER']._serialized_start=1542
-  _globals['_LINKNER']._serialized_end=1872
+  _globals['_OPTIONS']._serialized_end=257
+  _globals['_RECOGNIZEREQUEST']._serialized_start=259
+  _globals['_RECOGNIZEREQUEST']._serialized_end=364
+  _globals['_CANDIDATE']._serialized_start=366
+  _globals['_CANDIDATE']._serialized_end=413
+  _globals['_ENTITY']._serialized_start=416
+  _globals['_ENTITY']._serialized_end=731
+  _globals['_TIMINGS']._serialized_start=733
+  _globals['_TIMINGS']._serialized_end=840
+  _globals['_WORD']._serialized_start=842
+  _globals['_WORD']._serialized_end=918
+  _globals['_RECOGNIZERESPONSE']._serialized_start=921
+  _globals['_RECOGNIZERESPONSE']._serialized_end=1167
+  _globals['_RECOGNIZEBATCHREQUEST']._serialized_start=1169
+  _globals['_RECOGNIZEBATCHREQUEST']._serialized_end=1275
+  _globals['_RECOGNIZEBATCHRESPONSE']._serialized_start=1277
+  _globals['_RECOGNIZEBATCHRESPONSE']._serialized_end=1349
+  _globals['_DESCRIBEREQUEST']._serialized_start=1351
+  _globals['_DESCRIBEREQUEST']._serialized_end=1368
+  _globals['_DESCRIBERESPONSE']._serialized_start=1371
+  _globals['_DESCRIBERESPONSE']._serialized_end=1561
+  _globals['_LINKNER']._serialized_start=1564
+  _globals['_LINKNER']._serialized_end=1894
 # @@protoc_insertion_point(module_scope)

@@ -7,20 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Options(_message.Message):
-    __slots__ = ("estimator", "policy", "threshold", "budget", "max_llm_spans", "return_candidates")
+    __slots__ = ("estimator", "policy", "threshold", "budget", "max_llm_spans", "return_candidates", "return_words")
     ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     MAX_LLM_SPANS_FIELD_NUMBER: _ClassVar[int]
     RETURN_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    RETURN_WORDS_FIELD_NUMBER: _ClassVar[int]
     estimator: str
     policy: str
     threshold: float
     budget: float
     max_llm_spans: int
     return_candidates: bool
-    def __init__(self, estimator: _Optional[str] = ..., policy: _Optional[str] = ..., threshold: _Optional[float] = ..., budget: _Optional[float] = ..., max_llm_spans: _Optional[int] = ..., return_candidates: _Optional[bool] = ...) -> None: ...
+    return_words: bool
+    def __init__(self, estimator: _Optional[str] = ..., policy: _Optional[str] = ..., threshold: _Optional[float] = ..., budget: _Optional[float] = ..., max_llm_spans: _Optional[int] = ..., return_candidates: _Optional[bool] = ..., return_words: _Optional[bool] = ...) -> None: ...
 
 class RecognizeRequest(_message.Message):
     __slots__ = ("text", "words", "options", "request_id")

@@ -1,0 +1,281 @@
+"""The gRPC ingress, with RDC routing in the same deployment (one hop less per request): protobuf
+in, the core's :class:`LinkNERService` over handles to the NER replicas and the LLM pool, protobuf
+out. Method names equal the RPC names of ``linkner.v1.LinkNER`` (and ``grpc.health.v1`` Check).
+
+Every failure leaves with its gRPC status (:func:`status_for`), never a silent OK: bad input is
+INVALID_ARGUMENT, a full queue RESOURCE_EXHAUSTED, a missed deadline DEADLINE_EXCEEDED, a dead or
+restarting replica UNAVAILABLE, and INTERNAL is left for real bugs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+import grpc
+from ray import serve
+
+from deployments.convert import description_to_proto, request_from_proto, response_to_proto
+from deployments.grpc_deadlines import DEADLINE_METADATA
+from deployments.handles import HandleBackend, HandleRecognizer
+from linkner.llm.factory import candidate_count
+from linkner.routing.linker import DeadlineExceeded, RDCLinker
+from linkner.service.api import InvalidRequest
+from linkner.service.calibration_state import calibration_state
+from linkner.service.config import AppConfig
+from linkner.service.documents import check_batch
+from linkner.service.service import LinkNERService, Prepared
+from linkner.telemetry import setup_tracing, traced
+from protos.linkner.v1 import linkner_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+def caller_deadline(grpc_context: Any) -> float | None:
+    """The caller's deadline as a wall-clock time: the earliest ``linkner-deadline-ms`` entry of the
+    call's metadata (the gRPC deadline itself, forwarded by :mod:`deployments.grpc_deadlines`, or
+    sent by a client that adds it)."""
+    earliest = None
+    for key, value in grpc_context.invocation_metadata() if grpc_context is not None else []:
+        if key == DEADLINE_METADATA:
+            try:
+                at = time.time() + max(0.0, float(value)) / 1000.0
+            except ValueError:
+                continue
+            earliest = at if earliest is None else min(earliest, at)
+    return earliest
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status a failure reaches the caller with."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    if isinstance(error, InvalidRequest):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, (DeadlineExceeded, asyncio.TimeoutError)):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(error) or "deadline exceeded"
+    if isinstance(error, BackPressureError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded, try again later: {error.message}"
+    if isinstance(error, (DeploymentUnavailableError, ActorDiedError, ActorUnavailableError, RayActorError)):
+        return grpc.StatusCode.UNAVAILABLE, f"a replica is unavailable, retry: {type(error).__name__}"
+    log.exception("request failed", exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
+
+
+class _Failed(Exception):
+    """A request that ends with a gRPC status other than OK."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, details)  # both in args: it must unpickle in the proxy (streams)
+        self.code, self.details = code, details
+
+    def __str__(self) -> str:
+        return self.details
+
+
+async def pool_embeddings(ner: Any, pool: list, checkpoint: Path, chunk: int = 512) -> Any:
+    """The pool's span embeddings: from the checkpoint's cache file, or computed by the NER replicas."""
+    import torch
+
+    from linkner.llm.demonstrations import embeddings_cache_path, load_cached_embeddings, save_cached_embeddings
+
+    cache = embeddings_cache_path(checkpoint, pool)
+    stored = load_cached_embeddings(cache, len(pool))
+    if stored is not None:
+        return stored
+    items = [(list(d.tokens), d.start, d.end) for d in pool]
+    embeddings = torch.cat([await ner.embed.remote(items[i : i + chunk]) for i in range(0, len(items), chunk)])
+    save_cached_embeddings(cache, embeddings)
+    return embeddings
+
+
+@serve.deployment
+class LinkNERIngress:
+    """gRPC methods of ``linkner.v1.LinkNER`` answered by RDC over the NER and LLM pools."""
+
+    def __init__(self, ner: Any, llm: Any | None, config: AppConfig) -> None:
+        setup_tracing(config.telemetry, "ingress")
+        self.config = config
+        self.router = config.router
+        self.ner, self.llm = ner, llm
+        self.calibration = calibration_state(config)  # at start-up: a stale calibration is logged now
+        self.service: LinkNERService | None = None
+        self._building = asyncio.Lock()
+
+    # ------------------------------------------------------------------ set-up
+
+    async def _service(self) -> LinkNERService:
+        """Built once, on the first request (concurrent first requests wait for the same build, so
+        the demonstration pool is embedded once)."""
+        if self.service is not None:
+            return self.service
+        async with self._building:
+            if self.service is None:
+                self.service = await self._build()
+        return self.service
+
+    async def _build(self) -> LinkNERService:
+        info = await self.ner.describe.remote()
+        backend = None
+        if self.llm is not None:
+            backend = HandleBackend(self.llm, await self.llm.model_id.remote(),
+                                    candidate_count(self.config.llm_pool.llm))
+        recognizer = HandleRecognizer(self.ner, info["labels"], self.router.max_words_per_ner_call)
+        linker = RDCLinker(recognizer, backend, self.calibration.policy, selector=await self._selector(),
+                           llm_timeout_s=self.router.llm_timeout_s)
+        stored = self.calibration.stored
+        return LinkNERService(linker, info["estimators"], f"{info['encoder']}:{info['objective']}",
+                              self.router.limits, self.calibration.status,
+                              stored.model_dump_json() if stored is not None else "")
+
+    async def _selector(self) -> Any:
+        """Demonstrations as configured; retrieved ones embed through the NER replicas, and the
+        training pool's embeddings are cached beside the checkpoint."""
+        settings = self.router.demonstrations
+        if settings.kind == "none" or self.llm is None:
+            return None
+        from linkner.data.readers import read_dataset
+        from linkner.llm.demonstrations import (RandomDemonstrations, RemoteRetrievedDemonstrations,
+                                                training_demonstrations)
+
+        pool = training_demonstrations(read_dataset(settings.train))
+        if settings.kind == "random":
+            return RandomDemonstrations(pool, settings.k, settings.seed)
+        embeddings = await pool_embeddings(self.ner, pool, Path(self.config.ner.checkpoint))
+        return RemoteRetrievedDemonstrations(self.ner.embed.remote, pool, embeddings, settings.k)
+
+    # ------------------------------------------------------------------ answering
+
+    def _deadline(self, grpc_context: Any, method: str) -> float:
+        """The wall-clock time this call must be answered by: the caller's deadline, capped by the
+        server's answer budget for ``method`` (so a caller without a deadline is answered too)."""
+        budget = time.time() + self.router.answer_budget_s[method]
+        caller = caller_deadline(grpc_context)
+        return budget if caller is None else min(caller, budget)
+
+    async def _answer(self, prepared: Prepared, deadline_at: float) -> pb.RecognizeResponse:
+        service = await self._service()
+        with traced("linkner.request", request_id=prepared.request.request_id or None):
+            output = await service.answer(prepared, self.router.llm_timeout_s, deadline_at)
+        return response_to_proto(output)
+
+    async def _run(self, grpc_context: Any, call: Any) -> Any:
+        """Await ``call``; a failure sets its status on the context and raises :class:`_Failed`."""
+        try:
+            return await call
+        except _Failed:
+            raise
+        except Exception as error:  # noqa: BLE001 (every failure gets its status)
+            code, details = status_for(error)
+            raise self._fail(grpc_context, code, details) from None
+
+    @staticmethod
+    def _fail(grpc_context: Any, code: grpc.StatusCode, details: str) -> _Failed:
+        if grpc_context is not None:
+            grpc_context.set_code(code)
+            grpc_context.set_details(details)
+        return _Failed(code, details)
+
+    async def _prepare(self, grpc_context: Any, items: Sequence[pb.RecognizeRequest],
+                       options: pb.Options | None = None) -> list[Prepared]:
+        """Every item decoded and validated before any work starts, so a bad item fails the call
+        at once, named (``items[i]`` when there are several)."""
+        service = await self._service()
+        prepared = []
+        for index, item in enumerate(items):
+            try:
+                prepared.append(service.prepare(request_from_proto(item, options)))
+            except InvalidRequest as error:
+                where = f"items[{index}]: " if options is not None else ""
+                raise self._fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, f"{where}{error}") from None
+        return prepared
+
+    async def _prepare_batch(self, grpc_context: Any, request: pb.RecognizeBatchRequest) -> list[Prepared]:
+        try:
+            check_batch(len(request.items), self.router.limits)
+        except InvalidRequest as error:
+            raise self._fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+        return await self._prepare(grpc_context, request.items, request.options)
+
+    async def Recognize(self, request: pb.RecognizeRequest, grpc_context: Any = None) -> pb.RecognizeResponse:  # noqa: N802
+        deadline_at = self._deadline(grpc_context, "Recognize")
+        try:
+            [prepared] = await self._run(grpc_context, self._prepare(grpc_context, [request]))
+            return await self._run(grpc_context, self._answer(prepared, deadline_at))
+        except _Failed:
+            return pb.RecognizeResponse()
+
+    async def RecognizeBatch(self, request: pb.RecognizeBatchRequest,  # noqa: N802
+                             grpc_context: Any = None) -> pb.RecognizeBatchResponse:
+        """Items run concurrently, at most ``router.batch_parallelism`` at once; the first failing
+        item fails the call with its status, naming the item."""
+        deadline_at = self._deadline(grpc_context, "RecognizeBatch")
+        try:
+            inputs = await self._run(grpc_context, self._prepare_batch(grpc_context, request))
+        except _Failed:
+            return pb.RecognizeBatchResponse()
+        slots = asyncio.Semaphore(self.router.batch_parallelism)
+
+        async def one(index: int, item: Prepared) -> pb.RecognizeResponse:
+            async with slots:
+                try:
+                    return await self._answer(item, deadline_at)
+                except Exception as error:  # noqa: BLE001
+                    code, details = status_for(error)
+                    raise _Failed(code, f"items[{index}]: {details}") from None
+
+        tasks = [asyncio.ensure_future(one(index, item)) for index, item in enumerate(inputs)]
+        try:
+            results = await asyncio.gather(*tasks)
+        except _Failed as failure:
+            for task in tasks:
+                task.cancel()
+            self._fail(grpc_context, failure.code, failure.details)
+            return pb.RecognizeBatchResponse()
+        return pb.RecognizeBatchResponse(results=results)
+
+    async def RecognizeStream(self, request: pb.RecognizeBatchRequest,  # noqa: N802
+                              grpc_context: Any = None) -> AsyncIterator[pb.RecognizeResponse]:
+        """One response per item, in order, under one deadline for the whole call. Items are
+        checked before the first answer; a failure later ends the stream with its status (never OK),
+        so a caller can tell a truncated stream from a complete one."""
+        deadline_at = self._deadline(grpc_context, "RecognizeStream")
+        inputs = await self._run(grpc_context, self._prepare_batch(grpc_context, request))  # fails with its status
+        slots = asyncio.Semaphore(self.router.batch_parallelism)
+
+        async def one(item: Prepared) -> pb.RecognizeResponse:
+            async with slots:
+                return await self._answer(item, deadline_at)
+
+        tasks = [asyncio.ensure_future(one(item)) for item in inputs]
+        try:
+            for index, task in enumerate(tasks):
+                try:
+                    yield await task
+                except Exception as error:  # noqa: BLE001
+                    code, details = status_for(error)
+                    raise self._fail(grpc_context, code, f"items[{index}]: {details}") from None
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def Describe(self, request: pb.DescribeRequest,  # noqa: N802
+                       grpc_context: Any = None) -> pb.DescribeResponse:
+        """The model, labels, estimators, LLM, effective default policy and calibration status."""
+        return description_to_proto((await self._service()).describe())
+
+    async def Check(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (grpc.health.v1)
+        """Standard gRPC health check: SERVING when an NER replica answers."""
+        from grpc_health.v1 import health_pb2
+
+        try:
+            await self._service()
+            await asyncio.wait_for(self.ner.describe.remote(), timeout=5)
+            status = health_pb2.HealthCheckResponse.SERVING
+        except Exception:  # noqa: BLE001
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse(status=status)
