@@ -229,8 +229,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CoNLL IOB2 file with -DOCSTART- lines")
     parser.add_argument("--limit", type=int, default=None, help="first N documents only")
     parser.add_argument("--quick", action="store_true", help="the first 20 documents (unless --limit)")
-    parser.add_argument("--separator", choices=["space", "newline"], default="space",
-                        help="what joins a document's sentences in the raw text")
+    parser.add_argument("--separator", choices=["newline", "space", "both"], default="both",
+                        help="what joins a document's CoNLL lines in the raw text: a line break (the newswire's "
+                             "own layout: headline, dateline, table rows on lines of their own), a space "
+                             "(everything run together), or both, one after the other")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     return parser.parse_args()
@@ -245,11 +247,13 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     limit = args.limit or (20 if args.quick else None)
-    documents = load_documents(args.data, limit, " " if args.separator == "space" else "\n")
     predictor = SpanPredictor.from_checkpoint(args.model)
-    report = {"model": str(args.model), "data": str(args.data), "separator": args.separator,
-              **evaluate(predictor, documents)}
-    table = markdown(report)
+    separators = ["newline", "space"] if args.separator == "both" else [args.separator]
+    report: dict = {"model": str(args.model), "data": str(args.data), "separators": separators}
+    for separator in separators:
+        documents = load_documents(args.data, limit, " " if separator == "space" else "\n")
+        report[separator] = evaluate(predictor, documents)
+    table = "\n\n".join(f"Lines joined by a {separator}:\n\n{markdown(report[separator])}" for separator in separators)
     print(table)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "raw_text.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

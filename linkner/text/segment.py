@@ -12,7 +12,9 @@ initials, numbers, URLs and e-mail addresses). On top of it, a few CoNLL convent
   list of sentence starters; a full stop after an e-mail address or URL followed by a capitalised
   word, or after a dotted abbreviation followed by a pronoun (``in the U.S. He said``), ends one;
 * a blank line always ends a sentence, and so does a new line that starts a list item
-  (``- ``, ``* ``, ``• ``, ``1. ``, ``2) ``).
+  (``- ``, ``* ``, ``• ``, ``1. ``, ``2) ``);
+* a single line break ends a sentence unless the next line starts with a lower-case letter (a
+  wrapped line of prose goes on; headlines, datelines and table rows are lines of their own).
 
 Every token's text is ``text[token.start:token.end]``; no input makes it raise.
 """
@@ -32,6 +34,7 @@ _BLOCK_BREAK = re.compile(
     r"|[\u2029\f]\s*"  # paragraph separator, form feed
     r"|\n(?=[^\S\n]*(?:[-*\u2022\u2023\u25e6\u25aa\u2013\u2014]|\(?\d{1,3}[.)])[^\S\n])"  # list item
 )
+_LINE_BREAK = re.compile(r"\n[^\S\n]*(?=\S)")
 _WHITESPACE_FREE = re.compile(r"\S+")
 _CLOSING = frozenset({'"', "'", ")", "]", "}", "\u00bb", "\u201d", "\u2019", "`", "''"})
 _APOSTROPHES = ("'", "\u2019")
@@ -71,14 +74,26 @@ def tokenize(text: str) -> list[Token]:
 
 
 def _blocks(text: str) -> Iterator[tuple[int, int]]:
-    """``(start, end)`` of the stretches between blank lines and before list items."""
+    """``(start, end)`` of the stretches between blank lines, before list items, and at line breaks
+    not followed by a lower-case letter."""
     start = 0
     for match in _BLOCK_BREAK.finditer(text):
         if match.start() > start:
-            yield start, match.start()
+            yield from _lines(text, start, match.start())
         start = match.end()
     if start < len(text):
-        yield start, len(text)
+        yield from _lines(text, start, len(text))
+
+
+def _lines(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Cut ``text[start:end]`` at line breaks whose next line does not start in lower case."""
+    for match in _LINE_BREAK.finditer(text, start, end):
+        if not text[match.end()].islower():
+            if match.start() > start:
+                yield start, match.start()
+            start = match.end()
+    if start < end:
+        yield start, end
 
 
 def _missed_breaks(raw: list) -> Iterator[list]:
