@@ -1,8 +1,19 @@
-"""Serving benchmark: requests/s and latency of the real service over gRPC (local model only, so
-the numbers are the NER path), with and without dynamic batching. Starts its own Ray on
-loopback. Prints a table; writes JSON.
+"""Serving benchmark: the served path over real gRPC against the in-process ceiling, in one run.
 
-    python benchmarks/serving.py [--requests 400] [--concurrency 32]
+Rows, on the same CoNLL-2003 test sentences (sent as raw text) and the same torch thread count:
+the in-process rows of ``benchmarks/inprocess.py`` (bare encoder forward pass, predictor one at a
+time and batched, Hugging Face token-classification pipeline), then the served path over gRPC at
+each concurrency (closed loop: every caller sends its next request when the last one is
+answered), local path and with LLM routing at a fixed share: requests/s, sentences/s, words/s,
+p50 / p95 / p99, errors by status, and process CPU per request by part of the stack (from
+``/proc`` via psutil: the gRPC proxy, the ingress, the NER replicas, the LLM pool, Ray's controller
+and core daemons). The load generator is a plain ``grpc.aio`` stub that sends only a gRPC
+deadline, as any language's client would.
+
+    python benchmarks/serving.py [--quick] [--seconds 15] [--concurrency 1,8,32,64,128] [--llm-share 0.1]
+
+Writes ``benchmarks/results/serving.json`` (keys ``served_vs_inprocess_c32`` and
+``stack_cpu_ms_per_request`` among them) and ``serving.md``.
 """
 
 from __future__ import annotations
@@ -12,26 +23,39 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+APP = "bench"
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--batch-sizes", default="1,16")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the NER replica")
+    parser.add_argument("--llm", type=Path, default=ROOT / "artifacts" / "llm" / "smollm2-135m")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get(
+        "LINKNER_CONLL_DIR", ROOT.parent / "shared" / "data" / "conll2003")))
+    parser.add_argument("--sentences", type=int, default=1000, help="test sentences cycled through by the load")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per concurrency level")
+    parser.add_argument("--concurrency", default="1,8,32,64,128")
+    parser.add_argument("--llm-concurrency", default="1,8,32", help="levels run with LLM routing ('' skips)")
+    parser.add_argument("--llm-share", type=float, default=0.1, help="budget policy share routed to the LLM")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the NER replica (and in-process)")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--throughput-optimized", action="store_true",
+                        help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
+    parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
+    parser.add_argument("--quick", action="store_true", help="3 s per level, 300 sentences, levels 1,32,64 (< 3 min)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.sentences, args.concurrency, args.llm_concurrency = 3.0, 300, "1,32,64", "8"
+    return args
 
 
 def free_port() -> int:
@@ -40,67 +64,243 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def load(target: str, application: str, texts: list[str], concurrency: int) -> dict:
-    from clients.client import AsyncLinkNERClient
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
+
+async def closed_loop(target: str, texts: list[str], words: list[int], concurrency: int, seconds: float,
+                      options: Any = None, deadline_s: float = 30.0) -> dict[str, Any]:
+    """``concurrency`` callers, each sending its next request when the last is answered, for
+    ``seconds``. Only answered calls count towards throughput; every status is tallied."""
+    import grpc
+
+    from protos.linkner.v1 import linkner_pb2 as pb
+    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
+
+    requests = [pb.RecognizeRequest(text=text, options=options) for text in texts]
+    metadata = [("application", APP)]
     latencies: list[float] = []
-    limit = asyncio.Semaphore(concurrency)
-    async with AsyncLinkNERClient(target, application, timeout_s=120) as client:
-        await client.recognize(texts[0])  # warm-up
-        started = time.perf_counter()
+    statuses: dict[str, int] = {}
+    done_words = [0]
+    counter = [0]
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.LinkNERStub(channel)
+        stop_at = time.perf_counter() + seconds
 
-        async def one(text: str) -> None:
-            async with limit:
+        async def caller() -> None:
+            while time.perf_counter() < stop_at:
+                index = counter[0] % len(requests)
+                counter[0] += 1
                 begin = time.perf_counter()
-                await client.recognize(text, policy="none")
-                latencies.append(time.perf_counter() - begin)
+                try:
+                    await stub.Recognize(requests[index], metadata=metadata, timeout=deadline_s)
+                    code = "OK"
+                except grpc.aio.AioRpcError as error:
+                    code = error.code().name
+                statuses[code] = statuses.get(code, 0) + 1
+                if code == "OK":
+                    latencies.append(time.perf_counter() - begin)
+                    done_words[0] += words[index]
 
-        await asyncio.gather(*[one(text) for text in texts])
+        started = time.perf_counter()
+        await asyncio.gather(*[caller() for _ in range(concurrency)])
         elapsed = time.perf_counter() - started
     latencies.sort()
-    return {"requests": len(texts), "seconds": elapsed, "requests_per_s": len(texts) / elapsed,
-            "p50_ms": 1000 * statistics.median(latencies), "p95_ms": 1000 * latencies[int(0.95 * len(latencies)) - 1]}
+    ok = len(latencies)
+    return {"concurrency": concurrency, "seconds": elapsed, "answered": ok, "statuses": statuses,
+            "requests_per_s": ok / elapsed, "sentences_per_s": ok / elapsed, "words_per_s": done_words[0] / elapsed,
+            "p50_ms": 1000 * percentile(latencies, 0.50), "p95_ms": 1000 * percentile(latencies, 0.95),
+            "p99_ms": 1000 * percentile(latencies, 0.99)}
 
 
-def main() -> int:
-    args = parse_args()
+def stack_processes() -> dict[str, list[int]]:
+    """PIDs of this run's serving stack by part: everything Ray started below this process (Serve
+    actors carry their role in their process title, ``ray::ServeReplica:APP:DEPLOYMENT``)."""
+    import psutil
+
+    parts: dict[str, list[int]] = {}
+    for process in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            title = " ".join(process.cmdline()) or process.name()
+        except psutil.Error:
+            continue
+        if "ProxyActor" in title:
+            part = "grpc proxy"
+        elif "ServeController" in title:
+            part = "serve controller"
+        elif "ServeReplica:" in title:
+            part = title.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[-1]
+        elif title.startswith("ray::"):
+            continue  # idle workers
+        else:
+            part = "ray daemons"
+        parts.setdefault(part, []).append(process.pid)
+    return parts
+
+
+def cpu_seconds(parts: dict[str, list[int]]) -> dict[str, float]:
+    import psutil
+
+    totals = {}
+    for part, pids in parts.items():
+        total = 0.0
+        for pid in pids:
+            try:
+                times = psutil.Process(pid).cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+        totals[part] = total
+    return totals
+
+
+async def warm_up(target: str, texts: list[str], options: Any, calls: int = 8) -> None:
+    """A few calls before measuring: the ingress builds its service, the LLM engine warms up."""
+    import grpc
+
+    from protos.linkner.v1 import linkner_pb2 as pb
+    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.LinkNERStub(channel)
+        await asyncio.gather(*[stub.Recognize(pb.RecognizeRequest(text=text, options=options),
+                                              metadata=[("application", APP)], timeout=120) for text in texts[:calls]])
+
+
+def run_level(target: str, texts: list[str], words: list[int], concurrency: int, seconds: float,
+              options: Any) -> dict[str, Any]:
+    parts = stack_processes()
+    before = cpu_seconds(parts)
+    result = asyncio.run(closed_loop(target, texts, words, concurrency, seconds, options))
+    after = cpu_seconds(parts)
+    answered = max(1, result["answered"] + sum(v for k, v in result["statuses"].items() if k != "OK"))
+    result["cpu_ms_per_request"] = {part: 1000 * (after[part] - before[part]) / answered for part in parts}
+    result["cpu_ms_per_request_total"] = sum(result["cpu_ms_per_request"].values())
+    return result
+
+
+def serve_app(args: argparse.Namespace, llm: bool) -> None:
+    from ray import serve
+
+    from serve.app import build_app
+
+    app_args: dict[str, Any] = {
+        "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size},
+        "llm_pool": {"enabled": False},
+    }
+    if llm:
+        app_args["llm_pool"] = {"enabled": True, "llm": {"backend": "vllm", "model": str(args.llm), "mode": "letter"}}
+        app_args["router"] = {"use_calibration": False}
+    serve.run(build_app(app_args), name=APP, route_prefix=f"/{APP}")
+
+
+def served_rows(args: argparse.Namespace, texts: list[str], words: list[int]) -> list[dict[str, Any]]:
     import ray
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    from linkner.data.readers import read_dataset
-    from serve.app import GRPC_SERVICER, build_app
+    from protos.linkner.v1 import linkner_pb2 as pb
+    from serve.app import GRPC_SERVICER
 
-    texts = [" ".join(s.tokens) for s in read_dataset(args.data_dir / "test.txt") if len(s) > 3][: args.requests]
+    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    if args.throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+        env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     port = free_port()
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 * 1024 * 1024)
+             object_store_memory=256 * 1024 * 1024, runtime_env={"env_vars": env})
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
                 grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[GRPC_SERVICER]))
-    results = []
+    target = f"127.0.0.1:{port}"
+    rows = []
     try:
-        for batch in [int(b) for b in args.batch_sizes.split(",")]:
-            app_args = {"ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": batch,
-                                "max_ongoing_requests": max(2 * batch, 2), "batch_wait_timeout_s": 0.01},
-                        "llm_pool": {"enabled": False}}
-            serve.run(build_app(app_args), name="bench", route_prefix="/bench")
-            result = {"max_batch_size": batch, "concurrency": args.concurrency,
-                      **asyncio.run(load(f"127.0.0.1:{port}", "bench", texts, args.concurrency))}
-            results.append(result)
-            print(result, flush=True)
-            serve.delete("bench")
+        plans = [("local", False, pb.Options(policy="none"), args.concurrency)]
+        if args.llm_concurrency and args.llm.is_dir():
+            plans.append((f"LLM {100 * args.llm_share:g}%", True, pb.Options(policy="budget", budget=args.llm_share),
+                          args.llm_concurrency))
+        for path, llm, options, levels in plans:
+            serve_app(args, llm)
+            asyncio.run(warm_up(target, texts, options))
+            print(f"{path}: stack processes {stack_processes()}", flush=True)
+            for concurrency in [int(c) for c in levels.split(",")]:
+                row = {"path": path, **run_level(target, texts, words, concurrency, args.seconds, options)}
+                print(json.dumps({k: v for k, v in row.items() if k != "cpu_ms_per_request"}), flush=True)
+                rows.append(row)
+            serve.delete(APP)
     finally:
         serve.shutdown()
         ray.shutdown()
-    lines = [f"{len(texts)} CoNLL test sentences over gRPC, {args.concurrency} concurrent, local model only "
-             f"(NER replica: {args.threads} torch threads)", "",
-             "| max_batch_size | requests/s | p50 ms | p95 ms |", "|---|---|---|---|"]
-    lines += [f"| {r['max_batch_size']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} |"
-              for r in results]
-    print("\n".join(lines))
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"{report['sentences']} CoNLL-2003 test sentences as raw text; NER replica and in-process rows with "
+             f"{report['threads']} torch thread(s); {report['seconds_per_level']:.0f} s per level; "
+             f"Ray Serve throughput-optimized: {report['throughput_optimized']}", ""]
+    if report.get("inprocess"):
+        lines += ["| in-process | sentences/s | ms / sentence |", "|---|---|---|"]
+        for row in report["inprocess"]:
+            lines.append(f"| {row['name']} | {row['sentences_per_s']:.1f} | {row['ms_per_sentence']:.1f} |")
+        lines.append("")
+    lines += ["| served over gRPC | callers | requests/s | words/s | p50 ms | p95 ms | p99 ms | errors | "
+              "stack CPU ms / request (proxy, ingress, ner, llm, ray) |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in report["served"]:
+        errors = ", ".join(f"{k} {v}" for k, v in row["statuses"].items() if k != "OK") or "none"
+        cpu = row["cpu_ms_per_request"]
+        parts = ", ".join(f"{cpu.get(p, 0.0):.1f}" for p in ("grpc proxy", "ingress", "ner", "llm", "ray daemons"))
+        lines.append(f"| {row['path']} | {row['concurrency']} | {row['requests_per_s']:.1f} | {row['words_per_s']:.0f} "
+                     f"| {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {errors} | {parts} |")
+    lines.append("")
+    for key in ("served_vs_inprocess_c32", "served_vs_hf_pipeline_c32", "stack_cpu_ms_per_request",
+                "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms"):
+        if report.get(key) is not None:
+            lines.append(f"- {key}: {report[key]:.2f}")
+    return "\n".join(lines)
+
+
+def summarise(report: dict[str, Any]) -> None:
+    """The ratios the targets are stated in."""
+    local = {row["concurrency"]: row for row in report["served"] if row["path"] == "local"}
+    inprocess = {row["name"]: row for row in report.get("inprocess", [])}
+    c32 = local.get(32)
+    batched = inprocess.get("predictor batched")
+    if c32 and batched:
+        report["served_vs_inprocess_c32"] = c32["sentences_per_s"] / batched["sentences_per_s"]
+        model_cpu_ms = batched.get("cpu_ms_per_sentence", batched["ms_per_sentence"])
+        report["stack_cpu_ms_per_request"] = c32["cpu_ms_per_request_total"] - model_cpu_ms
+    if c32 and inprocess.get("hf pipeline"):
+        report["served_vs_hf_pipeline_c32"] = c32["sentences_per_s"] / inprocess["hf pipeline"]["sentences_per_s"]
+    for level in (64, 128):
+        if c32 and local.get(level):
+            report[f"c{level}_vs_c32"] = local[level]["requests_per_s"] / c32["requests_per_s"]
+    one = inprocess.get("predictor one at a time")
+    if local.get(1) and one:
+        report["p50_c1_minus_inprocess_ms"] = local[1]["p50_ms"] - one["ms_per_sentence"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from linkner.data.readers import read_dataset
+
+    sentences = [s for s in read_dataset(args.data_dir / "test.txt") if len(s) > 3][: args.sentences]
+    texts = [" ".join(s.tokens) for s in sentences]
+    words = [len(s) for s in sentences]
+    report: dict[str, Any] = {"sentences": len(sentences), "threads": args.threads, "seconds_per_level": args.seconds,
+                              "throughput_optimized": args.throughput_optimized, "model": str(args.model)}
+    if not args.no_inprocess:
+        from benchmarks.inprocess import inprocess_rows
+
+        report["inprocess"] = inprocess_rows(args.model, sentences, args.threads, args.max_batch_size,
+                                             quick=args.quick)
+    report["served"] = served_rows(args, texts, words)
+    summarise(report)
+    table = markdown(report)
+    print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
     return 0
 
 
