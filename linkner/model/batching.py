@@ -134,9 +134,11 @@ class SpanBatcher:
         """Sub-words (special tokens included, capped at the limit) each word list encodes to."""
         if not sentences:
             return []
-        encoding = self.tokenizer([list(words) for words in sentences], is_split_into_words=True,
-                                  truncation=True, max_length=self.max_subwords)
-        return [len(ids) for ids in encoding["input_ids"]]
+        # The very padding and truncation settings of encode(): a fast tokenizer keeps them as
+        # state, and changing them while another thread encodes breaks that thread's batch.
+        encoding = self.tokenizer([list(words) for words in sentences], is_split_into_words=True, truncation=True,
+                                  max_length=self.max_subwords, padding=True)
+        return [sum(mask) for mask in encoding["attention_mask"]]
 
     def _span_table(self, num_words: int) -> "SpanTable":
         """The candidate spans of a ``num_words``-word sentence, built once per length."""
