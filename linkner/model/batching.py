@@ -57,6 +57,7 @@ class SpanBatcher:
         self.class_index = {name: index for index, name in enumerate(self.classes)}
         self.max_span_len = max_span_len
         self.max_subwords = min(max_subwords, getattr(tokenizer, "model_max_length", max_subwords) or max_subwords)
+        self._tables: dict[int, SpanTable] = {}
 
     def encode(self, sentences: Sequence[Sentence], with_labels: bool = False) -> SpanBatch:
         """Encode a batch; with labels, every candidate span gets its gold class (``O`` if none)."""
@@ -72,31 +73,33 @@ class SpanBatcher:
         batch_size = len(sentences)
         max_words = max((len(tokens) for tokens in words), default=1) or 1
         word_index = torch.zeros(batch_size, max_words, dtype=torch.long)
-        casing = torch.zeros(batch_size, max_words, dtype=torch.long)
         represented: list[int] = []
         lengths = encoding["attention_mask"].sum(1).tolist()
         for row, tokens in enumerate(words):
             truncated = lengths[row] >= self.max_subwords
             represented.append(self._align_words(encoding.word_ids(row), len(tokens), truncated, word_index[row]))
-            casing[row, : len(tokens)] = torch.tensor([casing_class(token) for token in tokens], dtype=torch.long)
+        casing = torch.tensor(
+            [[casing_class(token) for token in tokens] + [0] * (max_words - len(tokens)) for tokens in words],
+            dtype=torch.long,
+        ).view(batch_size, max_words)
 
-        spans = [self._candidate_spans(count) for count in represented]
+        tables = [self._span_table(count) for count in represented]
+        spans = [table.spans for table in tables]
         max_spans = max((len(candidates) for candidates in spans), default=1) or 1
         span_start = torch.zeros(batch_size, max_spans, dtype=torch.long)
         span_end = torch.zeros(batch_size, max_spans, dtype=torch.long)
         span_mask = torch.zeros(batch_size, max_spans, dtype=torch.bool)
         span_labels = torch.full((batch_size, max_spans), IGNORE_INDEX, dtype=torch.long) if with_labels else None
-        for row, candidates in enumerate(spans):
-            if not candidates:
+        for row, table in enumerate(tables):
+            count = len(table.spans)
+            if not count:
                 continue
-            starts, ends = zip(*candidates)
-            count = len(candidates)
-            span_start[row, :count] = torch.tensor(starts)
-            span_end[row, :count] = torch.tensor(ends) - 1
+            span_start[row, :count] = table.starts
+            span_end[row, :count] = table.ends
             span_mask[row, :count] = True
             if span_labels is not None:
                 gold = {(span.start, span.end): self.class_index[span.label] for span in sentences[row].entities}
-                span_labels[row, :count] = torch.tensor([gold.get(candidate, 0) for candidate in candidates])
+                span_labels[row, :count] = torch.tensor([gold.get(candidate, 0) for candidate in table.spans])
         return SpanBatch(
             input_ids=encoding["input_ids"],
             attention_mask=encoding["attention_mask"],
@@ -127,9 +130,39 @@ class SpanBatcher:
             out[word] = previous
         return min(represented, num_words)
 
+    def subword_lengths(self, sentences: Sequence[Sequence[str]]) -> list[int]:
+        """Sub-words (special tokens included, capped at the limit) each word list encodes to."""
+        if not sentences:
+            return []
+        # The very padding and truncation settings of encode(): a fast tokenizer keeps them as
+        # state, and changing them while another thread encodes breaks that thread's batch.
+        encoding = self.tokenizer([list(words) for words in sentences], is_split_into_words=True, truncation=True,
+                                  max_length=self.max_subwords, padding=True)
+        return [sum(mask) for mask in encoding["attention_mask"]]
+
+    def _span_table(self, num_words: int) -> "SpanTable":
+        """The candidate spans of a ``num_words``-word sentence, built once per length."""
+        table = self._tables.get(num_words)
+        if table is None:
+            spans = self._candidate_spans(num_words)
+            starts = torch.tensor([start for start, _ in spans], dtype=torch.long)
+            ends = torch.tensor([end - 1 for _, end in spans], dtype=torch.long)
+            table = self._tables[num_words] = SpanTable(spans, starts, ends)
+        return table
+
     def _candidate_spans(self, num_words: int) -> list[tuple[int, int]]:
         return [
             (start, end)
             for start in range(num_words)
             for end in range(start + 1, min(num_words, start + self.max_span_len) + 1)
         ]
+
+
+@dataclass(frozen=True)
+class SpanTable:
+    """Candidate spans of one sentence length: ``(start, end_exclusive)`` pairs and, as tensors,
+    their starts and inclusive ends. Shared between batches: never modify."""
+
+    spans: list[tuple[int, int]]
+    starts: torch.Tensor
+    ends: torch.Tensor

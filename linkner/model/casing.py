@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 PAD, LOWER, UPPER, TITLE, MIXED, NUMERIC, HAS_DIGIT, PUNCT, OTHER = range(9)
 NUM_CASING_CLASSES = 9
 
 
+@lru_cache(maxsize=1 << 16)  # words repeat: the batcher asks about every word of every sentence
 def casing_class(word: str) -> int:
     """Classify a word's shape: lower, UPPER, Title, mIxed, numeric, has-digit, punctuation, other."""
     if not word:

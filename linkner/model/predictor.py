@@ -12,6 +12,7 @@ from linkner.data.spans import Sentence, Span
 from linkner.model.decoding import greedy_non_overlapping
 from linkner.model.batching import SpanBatcher
 from linkner.model.checkpoint import load_checkpoint
+from linkner.model.packing import CPU_OVERHEAD_TOKENS, GPU_OVERHEAD_TOKENS, plan_batches
 from linkner.model.span_model import SpanNER
 from linkner.uncertainty.estimators import SpanOutputs, UncertaintyEstimator, get_estimator
 
@@ -42,7 +43,11 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 class SpanPredictor:
-    """Runs a :class:`SpanNER` over sentences in length-sorted batches and decodes entities."""
+    """Runs a :class:`SpanNER` over sentences in length-sorted batches and decodes entities.
+
+    A call's windows are sorted by sub-word length and cut into batches of at most ``batch_size``
+    where padding would cost more than ``overhead_tokens`` (what one more forward call is worth,
+    in padded sub-words); ``max_batch_tokens`` optionally caps a batch's padded sub-words."""
 
     def __init__(
         self,
@@ -53,6 +58,8 @@ class SpanPredictor:
         mc_samples: int = 8,
         window_words: int = 128,
         top_k: int | None = None,
+        overhead_tokens: int | None = None,
+        max_batch_tokens: int | None = None,
     ) -> None:
         self.model = model.eval()
         self.batcher = batcher
@@ -61,6 +68,10 @@ class SpanPredictor:
         self.mc_samples = mc_samples
         self.window_words = window_words
         self.top_k = top_k
+        # what one more forward call costs, in padded sub-words: small on a CPU, large on a GPU
+        default = GPU_OVERHEAD_TOKENS if self.device.type == "cuda" else CPU_OVERHEAD_TOKENS
+        self.overhead_tokens = default if overhead_tokens is None else overhead_tokens
+        self.max_batch_tokens = max_batch_tokens
 
     @classmethod
     def from_checkpoint(cls, folder: str | Path, device: str = "auto", **options: int) -> "SpanPredictor":
@@ -88,15 +99,23 @@ class SpanPredictor:
             for bounds in plan_windows(len(words), 0, len(words), self.window_words)
         ]
         while pending:
-            pending.sort(key=lambda window: window.end - window.start)
             retry: list[Window] = []
-            for chunk in _chunks(pending, self.batch_size):
-                retry.extend(self._predict_windows(chunk, chosen, found))
+            for group in self._plan(pending):
+                retry.extend(self._predict_windows(group, chosen, found))
             pending = retry
         return [
             greedy_non_overlapping(entities, [(e.start, e.end) for e in entities], [e.probability for e in entities])
             for entities in found
         ]
+
+    def _plan(self, windows: list["Window"]) -> list[list["Window"]]:
+        """Batches of at most ``batch_size`` windows, sorted by sub-word length and cut where
+        padding would cost more than another forward call (see :func:`plan_batches`)."""
+        if len(windows) <= 1 or self.batch_size <= 1:
+            return [[window] for window in windows]
+        lengths = self.batcher.subword_lengths([window.words for window in windows])
+        plan = plan_batches(lengths, self.batch_size, self.overhead_tokens, self.max_batch_tokens)
+        return [[windows[index] for index in batch] for batch in plan]
 
     def _predict_windows(
         self, windows: list["Window"], estimators: list[UncertaintyEstimator], found: list[list[EntityPrediction]]
@@ -104,41 +123,46 @@ class SpanPredictor:
         """Add each window's entities that start in the words it owns to ``found``; return smaller
         windows replacing any window too long for the encoder's sub-word limit."""
         batch = self.batcher.encode([Sentence(window.words) for window in windows]).to(self.device)
-        probs_all, outputs, positions = self._outputs(batch, max((e.samples for e in estimators), default=0))
-        # estimators run on the entity candidates only; row_of maps a flat span index to its row
-        row_of = {position: row for row, position in enumerate(positions)}
-        uncertainties = {e.name: e(outputs).tolist() for e in estimators}
-        probs = probs_all.tolist()
-        predicted = probs_all.argmax(-1).tolist()
-        classes = self.batcher.classes
         too_long: list[Window] = []
-        flat = 0
+        own_from, own_to = [], []
         for row, window in enumerate(windows):
-            spans = batch.spans[row]
-            first, flat = flat, flat + len(spans)
-            if batch.represented_words[row] < len(window.words):
+            fits = batch.represented_words[row] >= len(window.words)
+            own_from.append(window.own_start - window.start if fits else 0)
+            own_to.append(window.own_end - window.start if fits else 0)  # a window cut short owns nothing
+            if not fits:
                 size = max(1, (window.end - window.start) // 2)
                 too_long += [
                     Window(window.sentence, *bounds, window.sentence_words)
                     for bounds in plan_windows(len(window.sentence_words), window.own_start, window.own_end, size)
                 ]
-                continue
-            candidates = [first + i for i, (start, _) in enumerate(spans)
-                          if predicted[first + i] != 0 and window.owns(window.start + start)]
+        owned = (torch.tensor(own_from, device=self.device), torch.tensor(own_to, device=self.device))
+        spans, outputs, _ = self._outputs(batch, max((e.samples for e in estimators), default=0), owned)
+        if not len(spans):
+            return too_long
+        # only the owned entity candidates ever leave tensors
+        uncertainties = {e.name: e(outputs).tolist() for e in estimators}
+        ranked_probs, ranked_classes = outputs.probs.sort(dim=-1, descending=True, stable=True)
+        keep = self.top_k or len(self.batcher.classes)
+        ranked_probs, ranked_classes = ranked_probs[:, :keep].tolist(), ranked_classes[:, :keep].tolist()
+        rows, starts, ends = spans.T.tolist()
+        classes = self.batcher.classes
+        by_row: dict[int, list[int]] = {}
+        for index, row in enumerate(rows):
+            by_row.setdefault(row, []).append(index)
+        for row, candidates in by_row.items():
+            window = windows[row]
             kept = greedy_non_overlapping(
-                candidates, [spans[i - first] for i in candidates], [probs[i][predicted[i]] for i in candidates]
+                candidates, [(starts[i], ends[i]) for i in candidates], [ranked_probs[i][0] for i in candidates]
             )
             for i in kept:
-                start, end = spans[i - first]
-                ranked = sorted(range(len(classes)), key=lambda c: -probs[i][c])[: self.top_k or len(classes)]
                 found[window.sentence].append(
                     EntityPrediction(
-                        start=window.start + start,
-                        end=window.start + end,
-                        label=classes[predicted[i]],
-                        probability=probs[i][predicted[i]],
-                        uncertainty={name: values[row_of[i]] for name, values in uncertainties.items()},
-                        alternatives=[(classes[c], probs[i][c]) for c in ranked],
+                        start=window.start + starts[i],
+                        end=window.start + ends[i],
+                        label=classes[ranked_classes[i][0]],
+                        probability=ranked_probs[i][0],
+                        uncertainty={name: values[i] for name, values in uncertainties.items()},
+                        alternatives=[(classes[c], p) for c, p in zip(ranked_classes[i], ranked_probs[i])],
                     )
                 )
         return too_long
@@ -164,22 +188,33 @@ class SpanPredictor:
         return torch.nn.functional.normalize(pairs, dim=-1)
 
     @torch.no_grad()
-    def _outputs(self, batch, samples: int) -> tuple[torch.Tensor, SpanOutputs, list[int]]:
-        """Class probabilities of every real (unpadded) span, flattened; and, for the spans predicted
-        as entities only (the only ones whose uncertainty is ever read), the estimator inputs with
-        head-dropout samples when asked, plus their flat positions."""
-        features = self.model.span_features(batch)[batch.span_mask]
-        logits = self.model.classify(features)
+    def _outputs(
+        self, batch, samples: int, owned: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, SpanOutputs, list[int]]:
+        """Classify every real (unpadded) span; keep the entity candidates (not predicted ``O``,
+        and, with ``owned`` = per-row ``(from, to)`` word bounds, starting in ``from .. to - 1``).
+
+        Returns the candidates' ``(row, start, end_exclusive)`` ``[M, 3]`` on the CPU, their
+        estimator inputs (with ``samples`` head-dropout passes when asked), and their positions
+        among the batch's real spans in row-major order."""
+        words, casing = self.model.word_states(batch)
+        rows, columns = batch.span_mask.nonzero(as_tuple=True)
+        starts, ends = batch.span_start[rows, columns], batch.span_end[rows, columns]
+        logits = self.model.selected_logits(words, casing, rows, starts, ends)
         probs = self.model.probabilities(logits)
-        entity = probs.argmax(-1) != 0
-        positions = entity.nonzero().squeeze(-1).tolist()
-        features, logits, probs_all, probs = features[entity], logits[entity], probs, probs[entity]
+        candidate = probs.argmax(-1) != 0
+        if owned is not None:
+            candidate &= (starts >= owned[0][rows]) & (starts < owned[1][rows])
+        positions = candidate.nonzero().squeeze(-1)
+        logits, probs = logits[positions], probs[positions]
+        rows, starts, ends = rows[positions], starts[positions], ends[positions]
         sample_probs = None
-        if samples and positions:  # functional dropout: the shared module stays in eval mode
+        if samples and len(positions):  # functional dropout: the shared module stays in eval mode
+            features = self.model.selected_features(words, casing, rows, starts, ends)
             sample_probs = torch.stack(
                 [self.model.probabilities(self.model.classify(features, sample=True)) for _ in range(samples)]
             )
-        if samples and not positions:
+        if samples and not len(positions):
             sample_probs = probs.unsqueeze(0).expand(samples, -1, -1)
         outputs = SpanOutputs(
             logits=logits.float().cpu(),
@@ -189,7 +224,8 @@ class SpanPredictor:
             evidential=self.model.config.objective == "evidential",
             evidence_clamp=self.model.config.evidence_clamp,
         )
-        return probs_all.float().cpu(), outputs, positions
+        spans = torch.stack([rows, starts, ends + 1], dim=-1).cpu()
+        return spans, outputs, positions.tolist()
 
 
 @dataclass(frozen=True)

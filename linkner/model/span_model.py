@@ -33,11 +33,9 @@ class SpanNER(nn.Module):
 
     def span_features(self, batch: SpanBatch) -> torch.Tensor:
         """Encode once and build span representations ``[B, S, F]`` (no head dropout)."""
-        states = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-        words = _gather(states, batch.word_index)  # [B, W, H]
+        words, casing = self.word_states(batch)
         start = _gather(words, batch.span_start)
         end = _gather(words, batch.span_end)
-        casing = self.casing_embedding(batch.casing)  # [B, W, C]
         return torch.cat(
             [
                 start,
@@ -49,6 +47,43 @@ class SpanNER(nn.Module):
             ],
             dim=-1,
         )
+
+    def word_states(self, batch: SpanBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the encoder: each word's first sub-token state ``[B, W, H]`` and casing embedding
+        ``[B, W, C]``."""
+        states = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        return _gather(states, batch.word_index), self.casing_embedding(batch.casing)
+
+    def selected_features(
+        self, words: torch.Tensor, casing: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
+    ) -> torch.Tensor:
+        """Features ``[N, F]`` (as :meth:`span_features`) of the N spans ``rows[i], starts[i] ..
+        ends[i]`` (inclusive) only."""
+        start, end = words[rows, starts], words[rows, ends]
+        width = self.width_embedding((ends - starts).clamp(0, self.config.max_span_len - 1))
+        return torch.cat([start, end, start * end, width, casing[rows, starts], casing[rows, ends]], dim=-1)
+
+    def selected_logits(
+        self, words: torch.Tensor, casing: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
+    ) -> torch.Tensor:
+        """Deterministic logits ``[N, K+1]`` of the selected spans: ``classify(selected_features(...))``
+        up to float rounding, without building the ``[N, F]`` features. The first layer is split
+        by feature block: the start and end blocks (with casing) are projected once per word, the
+        width block once per width, and only ``start * end`` is projected per span."""
+        hidden_size, weight = words.size(-1), self.hidden.weight
+        width_dim, casing_dim = self.config.width_dim, casing.size(-1)
+        w_start, w_end, w_product = weight[:, :hidden_size], weight[:, hidden_size : 2 * hidden_size], \
+            weight[:, 2 * hidden_size : 3 * hidden_size]
+        offset = 3 * hidden_size + width_dim
+        w_width = weight[:, 3 * hidden_size : offset]
+        w_case_start, w_case_end = weight[:, offset : offset + casing_dim], weight[:, offset + casing_dim :]
+        start_part = words @ w_start.T + casing @ w_case_start.T  # [B, W, D]
+        end_part = words @ w_end.T + casing @ w_case_end.T
+        width_part = F.linear(self.width_embedding.weight, w_width, self.hidden.bias)  # [L, D]
+        widths = (ends - starts).clamp(0, self.config.max_span_len - 1)
+        product = (words[rows, starts] * words[rows, ends]) @ w_product.T
+        hidden = F.gelu(product + start_part[rows, starts] + end_part[rows, ends] + width_part[widths])
+        return self.output(hidden)
 
     def classify(self, features: torch.Tensor, sample: bool = False) -> torch.Tensor:
         """Span features ``[..., F]`` to class logits ``[..., K+1]``. Head dropout applies in train

@@ -1,0 +1,61 @@
+"""The in-process benchmark's measurements on the tiny checkpoint and a handful of sentences."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import inprocess  # noqa: E402
+
+from linkner.data.readers import write_dataset  # noqa: E402
+from linkner.model.predictor import SpanPredictor  # noqa: E402
+
+
+def test_rows_and_ratios_on_the_tiny_checkpoint(tiny_checkpoint, toy_dev) -> None:
+    sentences = [list(s.tokens) for s in toy_dev[:10]]
+    rows, ratios = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=2)
+    assert [row.name for row in rows] == ["encoder", "one", "batched"]
+    for row in rows:
+        summary = row.summary()
+        assert len(row.seconds) == 2 and summary["sentences_per_s"] > 0
+        expected_words_per_s = summary["sentences_per_s"] * sum(map(len, sentences)) / len(sentences)
+        assert summary["words_per_s"] == pytest.approx(expected_words_per_s)
+    assert set(ratios) == {"batched_over_one", "batched_over_encoder"}
+    assert ratios["batched_over_one"] == pytest.approx(rows[2].sentences_per_s / rows[1].sentences_per_s)
+    table = inprocess.markdown(rows, ratios, "header")
+    assert "| batched over one |" in table and table.count("\n| encoder") == 1
+
+
+def test_passes_find_the_same_entities_one_at_a_time_and_batched(tiny_checkpoint, toy_dev) -> None:
+    sentences = [list(s.tokens) for s in toy_dev[:9]]
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=4)
+    found = inprocess.predictor_pass(predictor, sentences, 1)
+    assert found > 0 and inprocess.predictor_pass(predictor, sentences, 4) == found
+    inprocess.encoder_pass(predictor, sentences, 4)  # runs on every chunk, one-sentence chunk included
+
+
+def test_hf_pipeline_pass_on_a_tiny_token_head(tiny_encoder: Path, toy_dev, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, BertForTokenClassification
+
+    folder = tmp_path / "head"
+    BertForTokenClassification.from_pretrained(tiny_encoder, num_labels=3).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(folder)
+    pipe = inprocess.hf_pipeline(folder)
+    sentences = [list(s.tokens) for s in toy_dev[:5]]
+    assert inprocess.pipeline_pass(pipe, sentences, 2) >= 0
+
+
+def test_cli_writes_json_and_markdown(tiny_checkpoint, toy_dev, tmp_path: Path) -> None:
+    write_dataset(tmp_path / "test.txt", toy_dev[:12])
+    out = tmp_path / "results" / "inprocess.json"
+    assert inprocess.main(["--model", str(tiny_checkpoint), "--data-dir", str(tmp_path), "--sentences", "8",
+                           "--batch-size", "4", "--repeats", "1", "--no-hf", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [row["name"] for row in result["rows"]] == ["encoder", "one", "batched"]
+    assert result["rows"][0]["sentences"] == 8 and result["threads"] == 1
+    assert "batched over encoder" in out.with_suffix(".md").read_text()

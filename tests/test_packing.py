@@ -1,0 +1,91 @@
+"""Length-aware batching: the plan, the split first layer, and batch-size-independent predictions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from linkner.model.checkpoint import load_checkpoint
+from linkner.model.packing import plan_batches
+from linkner.model.predictor import SpanPredictor
+
+
+def _cost(lengths: list[int], batches: list[list[int]], overhead: int) -> int:
+    return sum(overhead + len(batch) * max(lengths[i] for i in batch) for batch in batches)
+
+
+def test_plan_covers_every_item_once_within_limits() -> None:
+    lengths = [random.Random(seed).randint(3, 80) for seed in range(50)]
+    batches = plan_batches(lengths, max_batch=8, overhead_tokens=24, max_tokens=300)
+    assert sorted(i for batch in batches for i in batch) == list(range(50))
+    assert all(len(batch) <= 8 for batch in batches)
+    assert all(len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 300 for batch in batches)
+    flat = [lengths[i] for batch in batches for i in batch]
+    assert flat == sorted(flat)  # shortest first, contiguous in length order
+
+
+def test_plan_trades_padding_against_calls() -> None:
+    lengths = [10] * 8 + [60] * 8
+    assert _cost(lengths, plan_batches(lengths, 16, overhead_tokens=24), 24) == 2 * 24 + 8 * 10 + 8 * 60
+    assert len(plan_batches(lengths, 16, overhead_tokens=24)) == 2  # not padded to 60 together
+    assert len(plan_batches(lengths, 16, overhead_tokens=10**6)) == 1  # calls dear: one batch
+    assert len(plan_batches([12] * 5, 16, overhead_tokens=1)) == 1  # equal lengths: nothing to save
+    assert len(plan_batches(lengths, 4)) == 4  # the item cap holds
+    assert plan_batches([], 4) == []
+
+
+def test_plan_is_optimal_on_small_cases() -> None:
+    """Brute force over all cuts of the sorted order agrees with the dynamic programme."""
+    rng = random.Random(3)
+    for _ in range(30):
+        lengths = sorted(rng.randint(1, 40) for _ in range(7))
+        best = min(
+            _cost(lengths, [list(range(a, b)) for a, b in zip([0, *cuts], [*cuts, 7])], 10)
+            for mask in range(64)
+            for cuts in [[i + 1 for i in range(6) if mask >> i & 1]]
+            if all(b - a <= 3 for a, b in zip([0, *cuts], [*cuts, 7]))
+        )
+        assert _cost(lengths, plan_batches(lengths, 3, overhead_tokens=10), 10) == best
+
+
+def test_selected_logits_match_full_features(tiny_checkpoint, toy_dev) -> None:
+    model, batcher = load_checkpoint(tiny_checkpoint)
+    batch = batcher.encode(toy_dev[:12])
+    with torch.no_grad():
+        expected = model.classify(model.span_features(batch))[batch.span_mask]
+        words, casing = model.word_states(batch)
+        rows, columns = batch.span_mask.nonzero(as_tuple=True)
+        starts, ends = batch.span_start[rows, columns], batch.span_end[rows, columns]
+        features = model.selected_features(words, casing, rows, starts, ends)
+        assert torch.allclose(features, model.span_features(batch)[batch.span_mask])
+        assert torch.allclose(model.selected_logits(words, casing, rows, starts, ends), expected, atol=1e-5)
+
+
+def _mixed_sentences(toy_dev) -> list[tuple[str, ...]]:
+    """Short, medium and long sentences (some long enough to be cut into windows), shuffled."""
+    rng = random.Random(7)
+    sentences = [s.tokens for s in toy_dev[:30]]
+    sentences += [sum((toy_dev[i + j].tokens for j in range(k)), ()) for i, k in ((0, 3), (5, 6), (12, 14))]
+    sentences += [("Paris",), (".",), ()]
+    rng.shuffle(sentences)
+    return sentences
+
+
+@pytest.mark.parametrize("window_words", [128, 24])
+def test_predictions_do_not_depend_on_batch_size(tiny_checkpoint, toy_dev, window_words: int) -> None:
+    sentences = _mixed_sentences(toy_dev)
+    estimators = ["confidence", "entropy"]
+    one = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=1, window_words=window_words)
+    many = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=64, window_words=window_words)
+    alone = [one.predict([words], estimators)[0] for words in sentences]
+    together = many.predict(sentences, estimators)
+    assert sum(map(len, alone)) > 20
+    for a, b in zip(alone, together, strict=True):
+        assert [(p.start, p.end, p.label) for p in a] == [(p.start, p.end, p.label) for p in b]
+        for p, q in zip(a, b):
+            assert p.probability == pytest.approx(q.probability, abs=1e-5)
+            assert [c for c, _ in p.alternatives] == [c for c, _ in q.alternatives]
+            assert [v for _, v in p.alternatives] == pytest.approx([v for _, v in q.alternatives], abs=1e-5)
+            assert p.uncertainty == pytest.approx(q.uncertainty, abs=1e-5)
