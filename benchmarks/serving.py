@@ -242,7 +242,7 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("inprocess"):
         lines += ["| in-process | sentences/s | ms / sentence |", "|---|---|---|"]
         for row in report["inprocess"]:
-            lines.append(f"| {row['name']} | {row['sentences_per_s']:.1f} | {row['ms_per_sentence']:.1f} |")
+            lines.append(f"| {row['description']} | {row['sentences_per_s']:.1f} | {row['ms_per_sentence']:.1f} |")
         lines.append("")
     lines += ["| served over gRPC | callers | requests/s | words/s | p50 ms | p95 ms | p99 ms | errors | "
               "stack CPU ms / request (proxy, ingress, ner, llm, ray) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -265,19 +265,31 @@ def summarise(report: dict[str, Any]) -> None:
     local = {row["concurrency"]: row for row in report["served"] if row["path"] == "local"}
     inprocess = {row["name"]: row for row in report.get("inprocess", [])}
     c32 = local.get(32)
-    batched = inprocess.get("predictor batched")
+    batched = inprocess.get("batched")
     if c32 and batched:
         report["served_vs_inprocess_c32"] = c32["sentences_per_s"] / batched["sentences_per_s"]
-        model_cpu_ms = batched.get("cpu_ms_per_sentence", batched["ms_per_sentence"])
+        model_cpu_ms = batched["ms_per_sentence"]  # one torch thread: its wall time is its CPU time
         report["stack_cpu_ms_per_request"] = c32["cpu_ms_per_request_total"] - model_cpu_ms
-    if c32 and inprocess.get("hf pipeline"):
-        report["served_vs_hf_pipeline_c32"] = c32["sentences_per_s"] / inprocess["hf pipeline"]["sentences_per_s"]
+    if c32 and inprocess.get("hf-pipeline"):
+        report["served_vs_hf_pipeline_c32"] = c32["sentences_per_s"] / inprocess["hf-pipeline"]["sentences_per_s"]
     for level in (64, 128):
         if c32 and local.get(level):
             report[f"c{level}_vs_c32"] = local[level]["requests_per_s"] / c32["requests_per_s"]
-    one = inprocess.get("predictor one at a time")
+    one = inprocess.get("one")
     if local.get(1) and one:
         report["p50_c1_minus_inprocess_ms"] = local[1]["p50_ms"] - one["ms_per_sentence"]
+
+
+def inprocess_rows(args: argparse.Namespace, sentences: list) -> list[dict[str, Any]]:
+    """The in-process rows of ``benchmarks/inprocess.py`` on the same sentences and thread count."""
+    import torch
+
+    from benchmarks.inprocess import hf_token_head, run_benchmark
+
+    torch.set_num_threads(args.threads)
+    hf_folder = hf_token_head(args.data_dir / "train.txt", 300 if args.quick else 2000, show=True)
+    rows, _ = run_benchmark(args.model, sentences, args.max_batch_size, 1 if args.quick else 3, hf_folder)
+    return [row.summary() for row in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,10 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"sentences": len(sentences), "threads": args.threads, "seconds_per_level": args.seconds,
                               "throughput_optimized": args.throughput_optimized, "model": str(args.model)}
     if not args.no_inprocess:
-        from benchmarks.inprocess import inprocess_rows
-
-        report["inprocess"] = inprocess_rows(args.model, sentences, args.threads, args.max_batch_size,
-                                             quick=args.quick)
+        report["inprocess"] = inprocess_rows(args, [s.tokens for s in sentences])
     report["served"] = served_rows(args, texts, words)
     summarise(report)
     table = markdown(report)
