@@ -42,9 +42,10 @@ def response_to_proto(output: RecognizeOutput) -> pb.RecognizeResponse:
         entities=[
             pb.Entity(text=e.text, label=e.label, char_start=e.char_start, char_end=e.char_end,
                       word_start=e.word_start, word_end=e.word_end, sentence=e.sentence, source=e.source,
-                      uncertainty=e.uncertainty, local_label=e.local_label, local_probability=e.local_probability,
-                      llm_score=e.llm_score, degraded=e.degraded,
-                      candidates=[pb.Candidate(label=label, probability=p) for label, p in e.candidates])
+                      uncertainty=e.uncertainty.get(output.estimator, 1.0 - e.probability),
+                      local_label=e.local_label, local_probability=e.probability, llm_score=e.llm_score,
+                      degraded=e.degraded,
+                      candidates=[pb.Candidate(label=label, probability=p) for label, p in e.alternatives])
             for e in output.entities
         ],
         degraded=output.degraded, degraded_reason=output.degraded_reason, model=output.model,

@@ -9,7 +9,7 @@ from linkner.llm.protocol import SpanAnswer, SpanQuery
 from linkner.telemetry import current_carrier
 
 if TYPE_CHECKING:
-    from linkner.model.predictor import EntityPrediction
+    from linkner.data.spans import Entity
 
 
 def sentence_chunks(sentences: Sequence[Sequence[str]], max_words: int) -> list[tuple[int, int]]:
@@ -37,7 +37,7 @@ class HandleRecognizer:
         self.max_words_per_call = max_words_per_call
 
     async def recognize(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str]
-                        ) -> list[list["EntityPrediction"]]:
+                        ) -> list[list[Entity]]:
         carrier, names = current_carrier(), list(estimators)
         chunks = sentence_chunks(sentences, self.max_words_per_call)
         if len(chunks) == 1:

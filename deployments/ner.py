@@ -7,7 +7,8 @@ from typing import Sequence
 
 from ray import serve
 
-from linkner.model.predictor import EntityPrediction, SpanPredictor
+from linkner.data.spans import Entity
+from linkner.model.predictor import SpanPredictor
 from linkner.service.config import NERConfig
 from linkner.telemetry import TelemetryConfig, current_carrier, setup_tracing, traced
 from linkner.uncertainty.names import available_estimators
@@ -43,13 +44,13 @@ class NERReplica:
         return serve.get_replica_context().replica_id.unique_id
 
     async def predict(self, sentences: list[list[str]], estimators: list[str],
-                      carrier: dict[str, str] | None = None) -> list[list[EntityPrediction]]:
+                      carrier: dict[str, str] | None = None) -> list[list[Entity]]:
         with traced("linkner.ner.request", carrier, sentences=len(sentences)):
             return await self.predict_batched((sentences, tuple(estimators), current_carrier()))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def predict_batched(self, items: Sequence[tuple[list[list[str]], tuple[str, ...], dict[str, str]]]
-                              ) -> list[list[list[EntityPrediction]]]:
+                              ) -> list[list[list[Entity]]]:
         """One forward pass for all requests of the batch; its span joins the first request's trace."""
         estimators = sorted({name for _, names, _ in items for name in names})
         flat = [sentence for sentences, _, _ in items for sentence in sentences]

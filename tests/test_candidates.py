@@ -10,7 +10,8 @@ from linkner.llm.factory import LLMConfig, candidate_count, model_id_for
 from linkner.llm.openai_backend import OpenAIBackend, OpenAISettings
 from linkner.llm.oracle import OracleBackend
 from linkner.llm.protocol import NON_ENTITY, SpanAnswer, SpanQuery
-from linkner.model.predictor import EntityPrediction, SpanPredictor
+from linkner.data.spans import Entity
+from linkner.model.predictor import SpanPredictor
 from linkner.routing.answers import AnswerCache
 from linkner.routing.linker import RDCLinker, candidate_labels, span_queries
 from linkner.routing.policy import DetectionPolicy
@@ -19,7 +20,7 @@ TOKENS = [["Anna", "Berg", "visited", "Lima"], ["Reuters", "said"]]
 
 
 def prediction(start, end, label, alternatives):
-    return EntityPrediction(start=start, end=end, label=label, probability=alternatives[0][1],
+    return Entity(start=start, end=end, label=label, probability=alternatives[0][1],
                             uncertainty={"confidence": 1 - alternatives[0][1]}, alternatives=alternatives)
 
 
@@ -52,7 +53,7 @@ def test_candidate_labels_skip_the_non_entity_class_and_keep_the_local_order():
     assert candidate_labels(PREDICTIONS[0][1], 2) == ["LOC", "ORG"]  # "O" is second: skipped
     assert candidate_labels(PREDICTIONS[0][1], 3) == ["LOC", "ORG", "MISC"]
     assert candidate_labels(PREDICTIONS[1][0], 3) == ["ORG", "MISC"]  # only what the prediction carries
-    assert candidate_labels(EntityPrediction(0, 1, "PER", 0.5), 2) == ["PER"]
+    assert candidate_labels(Entity(0, 1, "PER", 0.5), 2) == ["PER"]
 
 
 def test_span_queries_offer_the_top_candidates_only_in_the_candidates_form():

@@ -14,12 +14,13 @@ from linkner.routing.policy import DetectionPolicy, detect
 from linkner.llm.openai_backend import OpenAIBackend, OpenAISettings
 from linkner.llm.oracle import OracleBackend
 from linkner.llm.protocol import NON_ENTITY, SpanAnswer
-from linkner.model.predictor import EntityPrediction, SpanPredictor
+from linkner.data.spans import Entity
+from linkner.model.predictor import SpanPredictor
 from openai_peer import OpenAIPeer, closed_port
 
 
 def entity(start, end, label, u):
-    return EntityPrediction(start=start, end=end, label=label, probability=1 - u, uncertainty={"confidence": u})
+    return Entity(start=start, end=end, label=label, probability=1 - u, uncertainty={"confidence": u})
 
 
 PREDICTIONS = [[entity(0, 2, "PER", 0.05), entity(3, 4, "LOC", 0.6)], [entity(1, 2, "ORG", 0.3)]]
@@ -67,7 +68,7 @@ def test_merge_replaces_drops_and_degrades():
                SpanAnswer(label=NON_ENTITY, score=0.9, model="m"),
                SpanAnswer(error="boom", model="m")]
     predictions = PREDICTIONS + [[entity(0, 1, "MISC", 0.9)]]
-    linked, stats = merge(predictions, "confidence", [(0, 1), (1, 0), (2, 0)], answers)
+    linked, stats = merge(predictions, [(0, 1), (1, 0), (2, 0)], answers)
     assert [(e.label, e.source) for e in linked[0]] == [("PER", "local"), ("ORG", "llm")]
     assert linked[0][1].local_label == "LOC" and linked[0][1].llm_score == 0.8
     assert linked[1] == []  # Non-entity dropped the span
@@ -96,12 +97,12 @@ class ErringRecognizer:
             for entity in entities:
                 count += 1
                 if count % 3 == 0:
-                    entity.label = next(label for label in self.labels if label != entity.label)
+                    entity.label = entity.local_label = next(label for label in self.labels if label != entity.label)
                     entity.uncertainty = {name: 0.99 for name in entity.uncertainty}
             taken = {w for e in entities for w in range(e.start, e.end)}
             if i % 4 == 0 and 0 not in taken:
-                entities.insert(0, EntityPrediction(start=0, end=1, label=self.labels[0], probability=0.01,
-                                                    uncertainty={name: 0.99 for name in estimators}))
+                entities.insert(0, Entity(start=0, end=1, label=self.labels[0], probability=0.01,
+                                          uncertainty={name: 0.99 for name in estimators}))
         return predictions
 
 
@@ -122,7 +123,7 @@ def test_oracle_linking_can_only_help(tiny_checkpoint, toy_dev):
     assert any(e.label != e.local_label for _, e in from_llm)
     kept = {(i, e.start, e.end) for i, s in enumerate(linked.sentences) for e in s}
     spurious = {(i, e.start, e.end) for i, s in enumerate(local.sentences) for e in s
-                if (i, e.start, e.end) not in gold_labels and e.uncertainty == 0.99}
+                if (i, e.start, e.end) not in gold_labels and e.uncertainty["confidence"] == 0.99}
     assert spurious and not spurious & kept  # the oracle's Non-entity answers dropped them
     assert set(linked.stats.timings_s) == {"recognize", "detect", "classify", "merge"}
 
@@ -157,7 +158,7 @@ def synthetic_dev(count, wrong):
     for i in range(count):
         sentences.append(make_sentence(["s", f"w{i}", "spoke", "."], [Span(1, 2, "PER")]))
         u = 0.9 - 0.001 * i if i in wrong else 0.5 - 0.001 * i
-        predictions.append([EntityPrediction(1, 2, "LOC" if i in wrong else "PER", 1 - u, {"confidence": u})])
+        predictions.append([Entity(1, 2, "LOC" if i in wrong else "PER", 1 - u, {"confidence": u})])
     return sentences, predictions
 
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from linkner.model.predictor import EntityPrediction
+from linkner.data.spans import Entity
 from linkner.routing.calibration import Calibration
 from linkner.routing.policy import DetectionPolicy, detect
 from linkner.service.api import InvalidRequest, RecognizeOptions
@@ -68,7 +68,7 @@ CASES = [(server, estimator, override, EXPECTED[server, override][index])
 
 
 def entity(start, confidence, entropy):
-    return EntityPrediction(start=start, end=start + 1, label="PER", probability=1 - confidence,
+    return Entity(start=start, end=start + 1, label="PER", probability=1 - confidence,
                             uncertainty={"confidence": confidence, "entropy": entropy})
 
 

@@ -48,6 +48,43 @@ class Sentence:
         return " ".join(self.tokens[span.start : span.end])
 
 
+@dataclass(slots=True)
+class Entity:
+    """A predicted entity, the one shape from the local model to the response.
+
+    The predictor fills the first six fields (word offsets within its sentence, end exclusive;
+    the local model's label, its probability, uncertainties by estimator, and every class with its
+    probability, most probable first). Linking sets ``label``, ``source``, ``llm_score`` and
+    ``degraded``; the service places it in the request's document (``sentence``, ``word_*``,
+    ``char_*``, ``text``). Each step makes a copy (``dataclasses.replace``), never edits in place.
+    """
+
+    start: int
+    end: int
+    label: str
+    probability: float  # the local model's probability of ``local_label``
+    uncertainty: dict[str, float] = field(default_factory=dict)
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
+    local_label: str = ""  # the local model's label (``label`` until the LLM changes it)
+    source: str = "local"  # "local" or "llm"
+    llm_score: float | None = None
+    degraded: bool = False  # routed, but the LLM could not answer: the local label stands
+    sentence: int = 0
+    word_start: int = -1  # in the document
+    word_end: int = -1
+    char_start: int = -1  # in the request text; -1 for pre-tokenized input
+    char_end: int = -1
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.local_label:
+            self.local_label = self.label
+
+    @property
+    def span(self) -> Span:
+        return Span(self.start, self.end, self.label)
+
+
 def label_set(sentences: Iterable[Sentence]) -> list[str]:
     """The sorted entity types found in ``sentences`` (never including ``O``)."""
     return sorted({span.label for sentence in sentences for span in sentence.entities})

@@ -13,7 +13,8 @@ from linkner.evaluation.scores import EntityScores, UncertaintyQuality, entity_s
 from linkner.uncertainty.names import available_estimators
 
 if TYPE_CHECKING:
-    from linkner.model.predictor import EntityPrediction, SpanPredictor
+    from linkner.data.spans import Entity
+from linkner.model.predictor import SpanPredictor
 
 
 class AssessmentReport(BaseModel):
@@ -52,11 +53,11 @@ def estimator_names(spec: str, predictor: "SpanPredictor") -> list[str]:
 def predict_with_progress(
     predictor: "SpanPredictor", sentences: Sequence[Sentence], estimators: Sequence[str],
     progress: bool = True, chunk: int = 256,
-) -> list[list["EntityPrediction"]]:
+) -> list[list[Entity]]:
     """``predictor.predict`` in chunks, with a progress bar on stderr."""
     from tqdm.auto import tqdm
 
-    predictions: list[list[EntityPrediction]] = []
+    predictions: list[list[Entity]] = []
     with tqdm(total=len(sentences), desc="predicting", unit="sent", disable=not progress, file=sys.stderr) as bar:
         for start in range(0, len(sentences), chunk):
             part = sentences[start : start + chunk]
@@ -76,7 +77,7 @@ def assess(
 
 
 def report_from_predictions(
-    sentences: Sequence[Sentence], predictions: Sequence[Sequence["EntityPrediction"]],
+    sentences: Sequence[Sentence], predictions: Sequence[Sequence[Entity]],
     estimators: Sequence[str], seconds: float,
 ) -> AssessmentReport:
     """Build the report from finished predictions."""

@@ -20,7 +20,7 @@ from linkner.routing.ranking import Predictions, rank_by_uncertainty, share_coun
 
 if TYPE_CHECKING:
     from linkner.llm.demonstrations import DemonstrationSelector
-    from linkner.model.predictor import EntityPrediction
+    from linkner.data.spans import Entity
     from linkner.routing.calibration_key import CalibrationKey
 
 
@@ -125,7 +125,7 @@ class LinkingReport(BaseModel):
         return self.calibration.llm_model if self.calibration else "LLM"
 
 
-def gold_answer(sentence: Sentence, entity: "EntityPrediction") -> str:
+def gold_answer(sentence: Sentence, entity: Entity) -> str:
     from linkner.llm.protocol import NON_ENTITY
 
     for span in sentence.entities:

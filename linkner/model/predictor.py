@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from linkner.data.spans import Sentence, Span
+from linkner.data.spans import Entity, Sentence
 from linkner.model.decoding import greedy_non_overlapping
 from linkner.model.batching import SpanBatcher
 from linkner.model.checkpoint import load_checkpoint
 from linkner.model.packing import CPU_OVERHEAD_TOKENS, GPU_OVERHEAD_TOKENS, plan_batches
 from linkner.model.span_model import SpanNER
 from linkner.uncertainty.estimators import SpanOutputs, UncertaintyEstimator, get_estimator
-
-
-@dataclass
-class EntityPrediction:
-    """A predicted entity: word offsets (end exclusive), label, its probability, uncertainties by
-    estimator name, and the classes (``O`` included; all of them unless the predictor's ``top_k``
-    says fewer) with their probabilities, most probable first."""
-
-    start: int
-    end: int
-    label: str
-    probability: float
-    uncertainty: dict[str, float] = field(default_factory=dict)
-    alternatives: list[tuple[str, float]] = field(default_factory=list)
-
-    @property
-    def span(self) -> Span:
-        return Span(self.start, self.end, self.label)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -86,13 +68,13 @@ class SpanPredictor:
 
     def predict(
         self, sentences: Sequence[Sequence[str]], estimators: Iterable[str] = ("confidence",)
-    ) -> list[list[EntityPrediction]]:
+    ) -> list[list[Entity]]:
         """Entities of each word-tokenised sentence, with the named uncertainties per entity.
 
         Sentences longer than ``window_words`` (or than the encoder's sub-word limit) are cut
         into windows; every word of the input is looked at."""
         chosen = [get_estimator(name, self.mc_samples) for name in dict.fromkeys(estimators)]
-        found: list[list[EntityPrediction]] = [[] for _ in sentences]
+        found: list[list[Entity]] = [[] for _ in sentences]
         pending = [
             Window(index, *bounds, tuple(words))
             for index, words in enumerate(sentences)
@@ -118,7 +100,7 @@ class SpanPredictor:
         return [[windows[index] for index in batch] for batch in plan]
 
     def _predict_windows(
-        self, windows: list["Window"], estimators: list[UncertaintyEstimator], found: list[list[EntityPrediction]]
+        self, windows: list["Window"], estimators: list[UncertaintyEstimator], found: list[list[Entity]]
     ) -> list["Window"]:
         """Add each window's entities that start in the words it owns to ``found``; return smaller
         windows replacing any window too long for the encoder's sub-word limit."""
@@ -156,7 +138,7 @@ class SpanPredictor:
             )
             for i in kept:
                 found[window.sentence].append(
-                    EntityPrediction(
+                    Entity(
                         start=window.start + starts[i],
                         end=window.start + ends[i],
                         label=classes[ranked_classes[i][0]],

@@ -62,7 +62,7 @@ class Calibration(BaseModel):
 def linked_spans(predictions: Predictions, estimator: str, routed: Sequence[EntityRef],
                  answers: Sequence[SpanAnswer]) -> list[list[Span]]:
     """The merged entities of each sentence as spans."""
-    linked, _ = merge(predictions, estimator, routed, answers)
+    linked, _ = merge(predictions, routed, answers)
     return [[Span(e.start, e.end, e.label) for e in sent] for sent in linked]
 
 

@@ -9,21 +9,22 @@ the local answer and marks the span and the result as degraded.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 import time
 from typing import TYPE_CHECKING, Protocol, Sequence
 
-from pydantic import BaseModel
 
 from linkner.data.spans import OUTSIDE
 from linkner.llm.protocol import Demonstration, LLMBackend, SpanAnswer, SpanQuery
-from linkner.routing.merge import LinkedEntity, LinkStats, merge
+from linkner.data.spans import Entity
+from linkner.routing.merge import LinkStats, merge
 from linkner.routing.policy import DetectionPolicy, detect
 from linkner.routing.ranking import EntityRef, Predictions
 from linkner.telemetry import traced
 
 if TYPE_CHECKING:
     from linkner.llm.demonstrations import DemonstrationSelector
-    from linkner.model.predictor import EntityPrediction, SpanPredictor
+    from linkner.model.predictor import SpanPredictor
 
 DEADLINE_MARGIN_S = 0.3  # kept for merging and answering when a caller's deadline bounds the LLM
 
@@ -32,12 +33,13 @@ class DeadlineExceeded(TimeoutError):
     """The deadline passed before even the local answer was ready."""
 
 
-class LinkResult(BaseModel):
-    sentences: list[list[LinkedEntity]]
+@dataclass
+class LinkResult:
+    sentences: list[list[Entity]]
     stats: LinkStats
 
 
-def candidate_labels(entity: "EntityPrediction", count: int) -> list[str]:
+def candidate_labels(entity: Entity, count: int) -> list[str]:
     """The local model's ``count`` most probable entity labels for a span (``O`` skipped), most
     probable first; the predicted label alone when the prediction carries no alternatives."""
     labels = [label for label, _ in entity.alternatives if label != OUTSIDE]
@@ -113,7 +115,7 @@ class Recognizer(Protocol):
     labels: list[str]
 
     async def recognize(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str]
-                        ) -> list[list["EntityPrediction"]]:
+                        ) -> list[list[Entity]]:
         ...
 
 
@@ -125,7 +127,7 @@ class LocalRecognizer:
         self.labels = predictor.labels
 
     async def recognize(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str]
-                        ) -> list[list["EntityPrediction"]]:
+                        ) -> list[list[Entity]]:
         return await asyncio.to_thread(self.predictor.predict, sentences, list(estimators))
 
 
@@ -147,7 +149,7 @@ class RDCLinker:
         self.llm_timeout_s = llm_timeout_s
 
     async def _recognize(self, sentences: Sequence[Sequence[str]], estimator: str,
-                         deadline_at: float | None) -> list[list["EntityPrediction"]]:
+                         deadline_at: float | None) -> list[list[Entity]]:
         """The local model's predictions, by ``deadline_at`` (wall clock) or :class:`DeadlineExceeded`
         (the pending call is cancelled, so a queued batch slot is given back)."""
         call = self.recognizer.recognize(sentences, [estimator])
@@ -192,7 +194,7 @@ class RDCLinker:
             timings["classify"] = time.perf_counter() - mark
             mark = time.perf_counter()
             with traced("linkner.merge"):
-                linked, stats = merge(predictions, policy.estimator, routed, answers)
+                linked, stats = merge(predictions, routed, answers)
             timings["merge"] = time.perf_counter() - mark
             stats.timings_s = timings
             if span is not None:

@@ -4,28 +4,14 @@ label with the span and the result marked degraded."""
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from dataclasses import replace
+from typing import Sequence
 
 from pydantic import BaseModel, Field
 
+from linkner.data.spans import Entity
 from linkner.llm.protocol import NON_ENTITY, SpanAnswer
 from linkner.routing.ranking import EntityRef, Predictions
-
-
-class LinkedEntity(BaseModel):
-    """An output entity: word offsets (end exclusive), final label and where it came from."""
-
-    start: int
-    end: int
-    label: str
-    source: Literal["local", "llm"]
-    local_label: str
-    local_probability: float
-    uncertainty: float
-    llm_label: str | None = None
-    llm_score: float | None = None
-    degraded: bool = False  # routed, but the LLM could not answer: the local label stands
-    alternatives: list[tuple[str, float]] = Field(default_factory=list)  # the local model's top classes
 
 
 class LinkStats(BaseModel):
@@ -46,24 +32,20 @@ class LinkStats(BaseModel):
 
 def merge(
     predictions: Predictions,
-    estimator: str,
     routed: Sequence[EntityRef],
     answers: Sequence[SpanAnswer],
-) -> tuple[list[list[LinkedEntity]], LinkStats]:
-    """Apply LLM answers to the routed spans; keep the local answer where the LLM failed."""
+) -> tuple[list[list[Entity]], LinkStats]:
+    """Apply LLM answers to the routed spans (copies; the predictions are not changed); keep the
+    local answer where the LLM failed."""
     by_ref = dict(zip(routed, answers))
     stats = LinkStats(spans=sum(len(entities) for entities in predictions), routed=len(routed))
-    sentences: list[list[LinkedEntity]] = []
+    sentences: list[list[Entity]] = []
     for i, entities in enumerate(predictions):
         linked = []
         for j, entity in enumerate(entities):
-            base = LinkedEntity(start=entity.start, end=entity.end, label=entity.label, source="local",
-                                local_label=entity.label, local_probability=entity.probability,
-                                uncertainty=entity.uncertainty.get(estimator, 1.0 - entity.probability),
-                                alternatives=entity.alternatives)
             answer = by_ref.get((i, j))
             if answer is None:
-                linked.append(base)
+                linked.append(entity)
                 continue
             stats.prompt_tokens += answer.prompt_tokens
             stats.completion_tokens += answer.completion_tokens
@@ -72,13 +54,12 @@ def merge(
                 stats.llm_errors += 1
                 stats.degraded = True
                 stats.degraded_reason = stats.degraded_reason or f"LLM failed: {answer.error}"
-                linked.append(base.model_copy(update={"degraded": True}))
+                linked.append(replace(entity, degraded=True))
                 continue
             if answer.label == NON_ENTITY:
                 stats.dropped += 1
                 continue
             stats.changed += answer.label != entity.label
-            linked.append(base.model_copy(update={"label": answer.label, "source": "llm",
-                                                  "llm_label": answer.label, "llm_score": answer.score}))
+            linked.append(replace(entity, label=answer.label, source="llm", llm_score=answer.score))
         sentences.append(linked)
     return sentences, stats

@@ -4,13 +4,12 @@ and a share of them is ``share_count(share, n)`` spans."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-if TYPE_CHECKING:
-    from linkner.model.predictor import EntityPrediction
+from linkner.data.spans import Entity
 
 EntityRef = tuple[int, int]  # (sentence index, entity index) of a predicted entity
-Predictions = Sequence[Sequence["EntityPrediction"]]
+Predictions = Sequence[Sequence[Entity]]
 
 
 def share_count(share: float, total: int) -> int:

@@ -6,7 +6,11 @@ The gRPC gateway converts protobuf messages to and from these and maps :class:`I
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from pydantic import BaseModel, Field
+
+from linkner.data.spans import Entity
 
 
 class InvalidRequest(ValueError):
@@ -41,39 +45,30 @@ class RecognizeInput(BaseModel):
     request_id: str = ""
 
 
-class OutputEntity(BaseModel):
-    text: str
-    label: str
-    char_start: int
-    char_end: int
-    word_start: int
-    word_end: int
-    sentence: int
-    source: str
-    uncertainty: float
-    local_label: str
-    local_probability: float
-    llm_score: float | None = None
-    degraded: bool = False
-    candidates: list[tuple[str, float]] = Field(default_factory=list)
+@dataclass(slots=True)
+class Word:
+    """A word of the request's document: its text, character offsets (-1 for given words) and sentence."""
 
-
-class OutputWord(BaseModel):
     text: str
     char_start: int
     char_end: int
     sentence: int
 
 
-class RecognizeOutput(BaseModel):
-    entities: list[OutputEntity]
+@dataclass
+class RecognizeOutput:
+    """One answer: the entities placed in the document (uncertainty under ``estimator``), whether
+    linking degraded and why, identifiers, per-stage timings, and the words when asked for."""
+
+    entities: list[Entity]
+    estimator: str
     degraded: bool = False
     degraded_reason: str = ""
     model: str = ""
     llm_backend: str = ""
-    timings_ms: dict[str, float] = Field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
     llm_spans: int = 0
-    words: list[OutputWord] = Field(default_factory=list)
+    words: list[Word] = field(default_factory=list)
     request_id: str = ""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from linkner.service.api import InvalidRequest, OutputWord, RecognizeInput, ServiceLimits
+from linkner.service.api import InvalidRequest, RecognizeInput, ServiceLimits, Word
 from linkner.text.segment import split_sentences
 
 
@@ -13,7 +13,7 @@ class Document:
     """A request's words grouped in sentences, with character offsets (-1 for given words)."""
 
     sentences: list[list[str]]
-    words: list[OutputWord]
+    words: list[Word]
     first_word: list[int]  # document index of each sentence's first word
 
 
@@ -30,13 +30,13 @@ def prepare_document(request: RecognizeInput, limits: ServiceLimits) -> Document
             raise InvalidRequest(f"too many words: {len(request.words)}, the limit is {limits.max_words}")
         for index, word in enumerate(request.words):
             _check_word(index, word, limits)
-        words = [OutputWord(text=word, char_start=-1, char_end=-1, sentence=0) for word in request.words]
+        words = [Word(text=word, char_start=-1, char_end=-1, sentence=0) for word in request.words]
         return Document(sentences=[list(request.words)], words=words, first_word=[0])
     sentences, words, first = [], [], []
     for number, tokens in enumerate(split_sentences(request.text)):
         first.append(len(words))
         sentences.append([token.text for token in tokens])
-        words += [OutputWord(text=t.text, char_start=t.start, char_end=t.end, sentence=number) for t in tokens]
+        words += [Word(text=t.text, char_start=t.start, char_end=t.end, sentence=number) for t in tokens]
     if not words:
         raise InvalidRequest("text has no words")
     if len(words) > limits.max_words:

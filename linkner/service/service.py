@@ -4,12 +4,12 @@ options, run the RDC linker, and shape the answer with character offsets."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from linkner.routing.linker import LinkResult, RDCLinker
 from linkner.routing.policy import DetectionPolicy
-from linkner.service.api import OutputEntity, RecognizeInput, RecognizeOutput, ServiceDescription, ServiceLimits
+from linkner.service.api import RecognizeInput, RecognizeOutput, ServiceDescription, ServiceLimits
 from linkner.service.documents import Document, prepare_document
 from linkner.service.precedence import resolve_policy
 
@@ -18,28 +18,27 @@ __all__ = ["LinkNERService", "build_output", "resolve_policy"]
 SHOWN_CANDIDATES = 3  # the local model's top classes returned with ``return_candidates``
 
 
-def build_output(document: Document, result: LinkResult, request: RecognizeInput, model: str,
+def build_output(document: Document, result: LinkResult, prepared: "Prepared", model: str,
                  started: float) -> RecognizeOutput:
-    """Shape linked entities with word and character offsets."""
+    """Place the linked entities in the request's document: word and character offsets, text."""
+    request = prepared.request
+    candidates = SHOWN_CANDIDATES if request.options.return_candidates else 0
     entities = []
     for number, (linked, first) in enumerate(zip(result.sentences, document.first_word)):
         for entity in linked:
             start, end = first + entity.start, first + entity.end
-            words = document.words[start:end]
-            has_chars = words[0].char_start >= 0
-            text = (request.text[words[0].char_start : words[-1].char_end] if has_chars
-                    else " ".join(word.text for word in words))
-            entities.append(OutputEntity(
-                text=text, label=entity.label, char_start=words[0].char_start, char_end=words[-1].char_end,
-                word_start=start, word_end=end, sentence=number, source=entity.source,
-                uncertainty=entity.uncertainty, local_label=entity.local_label,
-                local_probability=entity.local_probability, llm_score=entity.llm_score, degraded=entity.degraded,
-                candidates=entity.alternatives[:SHOWN_CANDIDATES] if request.options.return_candidates else []))
+            head, tail = document.words[start], document.words[end - 1]
+            text = (request.text[head.char_start : tail.char_end] if head.char_start >= 0
+                    else " ".join(word.text for word in document.words[start:end]))
+            entities.append(replace(entity, sentence=number, word_start=start, word_end=end,
+                                    char_start=head.char_start, char_end=tail.char_end, text=text,
+                                    alternatives=entity.alternatives[:candidates]))
     stats = result.stats
     timings = {name: 1000 * seconds for name, seconds in stats.timings_s.items()}
     timings["total"] = 1000 * (time.perf_counter() - started)
-    return RecognizeOutput(entities=entities, degraded=stats.degraded, degraded_reason=stats.degraded_reason or "",
-                           model=model, llm_backend=stats.llm_model or "", timings_ms=timings, llm_spans=stats.routed,
+    return RecognizeOutput(entities=entities, estimator=prepared.policy.estimator, degraded=stats.degraded,
+                           degraded_reason=stats.degraded_reason or "", model=model,
+                           llm_backend=stats.llm_model or "", timings_ms=timings, llm_spans=stats.routed,
                            words=document.words if request.options.return_words else [],
                            request_id=request.request_id)
 
@@ -84,7 +83,7 @@ class LinkNERService:
         (wall clock), past which the local answer is kept."""
         started = time.perf_counter()
         result = await self.linker.link(prepared.document.sentences, prepared.policy, timeout_s, deadline_at)
-        return build_output(prepared.document, result, prepared.request, self.model, started)
+        return build_output(prepared.document, result, prepared, self.model, started)
 
     async def recognize(self, request: RecognizeInput, timeout_s: float | None = None,
                         deadline_at: float | None = None) -> RecognizeOutput:
