@@ -47,9 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--llm-share", type=float, default=0.1, help="budget policy share routed to the LLM")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the NER replica (and in-process)")
     parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--batch-wait-s", type=float, default=None, help="ner.batch_wait_timeout_s (default: config's)")
     parser.add_argument("--throughput-optimized", action="store_true",
                         help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
+    parser.add_argument("--long-document-words", type=int, default=5000,
+                        help="short requests' latency while 2 callers send documents of this many words, with "
+                             "and without chunking documents for the NER batches (0 skips)")
     parser.add_argument("--quick", action="store_true", help="3 s per level, 300 sentences, levels 1,32,64 (< 3 min)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     args = parser.parse_args(argv)
@@ -181,22 +185,72 @@ def run_level(target: str, texts: list[str], words: list[int], concurrency: int,
     return result
 
 
-def serve_app(args: argparse.Namespace, llm: bool) -> None:
+async def mixed_load(target: str, texts: list[str], long_text: str, short_callers: int, long_callers: int,
+                     seconds: float) -> dict[str, Any]:
+    """Short requests from ``short_callers`` while ``long_callers`` keep sending one long document
+    each: the short requests' latency is what chunking documents for the NER batches protects."""
+    import grpc
+
+    from protos.linkner.v1 import linkner_pb2 as pb
+    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
+
+    options = pb.Options(policy="none")
+    metadata = [("application", APP)]
+    short: list[float] = []
+    long: list[float] = []
+    stop_at = time.perf_counter() + seconds
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.LinkNERStub(channel)
+
+        async def caller(requests: list[Any], latencies: list[float]) -> None:
+            index = 0
+            while time.perf_counter() < stop_at:
+                begin = time.perf_counter()
+                await stub.Recognize(requests[index % len(requests)], metadata=metadata, timeout=120)
+                latencies.append(time.perf_counter() - begin)
+                index += 1
+
+        shorts = [pb.RecognizeRequest(text=text, options=options) for text in texts]
+        longs = [pb.RecognizeRequest(text=long_text, options=options)]
+        await asyncio.gather(*[caller(shorts[i::short_callers], short) for i in range(short_callers)],
+                             *[caller(longs, long) for _ in range(long_callers)])
+    short.sort()
+    long.sort()
+    return {"short_requests": len(short), "short_p50_ms": 1000 * percentile(short, 0.5),
+            "short_p99_ms": 1000 * percentile(short, 0.99), "long_documents": len(long),
+            "long_p50_ms": 1000 * percentile(long, 0.5)}
+
+
+def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None) -> None:
     from ray import serve
 
     from serve.app import build_app
 
     app_args: dict[str, Any] = {
-        "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size},
+        "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size,
+                **({} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s})},
         "llm_pool": {"enabled": False},
     }
     if llm:
         app_args["llm_pool"] = {"enabled": True, "llm": {"backend": "vllm", "model": str(args.llm), "mode": "letter"}}
         app_args["router"] = {"use_calibration": False}
+    app_args.setdefault("router", {}).update(router or {})
     serve.run(build_app(app_args), name=APP, route_prefix=f"/{APP}")
 
 
-def served_rows(args: argparse.Namespace, texts: list[str], words: list[int]) -> list[dict[str, Any]]:
+def long_document(texts: list[str], words: int) -> str:
+    """Test sentences run together into one document of about ``words`` words."""
+    parts, count = [], 0
+    for text in texts * (1 + words // max(1, sum(len(t.split()) for t in texts))):
+        if count >= words:
+            break
+        parts.append(text)
+        count += len(text.split())
+    return "\n".join(parts)
+
+
+def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
+                report_long: list[dict[str, Any]]) -> list[dict[str, Any]]:
     import ray
     from ray import serve
     from ray.serve.config import gRPCOptions
@@ -229,6 +283,17 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int]) ->
                 print(json.dumps({k: v for k, v in row.items() if k != "cpu_ms_per_request"}), flush=True)
                 rows.append(row)
             serve.delete(APP)
+        if args.long_document_words:
+            long_text = long_document(texts, args.long_document_words)
+            for chunk in (256, 10**7):
+                serve_app(args, False, {"max_words_per_ner_call": chunk,
+                                        "limits": {"max_words": 10**6, "max_chars": 10**7}})
+                asyncio.run(warm_up(target, texts, pb.Options(policy="none")))
+                row = {"chunk_words": chunk if chunk < 10**7 else None, "long_document_words": len(long_text.split()),
+                       **asyncio.run(mixed_load(target, texts, long_text, 16, 2, args.seconds))}
+                print(json.dumps(row), flush=True)
+                report_long.append(row)
+                serve.delete(APP)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -252,6 +317,13 @@ def markdown(report: dict[str, Any]) -> str:
         parts = ", ".join(f"{cpu.get(p, 0.0):.1f}" for p in ("grpc proxy", "ingress", "ner", "llm", "ray daemons"))
         lines.append(f"| {row['path']} | {row['concurrency']} | {row['requests_per_s']:.1f} | {row['words_per_s']:.0f} "
                      f"| {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {errors} | {parts} |")
+    if report.get("long_documents"):
+        lines += ["", "| documents to NER | short requests (16 callers) p50 ms | p99 ms | "
+                      "long documents (2 callers) answered | p50 ms |", "|---|---|---|---|---|"]
+        for row in report["long_documents"]:
+            how = f"in chunks of {row['chunk_words']} words" if row["chunk_words"] else "whole (no chunks)"
+            lines.append(f"| {how} | {row['short_p50_ms']:.0f} | {row['short_p99_ms']:.0f} | "
+                         f"{row['long_documents']} | {row['long_p50_ms']:.0f} |")
     lines.append("")
     for key in ("served_vs_inprocess_c32", "served_vs_hf_pipeline_c32", "stack_cpu_ms_per_request",
                 "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms"):
@@ -300,10 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     texts = [" ".join(s.tokens) for s in sentences]
     words = [len(s) for s in sentences]
     report: dict[str, Any] = {"sentences": len(sentences), "threads": args.threads, "seconds_per_level": args.seconds,
+                              "batch_wait_s": args.batch_wait_s,
                               "throughput_optimized": args.throughput_optimized, "model": str(args.model)}
     if not args.no_inprocess:
         report["inprocess"] = inprocess_rows(args, [s.tokens for s in sentences])
-    report["served"] = served_rows(args, texts, words)
+    report["long_documents"] = []
+    report["served"] = served_rows(args, texts, words, report["long_documents"])
     summarise(report)
     table = markdown(report)
     print(table)

@@ -39,6 +39,7 @@ class Result(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     request_id: str = ""
     words: list[Word] = Field(default_factory=list)  # only when the request asked (return_words)
+    trace_id: str = ""  # the W3C trace this request was recorded under ("" when untraced)
 
 
 def result_from_proto(response) -> Result:
@@ -55,6 +56,7 @@ def result_from_proto(response) -> Result:
         llm_backend=response.llm_backend, llm_spans=response.llm_spans, request_id=response.request_id,
         timings_ms={"recognize": t.recognize_ms, "detect": t.detect_ms, "classify": t.classify_ms,
                     "merge": t.merge_ms, "total": t.total_ms},
+        trace_id=response.trace_id,
         words=[Word(text=w.text, char_start=w.char_start, char_end=w.char_end, sentence=w.sentence)
                for w in response.words],
     )

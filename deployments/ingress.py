@@ -32,6 +32,7 @@ from linkner.telemetry import setup_tracing, traced
 from protos.linkner.v1 import linkner_pb2 as pb
 
 log = logging.getLogger(__name__)
+TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
 
 
 def caller_deadline(grpc_context: Any) -> float | None:
@@ -47,6 +48,19 @@ def caller_deadline(grpc_context: Any) -> float | None:
                 continue
             earliest = at if earliest is None else min(earliest, at)
     return earliest
+
+
+def caller_trace_context(grpc_context: Any) -> dict[str, str]:
+    """The W3C trace context (``traceparent``, ``tracestate``, ``baggage``) in the call's metadata."""
+    if grpc_context is None:
+        return {}
+    return {key: value for key, value in grpc_context.invocation_metadata() if key in TRACE_HEADERS}
+
+
+def trace_id_of(span: Any) -> str:
+    """A span's trace id as 32 hex digits, or "" when it has none."""
+    context = span.get_span_context() if span is not None else None
+    return f"{context.trace_id:032x}" if context is not None and context.trace_id else ""
 
 
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -157,11 +171,15 @@ class LinkNERIngress:
         caller = caller_deadline(grpc_context)
         return budget if caller is None else min(caller, budget)
 
-    async def _answer(self, prepared: Prepared, deadline_at: float) -> pb.RecognizeResponse:
+    async def _answer(self, prepared: Prepared, deadline_at: float,
+                      carrier: dict[str, str] | None = None) -> pb.RecognizeResponse:
+        """The answer, its spans children of the caller's trace context (``carrier``) when it sent one."""
         service = await self._service()
-        with traced("linkner.request", request_id=prepared.request.request_id or None):
+        with traced("linkner.request", carrier, request_id=prepared.request.request_id or None) as span:
             output = await service.answer(prepared, self.router.llm_timeout_s, deadline_at)
-        return response_to_proto(output)
+        response = response_to_proto(output)
+        response.trace_id = trace_id_of(span)
+        return response
 
     async def _run(self, grpc_context: Any, call: Any) -> Any:
         """Await ``call``; a failure sets its status on the context and raises :class:`_Failed`."""
@@ -205,7 +223,8 @@ class LinkNERIngress:
         deadline_at = self._deadline(grpc_context, "Recognize")
         try:
             [prepared] = await self._run(grpc_context, self._prepare(grpc_context, [request]))
-            return await self._run(grpc_context, self._answer(prepared, deadline_at))
+            return await self._run(grpc_context, self._answer(prepared, deadline_at,
+                                                              caller_trace_context(grpc_context)))
         except _Failed:
             return pb.RecognizeResponse()
 
@@ -219,11 +238,12 @@ class LinkNERIngress:
         except _Failed:
             return pb.RecognizeBatchResponse()
         slots = asyncio.Semaphore(self.router.batch_parallelism)
+        carrier = caller_trace_context(grpc_context)
 
         async def one(index: int, item: Prepared) -> pb.RecognizeResponse:
             async with slots:
                 try:
-                    return await self._answer(item, deadline_at)
+                    return await self._answer(item, deadline_at, carrier)
                 except Exception as error:  # noqa: BLE001
                     code, details = status_for(error)
                     raise _Failed(code, f"items[{index}]: {details}") from None
@@ -246,10 +266,11 @@ class LinkNERIngress:
         deadline_at = self._deadline(grpc_context, "RecognizeStream")
         inputs = await self._run(grpc_context, self._prepare_batch(grpc_context, request))  # fails with its status
         slots = asyncio.Semaphore(self.router.batch_parallelism)
+        carrier = caller_trace_context(grpc_context)
 
         async def one(item: Prepared) -> pb.RecognizeResponse:
             async with slots:
-                return await self._answer(item, deadline_at)
+                return await self._answer(item, deadline_at, carrier)
 
         tasks = [asyncio.ensure_future(one(item)) for item in inputs]
         try:

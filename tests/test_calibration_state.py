@@ -105,20 +105,20 @@ def test_an_unkeyed_or_disabled_calibration_is_not_applied(tmp_path):
 
 
 def test_the_model_id_for_is_what_the_backend_reports(tmp_path):
-    from linkner.llm.openai_backend import OpenAIBackend, OpenAISettings
-    from linkner.llm.vllm_backend import VLLMBackend, VLLMSettings
+    from linkner.llm.factory import build_backend
 
     folder = tmp_path / "smollm2-135m"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
-    for mode in ("letter", "label", "choice"):
-        backend = VLLMBackend(VLLMSettings(model=str(folder), mode=mode))  # the engine starts lazily: not here
-        assert backend.model_id == model_id_for(LLMConfig(backend="vllm", model=str(folder), mode=mode))
-        assert backend.with_mode("label").model_id == model_id_for(
-            LLMConfig(backend="vllm", model=str(folder), mode="label"))
-    served = OpenAIBackend(OpenAISettings(base_url="http://127.0.0.1:1/v1", model="served"))
-    assert served.model_id == model_id_for(LLMConfig(backend="openai", model="served",
-                                                            base_url="http://127.0.0.1:1/v1"))
+    for options in ("all", "candidates"):
+        for mode in ("letter", "label", "choice"):
+            config = LLMConfig(backend="vllm", model=str(folder), mode=mode, options=options)
+            backend = build_backend(config)  # the engine starts lazily: not here
+            assert backend.model_id == model_id_for(config)
+            assert backend.with_mode("label").model_id == model_id_for(config.model_copy(update={"mode": "label"}))
+        served = LLMConfig(backend="openai", model="served", base_url="http://127.0.0.1:1/v1", options=options)
+        assert build_backend(served).model_id == model_id_for(served)
+    assert model_id_for(LLMConfig(model=str(folder))) == "vllm:smollm2-135m:letter:top2"  # the default form
 
 
 def test_the_model_id_for_matches_the_transformers_backend(smollm2):
@@ -154,15 +154,15 @@ def test_main_job_recalibrates_only_when_the_key_changes(tiny_checkpoint, toy_de
             "llm_pool": {"llm": {"backend": "openai", "model": model, "base_url": "http://127.0.0.1:1/v1"}}})
 
     ensure_calibration(served("small"), data, 20, margin=0.01)
-    assert calls == [("openai:small", "confidence", 20, 0.01)]
+    assert calls == [("openai:small:top2", "confidence", 20, 0.01)]
     assert calibration_state(served("small")).status == "applied"
     ensure_calibration(served("small"), data, 20)  # fresh: nothing to do
     assert len(calls) == 1
     assert calibration_state(served("large")).status == \
-        "stale: llm differs (stored openai:small, configured openai:large)"
+        "stale: llm differs (stored openai:small:top2, configured openai:large:top2)"
     ensure_calibration(served("large"), data, 20)  # a stronger LLM: recalibrated
-    assert [call[0] for call in calls] == ["openai:small", "openai:large"]
-    assert read_metadata(checkpoint)["calibration"]["key"]["llm"] == "openai:large"
+    assert [call[0] for call in calls] == ["openai:small:top2", "openai:large:top2"]
+    assert read_metadata(checkpoint)["calibration"]["key"]["llm"] == "openai:large:top2"
     assert calibration_state(served("large")).status == "applied"
 
 

@@ -97,11 +97,11 @@ def test_predictor_keeps_every_class_so_top_n_entity_labels_exist(tiny_checkpoin
 
 
 def test_model_id_names_the_option_form_and_backends_report_it():
-    assert model_id_for(LLMConfig()) == "vllm:smollm2-135m:letter"
+    assert model_id_for(LLMConfig(options="all")) == "vllm:smollm2-135m:letter"
     assert model_id_for(LLMConfig(options="candidates")) == "vllm:smollm2-135m:letter:top2"
     assert model_id_for(LLMConfig(options="candidates", candidates=3, mode="choice")) == "vllm:smollm2-135m:choice:top3"
-    assert model_id_for(LLMConfig(backend="transformers", mode="choice")) == "transformers:smollm2-135m:label"
-    assert candidate_count(LLMConfig(candidates=3)) is None  # "all" ignores the count
+    assert model_id_for(LLMConfig(backend="transformers", mode="choice")) == "transformers:smollm2-135m:label:top2"
+    assert candidate_count(LLMConfig(options="all", candidates=3)) is None  # "all" ignores the count
     for options in ("all", "candidates"):
         config = LLMConfig(backend="openai", model="m", base_url="http://127.0.0.1:9/v1", options=options)
         backend = OpenAIBackend(OpenAISettings(base_url=config.base_url, model=config.model),

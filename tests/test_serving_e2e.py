@@ -27,7 +27,8 @@ def app_args(checkpoint, base_url, **router):
     return {
         "ner": {"checkpoint": str(checkpoint), "threads": 1, "max_batch_size": 8,
                 "resources": {"num_cpus": 0.1}},
-        "llm_pool": {"llm": {"backend": "openai", "model": "peer", "base_url": base_url, "max_retries": 0},
+        "llm_pool": {"llm": {"backend": "openai", "model": "peer", "base_url": base_url, "max_retries": 0,
+                             "options": "all"},
                      "resources": {"num_cpus": 0.1}},
         "router": {"policy": {"kind": "threshold", "threshold": 0.0}, **router},
     }
@@ -337,6 +338,34 @@ def test_health_and_traces_of_every_stage(cluster):
                    and s["attributes"].get("linkner.request_id") == "traced")
     assert {s["name"] for s in spans if s["trace_id"] == request["trace_id"]} >= {"linkner.llm.classify",
                                                                                    "linkner.ner.batch"}
+
+
+def test_a_callers_traceparent_becomes_the_parent_of_every_stage(cluster):
+    """Any caller's W3C trace context in its gRPC metadata (what grpc-js or Go instrumentation
+    sends) is continued: the request's spans join the caller's trace, the request span is a child
+    of the caller's span, and the response names the trace."""
+    import json
+
+    from protos.linkner.v1 import linkner_pb2 as pb
+
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    metadata = [("application", "main"), ("traceparent", f"00-{trace_id}-{parent_id}-01")]
+    with grpc.insecure_channel(cluster["target"]) as channel:
+        reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=metadata, timeout=20)
+    assert reply.trace_id == trace_id
+    deadline = time.monotonic() + 10
+    spans: list[dict] = []
+    while time.monotonic() < deadline:
+        spans = [json.loads(line) for line in cluster["traces"].read_text().splitlines()]
+        spans = [span for span in spans if span["trace_id"] == trace_id]
+        if {"linkner.request", "linkner.ner.batch", "linkner.llm.classify"} <= {span["name"] for span in spans}:
+            break
+        time.sleep(0.5)
+    names = {span["name"] for span in spans}
+    assert {"linkner.request", "linkner.link", "linkner.recognize", "linkner.detect", "linkner.classify",
+            "linkner.llm.classify", "linkner.merge", "linkner.ner.batch"} <= names
+    request = next(span for span in spans if span["name"] == "linkner.request")
+    assert request["parent_id"] == parent_id
 
 
 def test_client_command_line_file_and_recognize(cluster, tmp_path, capsys):

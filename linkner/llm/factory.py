@@ -22,7 +22,9 @@ class LLMConfig(BaseModel):
     backend: BackendName = "vllm"
     model: str = Field(str(DEFAULT_LLM_FOLDER), description="local model folder, or the served model's name")
     mode: AnswerMode = "letter"
-    options: OptionForm = Field("all", description="offer every label, or only the local model's top candidates")
+    options: OptionForm = Field("candidates", description="offer only the local model's top-N entity labels "
+                                "(filter-then-rerank; the default: better than all labels in benchmarks/candidates.py), "
+                                "or every label")
     candidates: int = Field(2, ge=1, description="how many entity labels the candidates form offers (top-N)")
     definitions: dict[str, str] | None = None
     # vllm
