@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from linkner.llm.protocol import SpanAnswer, SpanQuery
@@ -27,30 +28,90 @@ def sentence_chunks(sentences: Sequence[Sequence[str]], max_words: int) -> list[
     return chunks
 
 
-class HandleRecognizer:
-    """The NER replica pool as a Recognizer: a document goes out in sentence chunks, concurrently,
-    each batched with other requests' chunks by ``@serve.batch``."""
+@dataclass
+class _Pending:
+    sentences: list[list[str]]
+    estimators: list[str]
+    carrier: dict[str, str]
+    future: asyncio.Future = field(repr=False)
 
-    def __init__(self, handle: Any, labels: list[str], max_words_per_call: int = 256) -> None:
+
+class HandleRecognizer:
+    """The NER replica pool as a Recognizer.
+
+    Concurrent requests of this process are coalesced: their sentences travel to the NER pool in
+    one call of up to ``max_words_per_call`` words, sent when that many words are waiting or
+    ``wait_s`` after the first arrived. One call per batch instead of one per request is what
+    keeps the stack's per-request cost low (every deployment call costs milliseconds of CPU). A
+    long document is cut into chunks of whole sentences, each its own call, so it never holds an
+    NER batch slot alone while short requests wait.
+    """
+
+    def __init__(self, handle: Any, labels: list[str], max_words_per_call: int = 256, wait_s: float = 0.002) -> None:
         self.handle = handle
         self.labels = labels
         self.max_words_per_call = max_words_per_call
+        self.wait_s = wait_s
+        self._pending: list[_Pending] = []
+        self._pending_words = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     async def recognize(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str]
-                        ) -> list[list[Entity]]:
+                        ) -> list[list["Entity"]]:
         carrier, names = current_carrier(), list(estimators)
-        chunks = sentence_chunks(sentences, self.max_words_per_call)
-        if len(chunks) == 1:
-            return await self.handle.predict.remote([list(s) for s in sentences], names, carrier)
-        calls = [asyncio.ensure_future(self.handle.predict.remote([list(s) for s in sentences[first:end]], names,
-                                                                  carrier))
-                 for first, end in chunks]
+        futures = [self._submit([list(s) for s in sentences[first:end]], names, carrier)
+                   for first, end in sentence_chunks(sentences, self.max_words_per_call)]
         try:
-            parts = await asyncio.gather(*calls)
-        finally:  # a failed or cancelled chunk (deadline) cancels its siblings too
-            for call in calls:
-                call.cancel()
+            parts = await asyncio.gather(*futures)
+        finally:  # a failed or cancelled request (deadline) gives up its other chunks too
+            for future in futures:
+                future.cancel()
         return [prediction for part in parts for prediction in part]
+
+    def _submit(self, sentences: list[list[str]], estimators: list[str], carrier: dict[str, str]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        words = sum(map(len, sentences))
+        if self._pending and self._pending_words + words > self.max_words_per_call:
+            self._flush()
+        pending = _Pending(sentences, estimators, carrier, loop.create_future())
+        self._pending.append(pending)
+        self._pending_words += words
+        if self._pending_words >= self.max_words_per_call:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.wait_s, self._flush)
+        return pending.future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        items, self._pending, self._pending_words = self._pending, [], 0
+        if items:
+            asyncio.ensure_future(self._send(items))
+
+    async def _send(self, items: list[_Pending]) -> None:
+        """One NER call for ``items``; each gets its own sentences' predictions (or the error)."""
+        live = [item for item in items if not item.future.done()]
+        if not live:
+            return
+        sentences = [sentence for item in live for sentence in item.sentences]
+        estimators = sorted({name for item in live for name in item.estimators})
+        try:
+            predictions = await self.handle.predict.remote(sentences, estimators, live[0].carrier)
+        except BaseException as error:  # noqa: BLE001 (every waiting request learns of it)
+            for item in live:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        cursor = 0
+        for item in live:
+            part = predictions[cursor : cursor + len(item.sentences)]
+            cursor += len(item.sentences)
+            if not item.future.done():
+                item.future.set_result(part)
 
 
 class HandleBackend:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Sequence
 
 from ray import serve
@@ -24,6 +25,9 @@ class NERReplica:
         setup_tracing(telemetry, "ner")
         if config.threads:
             torch.set_num_threads(config.threads)
+            # the fast tokenizer's own thread pool would otherwise take every core for each batch
+            os.environ["RAYON_NUM_THREADS"] = str(config.threads)
+            os.environ["TOKENIZERS_PARALLELISM"] = "true" if config.threads > 1 else "false"
         self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, mc_samples=config.mc_samples)
         self.predict_batched.set_max_batch_size(config.max_batch_size)
         self.predict_batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)

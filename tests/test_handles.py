@@ -39,3 +39,43 @@ def test_chunked_predictions_come_back_in_document_order():
     result = asyncio.run(recognizer.recognize(sentences, ["confidence"]))
     assert result == [[f"s{i}"] for i in range(5)]
     assert handle.predict.calls == [1, 1, 1, 1, 1]
+
+
+def test_concurrent_requests_share_one_ner_call_and_each_gets_its_own_answer():
+    handle = _Handle()
+    recognizer = HandleRecognizer(handle, ["PER"], max_words_per_call=100, wait_s=0.01)
+
+    async def main():
+        requests = [[[f"r{r}s{i}", "x"] for i in range(r + 1)] for r in range(6)]  # 1..6 sentences each
+        answers = await asyncio.gather(*[recognizer.recognize(sentences, ["confidence"]) for sentences in requests])
+        return requests, answers
+
+    requests, answers = asyncio.run(main())
+    for sentences, answer in zip(requests, answers):
+        assert answer == [[sentence[0]] for sentence in sentences]
+    assert handle.predict.calls == [21]  # 21 sentences, 42 words: one call, not six
+
+
+def test_a_full_call_goes_at_once_and_a_failing_call_fails_every_waiting_request():
+    class Failing:
+        def __init__(self):
+            self.calls = 0
+
+        def remote(self, sentences, estimators, carrier):
+            self.calls += 1
+
+            async def answer():
+                raise RuntimeError("replica died")
+            return answer()
+
+    handle = _Handle()
+    handle.predict = Failing()
+    recognizer = HandleRecognizer(handle, ["PER"], max_words_per_call=4, wait_s=10.0)
+
+    async def main():
+        return await asyncio.gather(recognizer.recognize([["a", "b"]], ["confidence"]),
+                                    recognizer.recognize([["c", "d"]], ["confidence"]), return_exceptions=True)
+
+    results = asyncio.run(asyncio.wait_for(main(), 5))  # 4 words fill a call: it goes without the 10 s wait
+    assert handle.predict.calls == 1
+    assert all(isinstance(result, RuntimeError) and "replica died" in str(result) for result in results)

@@ -36,7 +36,8 @@ class NERConfig(BaseModel):
     device: str = "auto"
     threads: int | None = Field(1, ge=1, description="torch threads per replica")
     max_batch_size: int = Field(16, ge=1, description="requests merged into one forward pass")
-    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill; the ingress "
+                                        "already coalesces concurrent requests, so this stays short")
     max_ongoing_requests: int | None = Field(None, ge=1, description="requests a replica holds at once (its "
                                              "batch queue included); default: 4 x max_batch_size")
     max_queued_requests: int = Field(64, ge=-1, description="requests waiting for a replica beyond that; more "
