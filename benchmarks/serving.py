@@ -4,7 +4,8 @@ Rows, on the same CoNLL-2003 test sentences (sent as raw text) and the same torc
 the in-process rows of ``benchmarks/inprocess.py`` (bare encoder forward pass, predictor one at a
 time and batched, Hugging Face token-classification pipeline), then the served path over gRPC at
 each concurrency (closed loop: every caller sends its next request when the last one is
-answered), local path and with LLM routing at a fixed share: requests/s, sentences/s, words/s,
+answered, after a jittered 50-150 ms back-off when it was refused with RESOURCE_EXHAUSTED, as a
+well-behaved gRPC client does), local path and with LLM routing at a fixed share: requests/s, sentences/s, words/s,
 p50 / p95 / p99, errors by status, and process CPU per request by part of the stack (from
 ``/proc`` via psutil: the gRPC proxy, the ingress, the NER replicas, the LLM pool, Ray's controller
 and core daemons). The load generator is a plain ``grpc.aio`` stub that sends only a gRPC
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import sys
 import time
@@ -107,6 +109,8 @@ async def closed_loop(target: str, texts: list[str], words: list[int], concurren
                 if code == "OK":
                     latencies.append(time.perf_counter() - begin)
                     done_words[0] += words[index]
+                elif code == "RESOURCE_EXHAUSTED":  # a well-behaved client backs off before trying again
+                    await asyncio.sleep(random.uniform(0.05, 0.15))
 
         started = time.perf_counter()
         await asyncio.gather(*[caller() for _ in range(concurrency)])
@@ -136,6 +140,8 @@ def stack_processes() -> dict[str, list[int]]:
             part = "serve controller"
         elif "ServeReplica:" in title:
             part = title.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[-1]
+        elif "VLLM" in title:
+            part = "llm"  # the engine's own processes, started by the LLM replica
         elif title.startswith("ray::"):
             continue  # idle workers
         else:
@@ -356,7 +362,8 @@ def inprocess_rows(args: argparse.Namespace, sentences: list) -> list[dict[str, 
     """The in-process rows of ``benchmarks/inprocess.py`` on the same sentences and thread count."""
     import torch
 
-    from benchmarks.inprocess import hf_token_head, run_benchmark
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # a top-level "benchmarks" package of a dependency shadows ours
+    from inprocess import hf_token_head, run_benchmark
 
     torch.set_num_threads(args.threads)
     hf_folder = hf_token_head(args.data_dir / "train.txt", 300 if args.quick else 2000, show=True)

@@ -43,15 +43,18 @@ class HandleRecognizer:
     one call of up to ``max_words_per_call`` words, sent when that many words are waiting or
     ``wait_s`` after the first arrived. One call per batch instead of one per request is what
     keeps the stack's per-request cost low (every deployment call costs milliseconds of CPU). A
-    long document is cut into chunks of whole sentences, each its own call, so it never holds an
-    NER batch slot alone while short requests wait.
+    long document is cut into chunks of whole sentences, each its own call, at most
+    ``chunks_in_flight`` at a time, so short requests are batched between its chunks instead of
+    waiting behind all of it.
     """
 
-    def __init__(self, handle: Any, labels: list[str], max_words_per_call: int = 256, wait_s: float = 0.002) -> None:
+    def __init__(self, handle: Any, labels: list[str], max_words_per_call: int = 256, wait_s: float = 0.002,
+                 chunks_in_flight: int = 2) -> None:
         self.handle = handle
         self.labels = labels
         self.max_words_per_call = max_words_per_call
         self.wait_s = wait_s
+        self.chunks_in_flight = chunks_in_flight
         self._pending: list[_Pending] = []
         self._pending_words = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -59,13 +62,21 @@ class HandleRecognizer:
     async def recognize(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str]
                         ) -> list[list["Entity"]]:
         carrier, names = current_carrier(), list(estimators)
-        futures = [self._submit([list(s) for s in sentences[first:end]], names, carrier)
-                   for first, end in sentence_chunks(sentences, self.max_words_per_call)]
+        chunks = sentence_chunks(sentences, self.max_words_per_call)
+        if len(chunks) == 1:
+            return await self._submit([list(s) for s in sentences], names, carrier)
+        slots = asyncio.Semaphore(self.chunks_in_flight)  # short requests slip in between a document's chunks
+
+        async def chunk(first: int, end: int) -> list[list["Entity"]]:
+            async with slots:
+                return await self._submit([list(s) for s in sentences[first:end]], names, carrier)
+
+        tasks = [asyncio.ensure_future(chunk(first, end)) for first, end in chunks]
         try:
-            parts = await asyncio.gather(*futures)
+            parts = await asyncio.gather(*tasks)
         finally:  # a failed or cancelled request (deadline) gives up its other chunks too
-            for future in futures:
-                future.cancel()
+            for task in tasks:
+                task.cancel()
         return [prediction for part in parts for prediction in part]
 
     def _submit(self, sentences: list[list[str]], estimators: list[str], carrier: dict[str, str]) -> asyncio.Future:

@@ -99,8 +99,9 @@ class RouterConfig(BaseModel):
     max_words_per_ner_call: int = Field(256, ge=1, description="a document is sent to the NER replicas in chunks "
                                         "of whole sentences of about this many words, batched with other requests")
     limits: ServiceLimits = Field(default_factory=ServiceLimits)
-    max_ongoing_requests: int = Field(64, ge=1)
-    max_queued_requests: int = Field(64, ge=-1, description="calls waiting at the proxy beyond max_ongoing_requests "
+    max_ongoing_requests: int = Field(128, ge=1, description="calls one ingress replica holds at once (waiting "
+                                      "for the NER pool costs it nothing)")
+    max_queued_requests: int = Field(128, ge=-1, description="calls waiting at the proxy beyond max_ongoing_requests "
                                      "per replica; more are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0))
 
