@@ -39,25 +39,24 @@ class _Pending:
 class HandleRecognizer:
     """The NER replica pool as a Recognizer.
 
-    Concurrent requests of this process are coalesced: their sentences travel to the NER pool in
-    one call of up to ``max_words_per_call`` words, sent when that many words are waiting or
-    ``wait_s`` after the first arrived. One call per batch instead of one per request is what
-    keeps the stack's per-request cost low (every deployment call costs milliseconds of CPU). A
-    long document is cut into chunks of whole sentences, each its own call, at most
-    ``chunks_in_flight`` at a time, so short requests are batched between its chunks instead of
-    waiting behind all of it.
+    Concurrent requests of this process are coalesced: at most ``calls_in_flight`` NER calls are
+    outstanding, and requests arriving meanwhile wait here and go together in the next call (up to
+    ``max_words_per_call`` words each). Idle, a request goes at once; busy, one call carries many
+    requests, which keeps the stack's per-request cost low (every deployment call costs
+    milliseconds of CPU) and the NER pool's queue short. A long document is cut into chunks of
+    whole sentences, at most ``chunks_in_flight`` at a time, so short requests are batched between
+    its chunks instead of waiting behind all of it.
     """
 
-    def __init__(self, handle: Any, labels: list[str], max_words_per_call: int = 256, wait_s: float = 0.002,
+    def __init__(self, handle: Any, labels: list[str], max_words_per_call: int = 256, calls_in_flight: int = 4,
                  chunks_in_flight: int = 2) -> None:
         self.handle = handle
         self.labels = labels
         self.max_words_per_call = max_words_per_call
-        self.wait_s = wait_s
+        self.calls_in_flight = calls_in_flight
         self.chunks_in_flight = chunks_in_flight
         self._pending: list[_Pending] = []
-        self._pending_words = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._in_flight = 0
 
     async def recognize(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str]
                         ) -> list[list["Entity"]]:
@@ -65,7 +64,7 @@ class HandleRecognizer:
         chunks = sentence_chunks(sentences, self.max_words_per_call)
         if len(chunks) == 1:
             return await self._submit([list(s) for s in sentences], names, carrier)
-        slots = asyncio.Semaphore(self.chunks_in_flight)  # short requests slip in between a document's chunks
+        slots = asyncio.Semaphore(self.chunks_in_flight)
 
         async def chunk(first: int, end: int) -> list[list["Entity"]]:
             async with slots:
@@ -80,49 +79,50 @@ class HandleRecognizer:
         return [prediction for part in parts for prediction in part]
 
     def _submit(self, sentences: list[list[str]], estimators: list[str], carrier: dict[str, str]) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        words = sum(map(len, sentences))
-        if self._pending and self._pending_words + words > self.max_words_per_call:
-            self._flush()
-        pending = _Pending(sentences, estimators, carrier, loop.create_future())
+        pending = _Pending(sentences, estimators, carrier, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
-        self._pending_words += words
-        if self._pending_words >= self.max_words_per_call:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.wait_s, self._flush)
+        self._dispatch()
         return pending.future
 
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        items, self._pending, self._pending_words = self._pending, [], 0
-        if items:
-            asyncio.ensure_future(self._send(items))
+    def _dispatch(self) -> None:
+        """Send waiting requests while fewer than ``calls_in_flight`` calls are outstanding."""
+        while self._in_flight < self.calls_in_flight:
+            self._pending = [item for item in self._pending if not item.future.done()]  # cancelled: dropped
+            if not self._pending:
+                return
+            batch, words = [], 0
+            while self._pending and (not batch or words + len_words(self._pending[0]) <= self.max_words_per_call):
+                item = self._pending.pop(0)
+                batch.append(item)
+                words += len_words(item)
+            self._in_flight += 1
+            asyncio.ensure_future(self._send(batch))
 
     async def _send(self, items: list[_Pending]) -> None:
         """One NER call for ``items``; each gets its own sentences' predictions (or the error)."""
-        live = [item for item in items if not item.future.done()]
-        if not live:
-            return
-        sentences = [sentence for item in live for sentence in item.sentences]
-        estimators = sorted({name for item in live for name in item.estimators})
         try:
-            predictions = await self.handle.predict.remote(sentences, estimators, live[0].carrier)
-        except BaseException as error:  # noqa: BLE001 (every waiting request learns of it)
-            for item in live:
+            sentences = [sentence for item in items for sentence in item.sentences]
+            estimators = sorted({name for item in items for name in item.estimators})
+            try:
+                predictions = await self.handle.predict.remote(sentences, estimators, items[0].carrier)
+            except Exception as error:  # noqa: BLE001 (every waiting request learns of it)
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                return
+            cursor = 0
+            for item in items:
+                part = predictions[cursor : cursor + len(item.sentences)]
+                cursor += len(item.sentences)
                 if not item.future.done():
-                    item.future.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
-            return
-        cursor = 0
-        for item in live:
-            part = predictions[cursor : cursor + len(item.sentences)]
-            cursor += len(item.sentences)
-            if not item.future.done():
-                item.future.set_result(part)
+                    item.future.set_result(part)
+        finally:
+            self._in_flight -= 1
+            self._dispatch()
+
+
+def len_words(item: _Pending) -> int:
+    return sum(map(len, item.sentences))
 
 
 class HandleBackend:

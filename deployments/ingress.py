@@ -138,7 +138,8 @@ class LinkNERIngress:
         if self.llm is not None:
             backend = HandleBackend(self.llm, await self.llm.model_id.remote(),
                                     candidate_count(self.config.llm_pool.llm))
-        recognizer = HandleRecognizer(self.ner, info["labels"], self.router.max_words_per_ner_call)
+        recognizer = HandleRecognizer(self.ner, info["labels"], self.router.max_words_per_ner_call,
+                                      self.router.ner_calls_in_flight)
         linker = RDCLinker(recognizer, backend, self.calibration.policy, selector=await self._selector(),
                            llm_timeout_s=self.router.llm_timeout_s)
         stored = self.calibration.stored

@@ -41,9 +41,9 @@ def test_chunked_predictions_come_back_in_document_order():
     assert handle.predict.calls == [1, 1, 1, 1, 1]
 
 
-def test_concurrent_requests_share_one_ner_call_and_each_gets_its_own_answer():
+def test_requests_arriving_during_a_call_share_the_next_one_and_each_gets_its_own_answer():
     handle = _Handle()
-    recognizer = HandleRecognizer(handle, ["PER"], max_words_per_call=100, wait_s=0.01)
+    recognizer = HandleRecognizer(handle, ["PER"], max_words_per_call=100, calls_in_flight=1)
 
     async def main():
         requests = [[[f"r{r}s{i}", "x"] for i in range(r + 1)] for r in range(6)]  # 1..6 sentences each
@@ -53,29 +53,35 @@ def test_concurrent_requests_share_one_ner_call_and_each_gets_its_own_answer():
     requests, answers = asyncio.run(main())
     for sentences, answer in zip(requests, answers):
         assert answer == [[sentence[0]] for sentence in sentences]
-    assert handle.predict.calls == [21]  # 21 sentences, 42 words: one call, not six
+    # the first request goes at once (nothing in flight); the other five wait for it, then go together
+    assert handle.predict.calls == [1, 20]
 
 
-def test_a_full_call_goes_at_once_and_a_failing_call_fails_every_waiting_request():
+def test_a_failing_call_fails_every_request_in_it_and_the_next_call_still_goes():
     class Failing:
         def __init__(self):
             self.calls = 0
 
         def remote(self, sentences, estimators, carrier):
             self.calls += 1
+            failing = self.calls == 1
 
             async def answer():
-                raise RuntimeError("replica died")
+                if failing:
+                    raise RuntimeError("replica died")
+                return [[sentence[0]] for sentence in sentences]
             return answer()
 
     handle = _Handle()
     handle.predict = Failing()
-    recognizer = HandleRecognizer(handle, ["PER"], max_words_per_call=4, wait_s=10.0)
+    recognizer = HandleRecognizer(handle, ["PER"], max_words_per_call=4, calls_in_flight=1)
 
     async def main():
         return await asyncio.gather(recognizer.recognize([["a", "b"]], ["confidence"]),
-                                    recognizer.recognize([["c", "d"]], ["confidence"]), return_exceptions=True)
+                                    recognizer.recognize([["c", "d"]], ["confidence"]),
+                                    recognizer.recognize([["e", "f"]], ["confidence"]), return_exceptions=True)
 
-    results = asyncio.run(asyncio.wait_for(main(), 5))  # 4 words fill a call: it goes without the 10 s wait
-    assert handle.predict.calls == 1
-    assert all(isinstance(result, RuntimeError) and "replica died" in str(result) for result in results)
+    first, second, third = asyncio.run(asyncio.wait_for(main(), 5))
+    assert isinstance(first, RuntimeError) and "replica died" in str(first)
+    assert second == [["c"]] and third == [["e"]]  # waited, then went together in the next call
+    assert handle.predict.calls == 2

@@ -96,8 +96,11 @@ class RouterConfig(BaseModel):
         description="per method: the answer comes by then even when the caller sets no (or a later) deadline; "
                     "the LLM step ends before it and the local answer is kept, marked degraded")
     batch_parallelism: int = Field(8, ge=1, description="items of one RecognizeBatch / RecognizeStream in flight")
-    max_words_per_ner_call: int = Field(256, ge=1, description="a document is sent to the NER replicas in chunks "
-                                        "of whole sentences of about this many words, batched with other requests")
+    max_words_per_ner_call: int = Field(256, ge=1, description="most words in one call to the NER pool: concurrent "
+                                        "requests are coalesced up to it, and a document is sent in chunks of "
+                                        "whole sentences of about this many words")
+    ner_calls_in_flight: int = Field(4, ge=1, description="NER calls outstanding from one ingress replica; requests "
+                                     "arriving meanwhile go together in the next call")
     limits: ServiceLimits = Field(default_factory=ServiceLimits)
     max_ongoing_requests: int = Field(128, ge=1, description="calls one ingress replica holds at once (waiting "
                                       "for the NER pool costs it nothing)")
