@@ -13,6 +13,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $($PYTHON --version)"
   "$PYTHON" -m venv "$VENV"
 fi
+# grpc-js for the interoperability tests (a gRPC client we did not write); pinned in package-lock.json.
+if [ ! -d tests/interop/node_modules ] && command -v npm >/dev/null; then
+  echo "setup: installing grpc-js for the interoperability tests"
+  npm ci --silent --no-audit --no-fund --prefix tests/interop >/dev/null
+fi
 stamp="$VENV/.linkner-setup-$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)-$EXTRAS"
 if [ -f "$stamp" ]; then
   exit 0

@@ -368,6 +368,43 @@ def test_a_callers_traceparent_becomes_the_parent_of_every_stage(cluster):
     assert request["parent_id"] == parent_id
 
 
+def grpcjs(cluster, application, calls):
+    """Run the grpc-js client (tests/interop) against the live service; one result per call."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent / "interop"
+    assert shutil.which("node") and (folder / "node_modules" / "@grpc" / "grpc-js").is_dir(), \
+        "grpc-js is missing: scripts/setup.sh installs it (npm ci --prefix tests/interop)"
+    proto = folder.parent.parent / "protos" / "linkner" / "v1" / "linkner.proto"
+    done = subprocess.run(["node", str(folder / "client.js"), cluster["target"], application, str(proto),
+                           json.dumps(calls)], capture_output=True, text=True, timeout=120, check=True)
+    return {result["name"]: result for result in map(json.loads, done.stdout.splitlines())}
+
+
+def test_a_grpc_js_client_gets_deadlines_status_codes_and_its_trace(cluster):
+    """A client in another language, sending only what any gRPC caller sends."""
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    main = grpcjs(cluster, "main", [
+        {"name": "plain", "method": "Recognize", "request": {"text": TEXT}, "deadline_ms": 20000},
+        {"name": "empty", "method": "Recognize", "request": {"text": ""}, "deadline_ms": 20000},
+        {"name": "traced", "method": "Recognize", "request": {"text": TEXT}, "deadline_ms": 20000,
+         "metadata": {"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}},
+        {"name": "describe", "method": "Describe", "request": {}, "deadline_ms": 20000},
+    ])
+    assert main["plain"]["code"] == "OK" and main["plain"]["response"]["entities"]
+    assert main["plain"]["response"]["words"] == []
+    assert main["empty"]["code"] == "INVALID_ARGUMENT" and "empty request" in main["empty"]["details"]
+    assert main["traced"]["response"]["trace_id"] == trace_id
+    assert main["describe"]["response"]["llm_backend"] == "openai:peer"
+    slow = grpcjs(cluster, "slow", [{"name": "deadline", "method": "Recognize", "request": {"text": TEXT},
+                                     "deadline_ms": 2000}])["deadline"]
+    assert slow["code"] == "OK" and slow["ms"] < 2000
+    assert slow["response"]["degraded"] and "deadline" in slow["response"]["degraded_reason"]
+
+
 def test_client_command_line_file_and_recognize(cluster, tmp_path, capsys):
     import json
 
