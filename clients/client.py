@@ -2,13 +2,15 @@
 
 Both send Ray Serve's ``application`` metadata and the call's deadline as a gRPC deadline (the
 server reads it like any gRPC client's; the ``linkner-deadline-ms`` metadata they also send is
-only for servers registered without ``deployments.grpc_deadlines``), and retry ``UNAVAILABLE``
-with exponential backoff.
+only for servers registered without ``deployments.grpc_deadlines``), and retry what did not run
+(``UNAVAILABLE``, ``RESOURCE_EXHAUSTED``) with jittered exponential backoff, within gRPC's retry
+throttling budget and never past the call's deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -20,7 +22,25 @@ from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "127.0.0.1:9000"
 DEFAULT_APPLICATION = "linkner"
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
+# The request did not run: a replica was unavailable, or a queue was full (refused before any work).
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+class RetryBudget:
+    """gRPC's retry throttling: a failure costs a token, a success earns ``ratio`` of one, and
+    retries stop while half the tokens or fewer are left, so a failing server is not flooded."""
+
+    def __init__(self, max_tokens: float = 10.0, ratio: float = 0.1) -> None:
+        self.max_tokens, self.ratio, self.tokens = max_tokens, ratio, max_tokens
+
+    def failed(self) -> None:
+        self.tokens = max(0.0, self.tokens - 1.0)
+
+    def succeeded(self) -> None:
+        self.tokens = min(self.max_tokens, self.tokens + self.ratio)
+
+    def allows_retry(self) -> bool:
+        return self.tokens > self.max_tokens / 2
 
 
 class LinkNERError(RuntimeError):
@@ -61,16 +81,22 @@ class _Common:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.budget = RetryBudget()
 
     def _metadata(self, timeout_s: float) -> list[tuple[str, str]]:
         return [("application", self.application), ("linkner-deadline-ms", str(int(timeout_s * 1000)))]
 
     def _retry_delay(self, code: grpc.StatusCode, attempt: int, deadline: float) -> float | None:
-        """Seconds to wait before the next attempt, or None to give up (not retryable, retries
-        used up, or the deadline passed)."""
-        if code not in RETRYABLE or attempt >= self.retries or time.monotonic() >= deadline:
+        """Seconds to wait before the next attempt (exponential, jittered, never past the deadline),
+        or None to give up: not retryable, retries used up, the retry budget spent, or no time left."""
+        if code in RETRYABLE:
+            self.budget.failed()
+        if (code not in RETRYABLE or attempt >= self.retries or not self.budget.allows_retry()
+                or time.monotonic() >= deadline):
             return None
-        return min(self.backoff_s * 2**attempt, max(0.0, deadline - time.monotonic()))
+        delay = self.backoff_s * 2**attempt * random.uniform(0.5, 1.0)
+        left = deadline - time.monotonic()
+        return delay if delay < left else None
 
 
 class LinkNERClient(_Common):
@@ -136,7 +162,9 @@ class LinkNERClient(_Common):
         while True:
             remaining = deadline - time.monotonic()
             try:
-                return method(request, timeout=max(0.001, remaining), metadata=self._metadata(remaining))
+                response = method(request, timeout=max(0.001, remaining), metadata=self._metadata(remaining))
+                self.budget.succeeded()
+                return response
             except grpc.RpcError as error:
                 delay = self._retry_delay(error.code(), attempt, deadline)
                 if delay is None:
@@ -185,7 +213,9 @@ class AsyncLinkNERClient(_Common):
         while True:
             remaining = deadline - time.monotonic()
             try:
-                return await method(request, timeout=max(0.001, remaining), metadata=self._metadata(remaining))
+                response = await method(request, timeout=max(0.001, remaining), metadata=self._metadata(remaining))
+                self.budget.succeeded()
+                return response
             except grpc.aio.AioRpcError as error:
                 delay = self._retry_delay(error.code(), attempt, deadline)
                 if delay is None:

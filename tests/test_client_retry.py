@@ -75,4 +75,28 @@ def test_gives_up_after_the_retries(server):
             pytest.raises(LinkNERError) as error:
         client.recognize("Paris", timeout_s=5)
     assert error.value.code == grpc.StatusCode.UNAVAILABLE
-    assert time.monotonic() - started >= 0.15  # backoff 0.05 + 0.1
+    assert time.monotonic() - started >= 0.075  # backoff 0.05 + 0.1, jittered down to half at most
+
+
+def test_a_full_queue_is_retried_after_a_jittered_backoff(server):
+    servicer = Flaky(failures=2, code=grpc.StatusCode.RESOURCE_EXHAUSTED)
+    with LinkNERClient(server(servicer), retries=3, backoff_s=0.01) as client:
+        assert client.recognize("Paris", timeout_s=5).entities[0].label == "LOC"
+    assert servicer.calls == 3
+
+
+def test_the_retry_budget_stops_retrying_a_failing_server(server):
+    """gRPC's throttling: 10 tokens, a failure costs 1, retries only while more than 5 are left."""
+    servicer = Flaky(failures=1000)
+    with LinkNERClient(server(servicer), retries=3, backoff_s=0.001) as client:
+        for _ in range(2):
+            with pytest.raises(LinkNERError):
+                client.recognize("Paris", timeout_s=5)
+    assert servicer.calls == 4 + 1  # first call: 1 + 3 retries (tokens 10 -> 6); second: no retry (6 -> 5)
+
+
+def test_no_retry_is_started_that_would_end_past_the_deadline(server):
+    servicer = Flaky(failures=1)
+    with LinkNERClient(server(servicer), retries=3, backoff_s=5.0) as client, pytest.raises(LinkNERError):
+        client.recognize("Paris", timeout_s=1.0)  # the first backoff (2.5-5 s) would outlive the deadline
+    assert servicer.calls == 1
