@@ -49,13 +49,16 @@ def is_finished_checkpoint(folder: str | Path) -> bool:
 
 
 def weights_fingerprint(folder: str | Path) -> str:
-    """SHA-256 of the checkpoint's weights file (``"no-weights"`` without one). The hash is
-    computed once per process for each version of the file (path, inode, size, times)."""
+    """SHA-256 of the checkpoint's weights file (``"no-weights"`` without one)."""
     path = Path(folder) / WEIGHTS_FILE
-    if not path.is_file():
-        return "no-weights"
-    stat = path.stat()
-    return _file_sha256(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    return file_sha256(path) if path.is_file() else "no-weights"
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's content, computed once per process for each version of the file
+    (path, inode, size, modification and change times): the one file hash of the project."""
+    stat = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=16)

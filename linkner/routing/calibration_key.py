@@ -3,13 +3,11 @@ checkpoint), so that one made for another setting is recognised as stale instead
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from linkner.model.metadata import WEIGHTS_FILE
+from linkner.model.metadata import WEIGHTS_FILE, file_sha256
 
 _FIELDS = ("llm", "estimator", "demonstrations", "checkpoint")
 
@@ -29,18 +27,8 @@ class CalibrationKey(BaseModel):
 
 
 def file_digest(path: str | Path) -> str:
-    """``sha256:<hex>`` of a file's content (memoised per path, size and modification time)."""
-    stat = Path(path).stat()
-    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=32)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return f"sha256:{sha.hexdigest()}"
+    """``sha256:<hex>`` of a file's content."""
+    return f"sha256:{file_sha256(path)}"
 
 
 def checkpoint_identity(checkpoint: str | Path) -> str:
