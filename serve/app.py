@@ -45,7 +45,7 @@ def absolute_paths(config: AppConfig) -> AppConfig:
     """Relative paths in the config are relative to the project root, wherever replicas start."""
     from pathlib import Path
 
-    from linkner.service.config import ROOT
+    from linkner.paths import PROJECT_ROOT as ROOT
 
     def resolve(value: str) -> str:
         return value if Path(value).is_absolute() else str(ROOT / value)

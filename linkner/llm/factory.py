@@ -9,11 +9,11 @@ from pydantic import BaseModel, Field
 
 from linkner.llm.prompts import AnswerMode
 from linkner.llm.protocol import LLMBackend
+from linkner.paths import ARTIFACTS
 
 BackendName = Literal["vllm", "transformers", "openai"]
 OptionForm = Literal["all", "candidates"]
-ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_LLM_FOLDER = ROOT / "artifacts" / "llm" / "smollm2-135m"
+DEFAULT_LLM_FOLDER = ARTIFACTS / "llm" / "smollm2-135m"
 
 
 class LLMConfig(BaseModel):

@@ -226,9 +226,6 @@ class Window:
     def words(self) -> tuple[str, ...]:
         return self.sentence_words[self.start : self.end]
 
-    def owns(self, position: int) -> bool:
-        return self.own_start <= position < self.own_end
-
 
 def plan_windows(length: int, own_start: int, own_end: int, size: int) -> list[tuple[int, int, int, int]]:
     """Cover words ``own_start .. own_end - 1`` with windows of at most ``size`` words, each owning a

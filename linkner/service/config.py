@@ -3,19 +3,18 @@ deployments). Everything has a CPU default that works on a fresh machine."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linkner.routing.policy import DetectionPolicy
 from linkner.llm.factory import LLMConfig
+from linkner.paths import ARTIFACTS
 from linkner.service.api import ServiceLimits
 from linkner.telemetry import TelemetryConfig
 
 Method = Literal["Recognize", "RecognizeBatch", "RecognizeStream"]
-ROOT = Path(__file__).resolve().parents[2]  # the project root (linkner/service/config.py)
-DEFAULT_CHECKPOINT = ROOT / "artifacts" / "models" / "default"
+DEFAULT_CHECKPOINT = ARTIFACTS / "models" / "default"
 
 
 class Resources(BaseModel):
