@@ -13,7 +13,7 @@ from linkner.service.api import RecognizeInput, RecognizeOutput, ServiceDescript
 from linkner.service.documents import Document, prepare_document
 from linkner.service.precedence import resolve_policy
 
-__all__ = ["LinkNERService", "build_output", "resolve_policy"]
+__all__ = ["LinkNERService", "Prepared", "build_output"]
 
 SHOWN_CANDIDATES = 3  # the local model's top classes returned with ``return_candidates``
 
