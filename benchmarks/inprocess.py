@@ -3,6 +3,7 @@ at a time and batched, against the bare encoder (the ceiling) and a Hugging Face
 pipeline on the same encoder, all on the same CoNLL test sentences and torch thread count.
 
     python benchmarks/inprocess.py [--model DIR] [--sentences 1000] [--threads 1] [--batch-size 16] [--quick]
+    python benchmarks/inprocess.py --device cuda --autocast float16 --hf-encoder checkpoint   # on a GPU
 
 Rows (each repeated, interleaved, median reported):
   encoder      tokenizer + encoder forward only, the predictor's own length-planned batches
@@ -23,6 +24,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,6 +111,8 @@ def encoder_pass(predictor: "SpanPredictor", sentences: Sequence[Words], batch_s
                                              max_length=batcher.max_subwords, padding=True, return_tensors="pt")
                 encoder(input_ids=encoding["input_ids"].to(predictor.device),
                         attention_mask=encoding["attention_mask"].to(predictor.device))
+    if predictor.device.type == "cuda":
+        torch.cuda.synchronize()  # the other rows end in Python lists, which waits for the GPU
 
 
 def predictor_pass(predictor: "SpanPredictor", sentences: Sequence[Words], batch_size: int,
@@ -129,11 +133,23 @@ def pipeline_pass(pipe: Any, sentences: Sequence[Words], batch_size: int, show: 
     return found
 
 
+def export_checkpoint_encoder(model: Path, folder: Path) -> Path:
+    """Save a LinkNER checkpoint's encoder and tokenizer as a plain Hugging Face model folder (for
+    machines that have the checkpoint but not the encoder package)."""
+    from linkner.model.checkpoint import load_checkpoint
+
+    span_model, batcher = load_checkpoint(model, "cpu")
+    span_model.encoder.save_pretrained(folder)
+    batcher.tokenizer.save_pretrained(folder)
+    return folder
+
+
 def hf_token_head(train_path: Path, train_sentences: int, folder: Path = HF_HEAD_DIR, seed: int = 13,
-                  show: bool = False) -> Path:
-    """Fine-tune ``AutoModelForTokenClassification`` on the default encoder for one epoch over the
-    first ``train_sentences`` training sentences (BIO tags on each word's first sub-token) and save
-    it to ``folder``; reuse a cached head trained on at least as many sentences."""
+                  show: bool = False, encoder: Path | None = None, device: str = "cpu") -> Path:
+    """Fine-tune ``AutoModelForTokenClassification`` on ``encoder`` (default: the default encoder)
+    for one epoch over the first ``train_sentences`` training sentences (BIO tags on each word's
+    first sub-token) on ``device`` and save it to ``folder``; reuse a cached head trained on at
+    least as many sentences."""
     import torch
     from transformers import AutoModelForTokenClassification
 
@@ -149,10 +165,10 @@ def hf_token_head(train_path: Path, train_sentences: int, folder: Path = HF_HEAD
     tags = sorted({tag for s in data for tag in spans_to_tags(len(s.tokens), s.entities)} | {"O"})
     labels = {tag: index for index, tag in enumerate(sorted(tags, key=lambda t: (t != "O", t)))}
     _quiet_transformers()
-    encoder = default_encoder_path()
+    encoder = encoder or default_encoder_path()
     tokenizer = load_tokenizer(encoder)
     model = AutoModelForTokenClassification.from_pretrained(
-        encoder, num_labels=len(labels), id2label={i: t for t, i in labels.items()}, label2id=labels)
+        encoder, num_labels=len(labels), id2label={i: t for t, i in labels.items()}, label2id=labels).to(device)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
@@ -167,11 +183,11 @@ def hf_token_head(train_path: Path, train_sentences: int, folder: Path = HF_HEAD
                 if word is not None and word != previous:
                     targets[row, position] = labels[word_tags[word]]
                 previous = word
-        loss = model(**encoding, labels=targets).loss
+        loss = model(**encoding.to(device), labels=targets.to(device)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    model.eval()
+    model.eval().to("cpu")
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -186,14 +202,31 @@ def _quiet_transformers() -> None:
     transformers_logging.set_verbosity_error()
 
 
-def hf_pipeline(folder: Path) -> Any:
-    """A CPU token-classification pipeline that merges sub-words into entities."""
+def hf_pipeline(folder: Path, device: str = "cpu") -> Any:
+    """A token-classification pipeline on ``device`` that merges sub-words into entities."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
     _quiet_transformers()
     model = AutoModelForTokenClassification.from_pretrained(folder)
     return pipeline("token-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(folder),
-                    aggregation_strategy="simple", device=-1)
+                    aggregation_strategy="simple", device=0 if device == "cuda" else -1)
+
+
+def autocast_runs(runs: dict[str, tuple[str, Callable[[], Any]]], device: str,
+                  dtype: str) -> dict[str, tuple[str, Callable[[], Any]]]:
+    """Each run inside ``torch.autocast(device, dtype)`` (``none``: unchanged): mixed precision
+    for every row alike, the model's weights stay as loaded."""
+    if dtype == "none":
+        return runs
+    import torch
+
+    def wrapped(run: Callable[[], Any]) -> Callable[[], Any]:
+        def call() -> Any:
+            with torch.autocast(device, dtype=getattr(torch, dtype)):
+                return run()
+        return call
+
+    return {name: (f"{description}, autocast {dtype}", wrapped(run)) for name, (description, run) in runs.items()}
 
 
 def measure(runs: dict[str, tuple[str, Callable[[], Any]]], sentences: Sequence[Words], repeats: int,
@@ -234,12 +267,13 @@ def markdown(rows: list[Row], ratio: dict[str, float], header: str) -> str:
 
 
 def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repeats: int = 3,
-                  hf_folder: Path | None = None, show: bool = False) -> tuple[list[Row], dict[str, float]]:
+                  hf_folder: Path | None = None, show: bool = False, device: str = "cpu",
+                  autocast: str = "none") -> tuple[list[Row], dict[str, float]]:
     """Measure encoder / one / batched (and the HF pipeline when ``hf_folder`` is given) on
-    ``sentences`` in this process's current torch thread setting."""
+    ``sentences`` on ``device`` in this process's current torch thread setting."""
     from linkner.model.predictor import SpanPredictor
 
-    predictor = SpanPredictor.from_checkpoint(model, device="cpu", batch_size=batch_size)
+    predictor = SpanPredictor.from_checkpoint(model, device=device, batch_size=batch_size)
     runs: dict[str, tuple[str, Callable[[], Any]]] = {
         "encoder": ("tokenizer + encoder, batched (ceiling)", lambda: encoder_pass(predictor, sentences, batch_size, show)),
         "one": ("predictor, one sentence at a time", lambda: predictor_pass(predictor, sentences, 1, show)),
@@ -249,11 +283,13 @@ def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repe
     warm = sentences[: min(len(sentences), 2 * batch_size)]
     warmup = {"predictor": lambda: predictor_pass(predictor, warm, batch_size)}
     if hf_folder is not None:
-        pipe = hf_pipeline(hf_folder)
+        pipe = hf_pipeline(hf_folder, device)
         runs["hf-pipeline"] = (f"HF token-classification pipeline, {batch_size} strings per call",
                                lambda: pipeline_pass(pipe, sentences, batch_size, show))
         warmup["hf"] = lambda: pipeline_pass(pipe, warm, batch_size)
-    rows = measure(runs, sentences, repeats, warmup)
+    warm_runs = autocast_runs({name: ("warm-up", run) for name, run in warmup.items()}, device, autocast)
+    rows = measure(autocast_runs(runs, device, autocast), sentences, repeats,
+                   {name: run for name, (_, run) in warm_runs.items()})
     return rows, ratios(rows)
 
 
@@ -267,6 +303,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the median is reported")
     parser.add_argument("--hf-train-sentences", type=int, default=2000, help="fine-tuning set of the HF token head")
     parser.add_argument("--no-hf", action="store_true", help="skip the HF pipeline row")
+    parser.add_argument("--hf-encoder", default=None,
+                        help="encoder folder for the HF head (default: the default encoder package); "
+                             "'checkpoint': export the --model checkpoint's encoder")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where every row runs")
+    parser.add_argument("--autocast", default="none", choices=["none", "float16", "bfloat16"],
+                        help="mixed precision for every row (GPU)")
     parser.add_argument("--quick", action="store_true", help="200 sentences, 1 repeat, a cached or 300-sentence head")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inprocess.json")
     args = parser.parse_args(argv)
@@ -287,14 +329,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     sentences = load_sentences(args.data_dir / "test.txt", args.sentences)
     hf_folder = None
     if not args.no_hf:
-        hf_folder = hf_token_head(args.data_dir / "train.txt", args.hf_train_sentences, show=True)
-    rows, ratio = run_benchmark(args.model, sentences, args.batch_size, args.repeats, hf_folder, show=True)
-    header = (f"{len(sentences)} CoNLL-2003 test sentences ({sum(map(len, sentences))} words), in process, "
-              f"{args.threads} torch thread(s), batch size {args.batch_size}, median of {args.repeats} "
-              f"interleaved repeat(s); model `{args.model}`")
+        encoder = None
+        if args.hf_encoder == "checkpoint":
+            encoder = export_checkpoint_encoder(args.model, Path(tempfile.mkdtemp(prefix="linkner-encoder-")))
+        elif args.hf_encoder:
+            encoder = Path(args.hf_encoder)
+        hf_folder = hf_token_head(args.data_dir / "train.txt", args.hf_train_sentences, show=True,
+                                  encoder=encoder, device=args.device)
+    rows, ratio = run_benchmark(args.model, sentences, args.batch_size, args.repeats, hf_folder, show=True,
+                                device=args.device, autocast=args.autocast)
+    where = "CPU" if args.device == "cpu" else torch.cuda.get_device_name(0)
+    header = (f"{len(sentences)} CoNLL-2003 test sentences ({sum(map(len, sentences))} words), in process on "
+              f"{where}, {args.threads} torch thread(s), batch size {args.batch_size}, autocast {args.autocast}, "
+              f"median of {args.repeats} interleaved repeat(s); model `{args.model}`")
     table = markdown(rows, ratio, header)
     print(table)
-    result = {"model": str(args.model), "threads": args.threads, "batch_size": args.batch_size,
+    result = {"model": str(args.model), "device": where, "autocast": args.autocast,
+              "threads": args.threads, "batch_size": args.batch_size,
               "repeats": args.repeats, "machine": platform.processor() or platform.machine(),
               "cpu_count": os.cpu_count(), "torch": torch.__version__,
               "rows": [row.summary() for row in rows], "ratios": ratio}

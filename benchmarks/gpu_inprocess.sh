@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The in-process benchmark on a GPU machine that has torch and transformers but not this project's
+# environment (the `device` tool's machines), within what such a call carries (64 MiB).
+#
+#   bash benchmarks/gpu_inprocess.sh bundle   # here: .devcarry/ (half-precision checkpoint, CoNLL
+#                                             # test + 2,000 train sentences) and .whl/ (pydantic)
+#   bash benchmarks/gpu_inprocess.sh run OUT  # there: fp32 and fp16-autocast rows, JSON + Markdown in OUT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+bundle)
+  PY=${PYTHON:-.venv/bin/python}
+  DATA=${LINKNER_CONLL_DIR:-../shared/data/conll2003}
+  rm -rf .devcarry && mkdir -p .devcarry/model .devcarry/data .whl
+  cp artifacts/models/default/{linkner_config.json,tokenizer.json,tokenizer_config.json} .devcarry/model/
+  "$PY" - <<'PY'
+from safetensors.torch import load_file, save_file
+tensors = load_file("artifacts/models/default/model.safetensors")
+save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, ".devcarry/model/model.safetensors")
+PY
+  cp "$DATA/test.txt" .devcarry/data/
+  awk 'BEGIN{n=0} {print} /^$/{n++; if (n>=2100) exit}' "$DATA/train.txt" > .devcarry/data/train.txt
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+    $("$PY" -m pip list --format=freeze 2>/dev/null | grep -iE '^(pydantic|pydantic_core|annotated-types|typing-inspection)==')
+  du -sh .devcarry .whl
+  ;;
+run)
+  OUT_DIR=${2:?output folder}
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+  nvidia-smi -L || true
+  common=(--model .devcarry/model --data-dir .devcarry/data --device cuda --threads 4 --hf-encoder checkpoint)
+  python3 benchmarks/inprocess.py "${common[@]}" --batch-size 64 --autocast none --out "$OUT_DIR/inprocess-gpu-fp32-b64.json"
+  python3 benchmarks/inprocess.py "${common[@]}" --batch-size 64 --autocast float16 --out "$OUT_DIR/inprocess-gpu-fp16-b64.json"
+  python3 benchmarks/inprocess.py "${common[@]}" --batch-size 16 --autocast float16 --out "$OUT_DIR/inprocess-gpu-fp16-b16.json"
+  ;;
+*) echo "usage: $0 bundle | run OUT" >&2; exit 2 ;;
+esac
