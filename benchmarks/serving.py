@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-wait-s", type=float, default=None, help="ner.batch_wait_timeout_s (default: config's)")
     parser.add_argument("--throughput-optimized", action="store_true",
                         help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
+    parser.add_argument("--ingress", choices=["direct", "proxy", "both"], default="both",
+                        help="direct: callers dial the ingress replica (Ray's direct ingress, the main job's "
+                             "default); proxy: Ray's gRPC proxy; both: the local path both ways in one run")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
     parser.add_argument("--long-document-words", type=int, default=5000,
                         help="short requests' latency while 2 callers send documents of this many words, with "
@@ -264,16 +267,27 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
     from protos.linkner.v1 import linkner_pb2 as pb
     from serve.app import GRPC_SERVICER
 
+    from serve.direct_ingress import direct_ingress_env, grpc_targets, proxy_port
+
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     if args.throughput_optimized:
-        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     port = free_port()
+    direct = args.ingress in ("direct", "both")
+    if direct:
+        env.update(direct_ingress_env(port))
+    os.environ.update({key: value for key, value in env.items() if key.startswith("RAY_")})
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
              object_store_memory=256 * 1024 * 1024, runtime_env={"env_vars": env})
+    proxy = f"127.0.0.1:{proxy_port(port) if direct else port}"
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
-                grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[GRPC_SERVICER]))
-    target = f"127.0.0.1:{port}"
+                grpc_options=gRPCOptions(port=int(proxy.rsplit(":", 1)[1]), grpc_servicer_functions=[GRPC_SERVICER]))
+
+    def deployed(llm: bool, router: dict[str, Any] | None = None) -> str:
+        """Run the app; the address callers dial (its ingress replica, or the proxy)."""
+        serve_app(args, llm, router)
+        return grpc_targets(APP)[0] if direct else proxy
+
     rows = []
     try:
         plans = [("local", False, pb.Options(policy="none"), args.concurrency)]
@@ -281,19 +295,23 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
             plans.append((f"LLM {100 * args.llm_share:g}%", True, pb.Options(policy="budget", budget=args.llm_share),
                           args.llm_concurrency))
         for path, llm, options, levels in plans:
-            serve_app(args, llm)
-            asyncio.run(warm_up(target, texts, options))
-            print(f"{path}: stack processes {stack_processes()}", flush=True)
-            for concurrency in [int(c) for c in levels.split(",")]:
-                row = {"path": path, **run_level(target, texts, words, concurrency, args.seconds, options)}
-                print(json.dumps({k: v for k, v in row.items() if k != "cpu_ms_per_request"}), flush=True)
-                rows.append(row)
+            target = deployed(llm)
+            ways = [(path, target)]
+            if path == "local" and args.ingress == "both":
+                ways.append(("local, via Ray's proxy", proxy))
+            for name, address in ways:
+                asyncio.run(warm_up(address, texts, options))
+                print(f"{name} ({address}): stack processes {stack_processes()}", flush=True)
+                for concurrency in [int(c) for c in levels.split(",")]:
+                    row = {"path": name, **run_level(address, texts, words, concurrency, args.seconds, options)}
+                    print(json.dumps({k: v for k, v in row.items() if k != "cpu_ms_per_request"}), flush=True)
+                    rows.append(row)
             serve.delete(APP)
         if args.long_document_words:
             long_text = long_document(texts, args.long_document_words)
             for chunk in (256, 10**7):
-                serve_app(args, False, {"max_words_per_ner_call": chunk,
-                                        "limits": {"max_words": 10**6, "max_chars": 10**7}})
+                target = deployed(False, {"max_words_per_ner_call": chunk,
+                                          "limits": {"max_words": 10**6, "max_chars": 10**7}})
                 asyncio.run(warm_up(target, texts, pb.Options(policy="none")))
                 row = {"chunk_words": chunk if chunk < 10**7 else None, "long_document_words": len(long_text.split()),
                        **asyncio.run(mixed_load(target, texts, long_text, 16, 2, args.seconds))}
@@ -309,7 +327,7 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"{report['sentences']} CoNLL-2003 test sentences as raw text; NER replica and in-process rows with "
              f"{report['threads']} torch thread(s); {report['seconds_per_level']:.0f} s per level; "
-             f"Ray Serve throughput-optimized: {report['throughput_optimized']}", ""]
+             f"Ray Serve throughput-optimized: {report['throughput_optimized']}; ingress: {report.get('ingress')}", ""]
     if report.get("inprocess"):
         lines += ["| in-process | sentences/s | ms / sentence |", "|---|---|---|"]
         for row in report["inprocess"]:
@@ -332,7 +350,8 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{row['long_documents']} | {row['long_p50_ms']:.0f} |")
     lines.append("")
     for key in ("served_vs_inprocess_c32", "served_vs_hf_pipeline_c32", "stack_cpu_ms_per_request",
-                "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms"):
+                "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms", "direct_vs_proxy_c32",
+                "cpu_ms_saved_by_direct_ingress"):
         if report.get(key) is not None:
             lines.append(f"- {key}: {report[key]:.2f}")
     return "\n".join(lines)
@@ -350,6 +369,11 @@ def summarise(report: dict[str, Any]) -> None:
         report["stack_cpu_ms_per_request"] = c32["cpu_ms_per_request_total"] - model_cpu_ms
     if c32 and inprocess.get("hf-pipeline"):
         report["served_vs_hf_pipeline_c32"] = c32["sentences_per_s"] / inprocess["hf-pipeline"]["sentences_per_s"]
+    via_proxy = {row["concurrency"]: row for row in report["served"] if row["path"] == "local, via Ray's proxy"}
+    if c32 and via_proxy.get(32):
+        report["direct_vs_proxy_c32"] = c32["requests_per_s"] / via_proxy[32]["requests_per_s"]
+        report["cpu_ms_saved_by_direct_ingress"] = (via_proxy[32]["cpu_ms_per_request_total"]
+                                                    - c32["cpu_ms_per_request_total"])
     for level in (64, 128):
         if c32 and local.get(level):
             report[f"c{level}_vs_c32"] = local[level]["requests_per_s"] / c32["requests_per_s"]
@@ -380,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     words = [len(s) for s in sentences]
     report: dict[str, Any] = {"sentences": len(sentences), "threads": args.threads, "seconds_per_level": args.seconds,
                               "batch_wait_s": args.batch_wait_s,
-                              "throughput_optimized": args.throughput_optimized, "model": str(args.model)}
+                              "throughput_optimized": args.throughput_optimized, "ingress": args.ingress,
+                              "model": str(args.model)}
     if not args.no_inprocess:
         report["inprocess"] = inprocess_rows(args, [s.tokens for s in sentences])
     report["long_documents"] = []

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="route only when the low end of the 95%% bootstrap interval of the dev F1 gain is "
                              "above this (F1 as a fraction)")
     parser.add_argument("--text", default=SAMPLE, help="the sample request's text")
+    parser.add_argument("--proxy-only", action="store_true",
+                        help="serve gRPC through Ray's proxy only (default: the ingress replica answers on the "
+                             "configured port itself, Ray's direct ingress, one process hop less)")
     return parser
 
 
@@ -114,32 +117,42 @@ def load_config(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def start_ray(object_store_mb: int = 512) -> None:
-    """A single-node Ray on loopback (no dashboard)."""
+def start_ray(object_store_mb: int = 512, env: dict[str, str] | None = None) -> None:
+    """A single-node Ray on loopback (no dashboard); ``env`` is set for every Ray process."""
     import ray
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.update(env or {})  # read by Ray's own processes (controller, proxy, replicas) at start
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
              object_store_memory=object_store_mb * 1024 * 1024, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}})
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}})
 
 
-def deploy(serve_config: dict[str, Any]) -> tuple[str, int]:
-    """Start Serve with the config's proxy options and run its LinkNER application."""
+def deploy(serve_config: dict[str, Any], direct: bool = True) -> tuple[str, str]:
+    """Start Serve with the config's proxy options and run its LinkNER application; returns the
+    application's name and the gRPC address to dial (the ingress replica itself when ``direct``:
+    Ray must have been started with :func:`serve.direct_ingress.direct_ingress_env`)."""
     from ray import serve
     from ray.serve.config import gRPCOptions
 
     from serve.app import build_app
+    from serve.direct_ingress import grpc_targets, proxy_port
 
     grpc = serve_config.get("grpc_options", {})
     http = serve_config.get("http_options", {})
     port = int(grpc.get("port", 9000))
     serve.start(http_options={"host": http.get("host", "127.0.0.1"), "port": int(http.get("port", 8000))},
-                grpc_options=gRPCOptions(port=port, grpc_servicer_functions=grpc.get("grpc_servicer_functions", [])))
+                grpc_options=gRPCOptions(port=proxy_port(port) if direct else port,
+                                         grpc_servicer_functions=grpc.get("grpc_servicer_functions", [])))
     application = serve_config["applications"][0]
     serve.run(build_app(application.get("args", {})), name=application["name"],
               route_prefix=application.get("route_prefix", "/linkner"))
-    return application["name"], port
+    if direct:
+        targets = grpc_targets(application["name"])
+        if not targets:
+            raise SystemExit("direct ingress: the ingress replica opened no gRPC port (try --proxy-only)")
+        return application["name"], targets[0]
+    return application["name"], f"127.0.0.1:{port}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,14 +175,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.llm_pool.llm.backend = "transformers"
     ensure_calibration(config, args.data_dir, args.calibration_sentences, args.calibration_margin)
     started = time.monotonic()
-    start_ray()
-    name, port = deploy(serve_config)
-    print(f"LinkNER is up in {time.monotonic() - started:.0f}s: gRPC on 127.0.0.1:{port}, application {name!r} "
+    from serve.direct_ingress import direct_ingress_env, proxy_port
+
+    grpc_port = int(serve_config.get("grpc_options", {}).get("port", 9000))
+    start_ray(env=None if args.proxy_only else direct_ingress_env(grpc_port))
+    name, target = deploy(serve_config, direct=not args.proxy_only)
+    via = "Ray's gRPC proxy" if args.proxy_only else (
+        f"the ingress replica itself; Ray's proxy on 127.0.0.1:{proxy_port(grpc_port)}")
+    print(f"LinkNER is up in {time.monotonic() - started:.0f}s: gRPC on {target} ({via}), application {name!r} "
           f"(service linkner.v1.LinkNER)", file=sys.stderr)
 
     from clients.client import LinkNERClient
 
-    with LinkNERClient(f"127.0.0.1:{port}", name, timeout_s=60) as client:
+    with LinkNERClient(target, name, timeout_s=60) as client:
         print(f"\nrequest: {args.text}")
         _show(client.recognize(args.text))
         print("the same, every span sent to the LLM (policy budget 1.0), to show the LLM path:")
@@ -177,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.once:
         _shutdown()
         return 0
-    print(f"try: .venv/bin/linkner-client --target 127.0.0.1:{port} recognize \"Angela Merkel visited Paris.\"\n"
+    print(f"try: .venv/bin/linkner-client --target {target} recognize \"Angela Merkel visited Paris.\"\n"
           "stop: Ctrl-C", file=sys.stderr)
     signal.signal(signal.SIGTERM, lambda *_: (_shutdown(), sys.exit(0)))
     try:

@@ -60,13 +60,18 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
 
     from linkner.data.readers import write_jsonl
     from serve.app import GRPC_SERVICER, HEALTH_SERVICER, build_app
+    from serve.direct_ingress import direct_ingress_env, grpc_targets, proxy_port
 
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"  # set by conftest before ray's import
     port = free_port()
+    direct_env = direct_ingress_env(port)  # as the main job runs it: each app's ingress answers gRPC itself
+    saved = {key: os.environ.get(key) for key in direct_env}
+    os.environ.update(direct_env)
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=8,
-             object_store_memory=256 * 1024 * 1024, log_to_driver=False)
+             object_store_memory=256 * 1024 * 1024, log_to_driver=False, runtime_env={"env_vars": direct_env})
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
-                grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[GRPC_SERVICER, HEALTH_SERVICER]))
+                grpc_options=gRPCOptions(port=proxy_port(port),
+                                         grpc_servicer_functions=[GRPC_SERVICER, HEALTH_SERVICER]))
     fast, slow = OpenAIPeer(answer=lambda body: "person"), OpenAIPeer(answer=lambda body: "person", delay_s=5.0)
     fast.__enter__()
     slow.__enter__()
@@ -86,17 +91,27 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     serve.run(build_app(app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30, answer_budget_s={"Recognize": 4.0},
                                  max_ongoing_requests=1, max_queued_requests=1)), name="slow", route_prefix="/slow")
     assert ray.util.get_node_ip_address() == "127.0.0.1"
-    yield {"target": f"127.0.0.1:{port}", "traces": traces, "fast": fast}
+    targets = {app: grpc_targets(app) for app in ("main", "down", "slow")}
+    assert all(len(found) == 1 for found in targets.values()), targets
+    yield {"targets": {app: found[0] for app, found in targets.items()}, "proxy": f"127.0.0.1:{proxy_port(port)}",
+           "traces": traces, "fast": fast}
     serve.shutdown()
     ray.shutdown()
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     fast.__exit__(None, None, None)
     slow.__exit__(None, None, None)
+
+
+def target(cluster, app):
+    """The address that answers ``app``: its ingress replica (direct ingress)."""
+    return cluster["targets"][app]
 
 
 def client(cluster, app="main", **kw):
     from clients.client import LinkNERClient
 
-    return LinkNERClient(cluster["target"], app, **kw)
+    return LinkNERClient(target(cluster, app), app, **kw)
 
 
 TEXT = "John Smith visited Paris yesterday. Google said Mary Jones will move to Tokyo."
@@ -191,7 +206,7 @@ def test_invalid_utf8_in_words_is_invalid_argument(cluster):
     from protos.linkner.v1 import linkner_pb2 as pb
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 
-    with grpc.insecure_channel(cluster["target"]) as channel:
+    with grpc.insecure_channel(target(cluster, "main")) as channel:
         stub = pb_grpc.LinkNERStub(channel)
         with pytest.raises(grpc.RpcError) as error:
             stub.Recognize(pb.RecognizeRequest(words=[b"Paris", b"ok\xff\xfe"]),
@@ -227,7 +242,7 @@ def test_a_plain_grpc_deadline_is_honoured_without_custom_metadata(cluster):
     the proxy and answers in time with the local entities, marked degraded."""
     from protos.linkner.v1 import linkner_pb2 as pb
 
-    with grpc.insecure_channel(cluster["target"]) as channel:
+    with grpc.insecure_channel(target(cluster, "slow")) as channel:
         started = time.monotonic()
         reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "slow")],
                                             timeout=2.0)
@@ -236,10 +251,26 @@ def test_a_plain_grpc_deadline_is_honoured_without_custom_metadata(cluster):
     assert reply.entities and all(e.source == "local" for e in reply.entities)
 
 
+def test_rays_proxy_still_answers_by_application_with_the_callers_deadline(cluster):
+    """The ingress replicas answer on their own ports; Ray's gRPC proxy, beside them, still routes
+    by the ``application`` metadata and forwards a plain gRPC deadline."""
+    from protos.linkner.v1 import linkner_pb2 as pb
+
+    assert cluster["proxy"] not in cluster["targets"].values()
+    with grpc.insecure_channel(cluster["proxy"]) as channel:
+        local = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT, options=pb.Options(policy="none")),
+                                            metadata=[("application", "main")], timeout=20)
+        started = time.monotonic()
+        slow = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "slow")],
+                                           timeout=2.0)
+    assert local.entities and not local.degraded
+    assert time.monotonic() - started < 2.0 and slow.degraded and "deadline" in slow.degraded_reason
+
+
 def test_the_server_answer_budget_answers_callers_without_a_deadline(cluster):
     from protos.linkner.v1 import linkner_pb2 as pb
 
-    with grpc.insecure_channel(cluster["target"]) as channel:
+    with grpc.insecure_channel(target(cluster, "slow")) as channel:
         started = time.monotonic()
         reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "slow")])
     elapsed = time.monotonic() - started
@@ -255,7 +286,7 @@ def test_overload_is_refused_at_once_with_resource_exhausted(cluster):
     from protos.linkner.v1 import linkner_pb2 as pb
 
     def call(_):
-        with grpc.insecure_channel(cluster["target"]) as channel:
+        with grpc.insecure_channel(target(cluster, "slow")) as channel:
             started = time.monotonic()
             try:
                 raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "slow")],
@@ -287,7 +318,7 @@ def test_a_bad_stream_ends_invalid_argument_before_any_answer(cluster, texts, me
 
     request = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text=text) for text in texts])
     received = []
-    with grpc.insecure_channel(cluster["target"]) as channel, pytest.raises(grpc.RpcError) as error:
+    with grpc.insecure_channel(target(cluster, "main")) as channel, pytest.raises(grpc.RpcError) as error:
         for reply in raw_stub(channel).RecognizeStream(request, metadata=[("application", "main")], timeout=20):
             received.append(reply)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
@@ -318,7 +349,7 @@ def test_health_and_traces_of_every_stage(cluster):
 
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(cluster["target"]) as channel:
+    with grpc.insecure_channel(target(cluster, "main")) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
                                                          metadata=[("application", "main")], timeout=20)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -350,7 +381,7 @@ def test_a_callers_traceparent_becomes_the_parent_of_every_stage(cluster):
 
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     metadata = [("application", "main"), ("traceparent", f"00-{trace_id}-{parent_id}-01")]
-    with grpc.insecure_channel(cluster["target"]) as channel:
+    with grpc.insecure_channel(target(cluster, "main")) as channel:
         reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=metadata, timeout=20)
     assert reply.trace_id == trace_id
     deadline = time.monotonic() + 10
@@ -379,7 +410,7 @@ def grpcjs(cluster, application, calls):
     assert shutil.which("node") and (folder / "node_modules" / "@grpc" / "grpc-js").is_dir(), \
         "grpc-js is missing: scripts/setup.sh installs it (npm ci --prefix tests/interop)"
     proto = folder.parent.parent / "protos" / "linkner" / "v1" / "linkner.proto"
-    done = subprocess.run(["node", str(folder / "client.js"), cluster["target"], application, str(proto),
+    done = subprocess.run(["node", str(folder / "client.js"), target(cluster, application), application, str(proto),
                            json.dumps(calls)], capture_output=True, text=True, timeout=120, check=True)
     return {result["name"]: result for result in map(json.loads, done.stdout.splitlines())}
 
@@ -413,12 +444,12 @@ def test_client_command_line_file_and_recognize(cluster, tmp_path, capsys):
     docs = tmp_path / "docs.txt"
     docs.write_text("John Smith visited Paris yesterday .\n\nnothing happened today .\nAli Khan left Reuters .\n")
     out = tmp_path / "out.jsonl"
-    code = main(["--target", cluster["target"], "--application", "main", "--policy", "none",
+    code = main(["--target", target(cluster, "main"), "--application", "main", "--policy", "none",
                  "file", str(docs), "--out", str(out), "--concurrency", "2"])
     assert code == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["line"] for r in records] == [1, 3, 4]
     assert records[0]["entities"] and records[1]["entities"] == []
-    assert main(["--target", cluster["target"], "--application", "main", "--policy", "none",
+    assert main(["--target", target(cluster, "main"), "--application", "main", "--policy", "none",
                  "recognize", "Mary Jones visited Cairo ."]) == 0
     assert "Mary Jones\tPER\tlocal" in capsys.readouterr().out
