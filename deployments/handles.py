@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from linkner.llm.protocol import SpanAnswer, SpanQuery
 from linkner.telemetry import current_carrier
+from linkner.uncertainty.names import LEARNED
 
 if TYPE_CHECKING:
     from linkner.data.spans import Entity
@@ -61,7 +62,9 @@ class HandleRecognizer:
     async def recognize(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str]
                         ) -> list[list["Entity"]]:
         carrier, names = current_carrier(), list(estimators)
-        chunks = sentence_chunks(sentences, self.max_words_per_call)
+        # the learned estimator weighs the whole document's predictions: such a document goes in one call
+        chunks = ([(0, len(sentences))] if LEARNED in names
+                  else sentence_chunks(sentences, self.max_words_per_call))
         if len(chunks) == 1:
             return await self._submit([list(s) for s in sentences], names, carrier)
         slots = asyncio.Semaphore(self.chunks_in_flight)
@@ -103,8 +106,11 @@ class HandleRecognizer:
         try:
             sentences = [sentence for item in items for sentence in item.sentences]
             estimators = sorted({name for item in items for name in item.estimators})
+            # each request is a document of its own (only the learned estimator looks across sentences)
+            documents = {"documents": [number for number, item in enumerate(items) for _ in item.sentences]} \
+                if LEARNED in estimators else {}
             try:
-                predictions = await self.handle.predict.remote(sentences, estimators, items[0].carrier)
+                predictions = await self.handle.predict.remote(sentences, estimators, items[0].carrier, **documents)
             except Exception as error:  # noqa: BLE001 (every waiting request learns of it)
                 for item in items:
                     if not item.future.done():

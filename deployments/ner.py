@@ -12,7 +12,6 @@ from linkner.data.spans import Entity
 from linkner.model.predictor import SpanPredictor
 from linkner.service.config import NERConfig
 from linkner.telemetry import TelemetryConfig, current_carrier, setup_tracing, traced
-from linkner.uncertainty.names import available_estimators
 
 
 @serve.deployment
@@ -28,7 +27,8 @@ class NERReplica:
             # the fast tokenizer's own thread pool would otherwise take every core for each batch
             os.environ["RAYON_NUM_THREADS"] = str(config.threads)
             os.environ["TOKENIZERS_PARALLELISM"] = "true" if config.threads > 1 else "false"
-        self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, mc_samples=config.mc_samples)
+        self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, mc_samples=config.mc_samples,
+                                                       consistency=config.document_consistency)
         self.predict_batched.set_max_batch_size(config.max_batch_size)
         self.predict_batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
 
@@ -36,7 +36,7 @@ class NERReplica:
         """Labels, estimators and objective of the served model."""
         config = self.predictor.model.config
         return {"labels": config.labels, "objective": config.objective, "encoder": config.encoder,
-                "estimators": available_estimators(config.objective == "evidential"),
+                "estimators": self.predictor.estimators,
                 "device": str(self.predictor.device)}
 
     async def embed(self, items: list[tuple[list[str], int, int]]):
@@ -48,20 +48,28 @@ class NERReplica:
         return serve.get_replica_context().replica_id.unique_id
 
     async def predict(self, sentences: list[list[str]], estimators: list[str],
-                      carrier: dict[str, str] | None = None) -> list[list[Entity]]:
+                      carrier: dict[str, str] | None = None, documents: list[int] | None = None
+                      ) -> list[list[Entity]]:
+        """Predictions of one call; ``documents`` (a document id per sentence, for the ``learned``
+        estimator's document evidence) defaults to: the call's sentences are one document."""
         with traced("linkner.ner.request", carrier, sentences=len(sentences)):
-            return await self.predict_batched((sentences, tuple(estimators), current_carrier()))
+            return await self.predict_batched((sentences, tuple(estimators), current_carrier(),
+                                               documents or [0] * len(sentences)))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def predict_batched(self, items: Sequence[tuple[list[list[str]], tuple[str, ...], dict[str, str]]]
+    async def predict_batched(self, items: Sequence[tuple[list[list[str]], tuple[str, ...], dict[str, str], list[int]]]
                               ) -> list[list[list[Entity]]]:
-        """One forward pass for all requests of the batch; its span joins the first request's trace."""
-        estimators = sorted({name for _, names, _ in items for name in names})
-        flat = [sentence for sentences, _, _ in items for sentence in sentences]
+        """One forward pass for all requests of the batch; its span joins the first request's trace.
+        Documents never span two calls (each call's document ids are kept apart)."""
+        estimators = sorted({name for _, names, _, _ in items for name in names})
+        flat = [sentence for sentences, _, _, _ in items for sentence in sentences]
+        keys = [(call, document) for call, (_, _, _, documents) in enumerate(items) for document in documents]
+        numbering = {key: number for number, key in enumerate(dict.fromkeys(keys))}
         with traced("linkner.ner.batch", items[0][2], requests=len(items), sentences=len(flat)):
-            predictions = await asyncio.to_thread(self.predictor.predict, flat, estimators)
+            predictions = await asyncio.to_thread(self.predictor.predict, flat, estimators,
+                                                  [numbering[key] for key in keys])
         results, cursor = [], 0
-        for sentences, _, _ in items:
+        for sentences, _, _, _ in items:
             results.append(predictions[cursor : cursor + len(sentences)])
             cursor += len(sentences)
         return results

@@ -51,6 +51,24 @@ def read_conll(
     return sentences
 
 
+def conll_documents(path: str | Path) -> list[int]:
+    """The document index (0, 1, ...) of each sentence :func:`read_conll` reads from ``path``: a
+    ``-DOCSTART-`` line starts a new document (a file without any is one document)."""
+    documents: list[int] = []
+    document, inside = 0, False
+    for _, raw in _numbered_lines(Path(path)):
+        fields = raw.split()
+        if fields and fields[0] == DOCSTART:
+            document += 1 if documents else 0
+            inside = False
+        elif not fields:
+            inside = False
+        elif not inside:
+            documents.append(document)
+            inside = True
+    return documents
+
+
 def _conll_blocks(path: Path) -> Iterator[list[tuple[int, str, str]]]:
     """Yield sentences as lists of ``(line number, token, tag)``."""
     columns: int | None = None

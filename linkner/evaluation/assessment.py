@@ -40,7 +40,7 @@ class AssessmentReport(BaseModel):
 
 def estimator_names(spec: str, predictor: "SpanPredictor") -> list[str]:
     """``all`` or a comma list, checked against what the model supports."""
-    supported = available_estimators(predictor.model.config.objective == "evidential")
+    supported = available_estimators(predictor.model.config.objective == "evidential", predictor.detector is not None)
     if spec == "all":
         return supported
     names = [name.strip() for name in spec.split(",") if name.strip()]

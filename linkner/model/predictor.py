@@ -9,12 +9,15 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 from linkner.data.spans import Entity, Sentence
-from linkner.model.decoding import greedy_non_overlapping
+from linkner.model.decoding import consistent_labels, greedy_non_overlapping
 from linkner.model.batching import SpanBatcher
 from linkner.model.checkpoint import load_checkpoint
 from linkner.model.packing import CPU_OVERHEAD_TOKENS, GPU_OVERHEAD_TOKENS, plan_batches
 from linkner.model.span_model import SpanNER
-from linkner.uncertainty.estimators import SpanOutputs, UncertaintyEstimator, get_estimator
+from linkner.uncertainty.detector import DetectorError, ErrorDetector, load_detector
+from linkner.uncertainty.features import document_groups
+from linkner.uncertainty.estimators import SpanOutputs, UncertaintyEstimator, get_estimator, span_features
+from linkner.uncertainty.names import LEARNED, available_estimators
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -42,8 +45,14 @@ class SpanPredictor:
         top_k: int | None = None,
         overhead_tokens: int | None = None,
         max_batch_tokens: int | None = None,
+        detector: ErrorDetector | None = None,
+        detector_problem: str = "no error detector was loaded",
+        consistency: bool = False,
     ) -> None:
         self.model = model.eval()
+        self.detector = detector  # the ``learned`` estimator, when the checkpoint has a valid one
+        self.detector_problem = "" if detector is not None else detector_problem
+        self.consistency = consistency  # document-level label consistency (see ``consistent_labels``)
         self.batcher = batcher
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -56,25 +65,67 @@ class SpanPredictor:
         self.max_batch_tokens = max_batch_tokens
 
     @classmethod
-    def from_checkpoint(cls, folder: str | Path, device: str = "auto", **options: int) -> "SpanPredictor":
+    def from_checkpoint(cls, folder: str | Path, device: str = "auto", **options: int | bool) -> "SpanPredictor":
         """Load a checkpoint folder onto ``device`` (``auto``: GPU if present)."""
         chosen = pick_device(device)
         model, batcher = load_checkpoint(folder, chosen)
-        return cls(model, batcher, chosen, **options)
+        try:
+            detector, problem = load_detector(folder, model.config.labels), ""
+        except DetectorError as error:  # the other estimators still work; ``learned`` says why it cannot
+            detector, problem = None, str(error)
+        return cls(model, batcher, chosen, detector=detector, detector_problem=problem, **options)
+
+    @property
+    def estimators(self) -> list[str]:
+        """The estimator names this predictor can compute."""
+        return available_estimators(self.model.config.objective == "evidential", self.detector is not None)
 
     @property
     def labels(self) -> list[str]:
         return self.model.config.labels
 
     def predict(
-        self, sentences: Sequence[Sequence[str]], estimators: Iterable[str] = ("confidence",)
+        self, sentences: Sequence[Sequence[str]], estimators: Iterable[str] = ("confidence",),
+        documents: Sequence[int] | None = None,
     ) -> list[list[Entity]]:
         """Entities of each word-tokenised sentence, with the named uncertainties per entity.
 
         Sentences longer than ``window_words`` (or than the encoder's sub-word limit) are cut
-        into windows; every word of the input is looked at."""
-        chosen = [get_estimator(name, self.mc_samples) for name in dict.fromkeys(estimators)]
+        into windows; every word of the input is looked at. ``documents`` gives each sentence's
+        document id for the ``learned`` estimator's document evidence and for label consistency
+        (None: the sentences of this call are one document)."""
+        names = list(dict.fromkeys(estimators))
+        if LEARNED not in names:
+            predictions = self._decode(sentences, names, None)[0]
+            return self._consistent(sentences, predictions, documents)
+        if self.detector is None:
+            raise ValueError(f"the {LEARNED!r} estimator is not available: {self.detector_problem}")
+        others = [name for name in names if name != LEARNED]
+        predictions, features = self._decode(sentences, others, self.detector.mc_samples)
+        self.detector.annotate(sentences, predictions, features, documents)  # on the model's own labels
+        return self._consistent(sentences, predictions, documents)
+
+    def _consistent(self, sentences: Sequence[Sequence[str]], predictions: list[list[Entity]],
+                    documents: Sequence[int] | None) -> list[list[Entity]]:
+        if not self.consistency:
+            return predictions
+        return consistent_labels(sentences, predictions, document_groups(len(sentences), documents))
+
+    def predict_with_span_features(
+        self, sentences: Sequence[Sequence[str]], estimators: Iterable[str] = (), mc_samples: int = 0
+    ) -> tuple[list[list[Entity]], list[list[list[float]]]]:
+        """:meth:`predict` plus each entity's model-output features (``SPAN_FEATURES``), what an
+        error detector is fitted on; ``mc_samples`` head-dropout passes give the MC spread."""
+        predictions, features = self._decode(sentences, list(dict.fromkeys(estimators)), mc_samples)
+        return predictions, features or []
+
+    def _decode(
+        self, sentences: Sequence[Sequence[str]], estimators: list[str], feature_samples: int | None
+    ) -> tuple[list[list[Entity]], list[list[list[float]]] | None]:
+        """Entities per sentence and, unless ``feature_samples`` is None, their span features."""
+        chosen = [get_estimator(name, self.mc_samples) for name in estimators]
         found: list[list[Entity]] = [[] for _ in sentences]
+        features: dict[int, list[float]] | None = None if feature_samples is None else {}
         pending = [
             Window(index, *bounds, tuple(words))
             for index, words in enumerate(sentences)
@@ -83,12 +134,15 @@ class SpanPredictor:
         while pending:
             retry: list[Window] = []
             for group in self._plan(pending):
-                retry.extend(self._predict_windows(group, chosen, found))
+                retry.extend(self._predict_windows(group, chosen, found, features, feature_samples or 0))
             pending = retry
-        return [
+        results = [
             greedy_non_overlapping(entities, [(e.start, e.end) for e in entities], [e.probability for e in entities])
             for entities in found
         ]
+        if features is None:
+            return results, None
+        return results, [[features[id(entity)] for entity in entities] for entities in results]
 
     def _plan(self, windows: list["Window"]) -> list[list["Window"]]:
         """Batches of at most ``batch_size`` windows, sorted by sub-word length and cut where
@@ -100,10 +154,12 @@ class SpanPredictor:
         return [[windows[index] for index in batch] for batch in plan]
 
     def _predict_windows(
-        self, windows: list["Window"], estimators: list[UncertaintyEstimator], found: list[list[Entity]]
+        self, windows: list["Window"], estimators: list[UncertaintyEstimator], found: list[list[Entity]],
+        features: dict[int, list[float]] | None = None, feature_samples: int = 0,
     ) -> list["Window"]:
-        """Add each window's entities that start in the words it owns to ``found``; return smaller
-        windows replacing any window too long for the encoder's sub-word limit."""
+        """Add each window's entities that start in the words it owns to ``found`` (and, with
+        ``features``, their span features by ``id(entity)``); return smaller windows replacing any
+        window too long for the encoder's sub-word limit."""
         batch = self.batcher.encode([Sentence(window.words) for window in windows]).to(self.device)
         too_long: list[Window] = []
         own_from, own_to = [], []
@@ -118,9 +174,11 @@ class SpanPredictor:
                     for bounds in plan_windows(len(window.sentence_words), window.own_start, window.own_end, size)
                 ]
         owned = (torch.tensor(own_from, device=self.device), torch.tensor(own_to, device=self.device))
-        spans, outputs, _ = self._outputs(batch, max((e.samples for e in estimators), default=0), owned)
+        samples = max([e.samples for e in estimators] + [feature_samples])
+        spans, outputs, _ = self._outputs(batch, samples, owned)
         if not len(spans):
             return too_long
+        span_rows = None if features is None else span_features(outputs, feature_samples > 0).tolist()
         # only the owned entity candidates ever leave tensors
         uncertainties = {e.name: e(outputs).tolist() for e in estimators}
         ranked_probs, ranked_classes = outputs.probs.sort(dim=-1, descending=True, stable=True)
@@ -136,17 +194,21 @@ class SpanPredictor:
             kept = greedy_non_overlapping(
                 candidates, [(starts[i], ends[i]) for i in candidates], [ranked_probs[i][0] for i in candidates]
             )
+            chosen = set(kept)
             for i in kept:
-                found[window.sentence].append(
-                    Entity(
-                        start=window.start + starts[i],
-                        end=window.start + ends[i],
-                        label=classes[ranked_classes[i][0]],
-                        probability=ranked_probs[i][0],
-                        uncertainty={name: values[i] for name, values in uncertainties.items()},
-                        alternatives=[(classes[c], p) for c, p in zip(ranked_classes[i], ranked_probs[i])],
-                    )
+                entity = Entity(
+                    start=window.start + starts[i],
+                    end=window.start + ends[i],
+                    label=classes[ranked_classes[i][0]],
+                    probability=ranked_probs[i][0],
+                    uncertainty={name: values[i] for name, values in uncertainties.items()},
+                    alternatives=[(classes[c], p) for c, p in zip(ranked_classes[i], ranked_probs[i])],
                 )
+                found[window.sentence].append(entity)
+                if span_rows is not None:  # the overlapping candidates the decoder suppressed
+                    rivals = [ranked_probs[r][0] for r in candidates
+                              if r not in chosen and starts[r] < ends[i] and starts[i] < ends[r]]
+                    features[id(entity)] = [*span_rows[i], max(rivals, default=0.0), float(len(rivals))]
         return too_long
 
     @torch.no_grad()

@@ -42,6 +42,9 @@ class NERConfig(BaseModel):
     max_queued_requests: int = Field(64, ge=-1, description="requests waiting for a replica beyond that; more "
                                      "are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
     mc_samples: int = Field(8, ge=2)
+    document_consistency: bool = Field(False, description="give every mention of a surface form in a request the "
+                                       "label its mentions' summed probabilities favour (off: it did not help on "
+                                       "CoNLL-2003 dev, see the README)")
     resources: Resources = Field(default_factory=Resources)
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from linkner.uncertainty.names import ESTIMATOR_NAMES
+from linkner.uncertainty.names import ESTIMATOR_NAMES, LEARNED
 
 
 @dataclass
@@ -88,6 +88,20 @@ class EvidentialEstimator(UncertaintyEstimator):
         return alpha.size(-1) / alpha.sum(-1)
 
 
+def span_features(outputs: SpanOutputs, dropout: bool = False) -> torch.Tensor:
+    """Model-output features of each span for the learned error detector ``[N, 5]``: top probability,
+    margin to the second class, probability of ``O`` (class 0), normalised entropy, and (with
+    ``dropout`` and stochastic passes) the spread of the predicted class's probability across them."""
+    ranked = outputs.probs.sort(dim=-1, descending=True).values
+    second = ranked[:, 1] if ranked.size(1) > 1 else torch.zeros_like(ranked[:, 0])
+    spread = torch.zeros_like(ranked[:, 0])
+    if dropout and outputs.sample_probs is not None:
+        index = outputs.predicted.view(1, -1, 1).expand(outputs.sample_probs.size(0), -1, 1)
+        spread = outputs.sample_probs.gather(-1, index).squeeze(-1).std(0)
+    entropy = EntropyEstimator()(outputs)
+    return torch.stack([ranked[:, 0], ranked[:, 0] - second, outputs.probs[:, 0], entropy, spread], dim=-1)
+
+
 ESTIMATORS: dict[str, type[UncertaintyEstimator]] = {
     estimator.name: estimator
     for estimator in (ConfidenceEstimator, EntropyEstimator, MCDropoutEstimator, EvidentialEstimator)
@@ -95,10 +109,14 @@ ESTIMATORS: dict[str, type[UncertaintyEstimator]] = {
 
 
 def get_estimator(name: str, mc_samples: int = 8) -> UncertaintyEstimator:
-    """Build an estimator by name; unknown names raise ``ValueError`` listing the known ones."""
+    """Build an estimator by name; unknown names raise ``ValueError`` listing the known ones.
+    (``learned`` is not built here: it needs a document's predictions, see ``SpanPredictor``.)"""
+    if name == LEARNED:
+        raise ValueError(f"{LEARNED!r} is scored over a document's predictions by the predictor's error detector, "
+                         "not per span")
     if name not in ESTIMATORS:
         raise ValueError(f"unknown uncertainty estimator {name!r}; choose from {', '.join(ESTIMATORS)}")
     if name == MCDropoutEstimator.name:
         return MCDropoutEstimator(mc_samples)
     return ESTIMATORS[name]()
-assert tuple(ESTIMATORS) == ESTIMATOR_NAMES
+assert (*ESTIMATORS, LEARNED) == ESTIMATOR_NAMES
