@@ -27,18 +27,17 @@ sys.path.insert(0, str(ROOT))
 from linkner.data.readers import conll_documents, read_dataset  # noqa: E402
 from linkner.evaluation.linking import sweep  # noqa: E402
 from linkner.evaluation.perturb import perturb  # noqa: E402
-from linkner.evaluation.scores import UncertaintyQuality, auroc, entity_scores, reliability_plot, uncertainty_quality  # noqa: E402
+from linkner.evaluation.scores import UncertaintyQuality, entity_scores, reliability_plot, uncertainty_quality  # noqa: E402
 from linkner.llm.oracle import OracleBackend  # noqa: E402
 from linkner.model.decoding import consistent_labels  # noqa: E402
 from linkner.model.predictor import SpanPredictor  # noqa: E402
 from linkner.routing.answers import AnswerCache  # noqa: E402
 from linkner.routing.ranking import rank_by_uncertainty, share_count  # noqa: E402
-from linkner.uncertainty.detector import TIE_BREAK, ErrorDetector, checkpoint_fingerprint, load_detector  # noqa: E402
-from linkner.uncertainty.features import Lexicon, document_groups, feature_matrix, feature_names  # noqa: E402
-from linkner.uncertainty.fitting import (collect, cross_validate, fit_isotonic, span_documents,  # noqa: E402
-                                         wrong_labels)
+from linkner.uncertainty.detector import TIE_BREAK, load_detector  # noqa: E402
+from linkner.uncertainty.features import document_groups, feature_matrix  # noqa: E402
+from linkner.uncertainty.fitting import BASE_ESTIMATORS, collect, fit_isotonic, fit_on_dev, wrong_labels  # noqa: E402
 
-BASE = ["confidence", "entropy", "mc_dropout"]
+BASE = list(BASE_ESTIMATORS)
 SHARES = [0.02, 0.05, 0.1, 0.2]
 
 
@@ -106,23 +105,22 @@ def main() -> int:
     test, test_documents = sets["test"]
     sets["test-typo"] = (perturb(test, "typo", 0, train), test_documents)
     sets["test-oov"] = (perturb(test, "oov", 0, train), test_documents)
-    lexicon = Lexicon.from_sentences(train, labels)
-    collected = {}
+    # fit on dev only: document folds, out-of-fold scores for the dev numbers and the calibration
+    dev, dev_documents = sets["dev"]
+    fit = fit_on_dev(predictor, args.model, train, dev, dev_documents, args.kind, args.folds)
+    detector, out_of_fold, dev_predictions = fit.detector, fit.out_of_fold, fit.predictions
+    lexicon = detector.lexicon
+    collected = {"dev": (dev, dev_documents, dev_predictions, fit.rows, fit.wrong)}
     for name, (data, documents) in sets.items():
+        if name == "dev":
+            continue
         predictions, span_rows = collect(predictor, data, documents, BASE, mc_samples=0)
         rows = feature_matrix([s.tokens for s in data], predictions, span_rows, lexicon, documents)
         collected[name] = (data, documents, predictions, rows, wrong_labels(data, predictions))
-        print(f"{name}: {len(rows)} predicted spans, {int(collected[name][4].sum())} wrong", file=sys.stderr)
-
-    # fit on dev only: document folds, out-of-fold scores for the dev numbers and the calibration
-    dev, dev_documents, dev_predictions, dev_rows, dev_wrong = collected["dev"]
-    scorers, out_of_fold = cross_validate(dev_rows, dev_wrong, span_documents(dev_documents, dev_predictions),
-                                          args.kind, args.folds)
-    calibration = fit_isotonic(out_of_fold, dev_wrong)
+    for name, entry in collected.items():
+        print(f"{name}: {len(entry[3])} predicted spans, {int(entry[4].sum())} wrong", file=sys.stderr)
     confidence_calibration = fit_isotonic(np.array([e.uncertainty["confidence"] for s in dev_predictions for e in s]),
-                                          dev_wrong)
-    detector = ErrorDetector(checkpoint_fingerprint(args.model), lexicon, feature_names(labels), scorers,
-                             calibration, mc_samples=0)
+                                          fit.wrong)
 
     results: dict = {"model": str(args.model.name), "kind": args.kind, "folds": args.folds, "sets": {}}
     qualities_for_plot: list[UncertaintyQuality] = []
@@ -150,9 +148,6 @@ def main() -> int:
                                   ("confidence", "confidence + isotonic", "learned (uncalibrated)", "learned")]
         print(f"{name}: " + ", ".join(f"{q.estimator} AUROC {q.auroc:.4f} ECE {q.ece:.4f}" for q in rows_quality),
               file=sys.stderr)
-    detector.report = {"cv_dev_auroc": auroc(out_of_fold, dev_wrong.astype(bool)), "kind": args.kind,
-                       "folds": args.folds, "dev_spans": int(len(dev_wrong)), "dev_wrong": int(dev_wrong.sum()),
-                       "mc_samples": 0, "fitted_on": "CoNLL-2003 dev predictions (document folds)"}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     plot = reliability_plot(qualities_for_plot, args.out_dir / "reliability-learned.png",
                             f"{args.model.name}: reliability on CoNLL-2003 test")
@@ -169,7 +164,7 @@ def main() -> int:
     # the served path scores what the benchmark scored (same documents, same features)
     first, end = 0, next(i for i, d in enumerate(dev_documents) if d != dev_documents[0])
     check = served.predict([s.tokens for s in dev[first:end]], ["learned"])
-    expected = detector.probability_wrong(dev_rows[: sum(map(len, check))])
+    expected = detector.probability_wrong(fit.rows[: sum(map(len, check))])
     got = np.array([e.uncertainty["learned"] for s in check for e in s])
     results["served_max_difference"] = float(np.abs(got - expected).max()) if len(got) else 0.0
     tokens = [s.tokens for s in test[: args.speed_sentences]]

@@ -58,6 +58,30 @@ def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int |
         raise SystemExit(f"{error}: pass --data-dir, or set ner.checkpoint in the config to a trained model") from None
 
 
+def ensure_error_detector(model: Path, data_dir: Path) -> None:
+    """Fit the ``learned`` estimator's error detector on dev (about a minute on 2 cores) when the
+    checkpoint has none, or one fitted for other weights; stored beside the checkpoint."""
+    from linkner.data.readers import conll_documents, read_dataset
+    from linkner.model.predictor import SpanPredictor
+    from linkner.uncertainty.detector import DetectorError, load_detector
+    from linkner.uncertainty.fitting import fit_on_dev
+
+    try:
+        load_detector(model)
+        return
+    except DetectorError as problem:
+        print(f"error detector: {problem}; fitting it on dev (estimator 'learned')", file=sys.stderr)
+    dev = data_dir / "dev.txt"
+    if not (data_dir / "train.txt").is_file() or not dev.is_file():
+        print(f"error detector: no train/dev data in {data_dir}: the 'learned' estimator is not offered",
+              file=sys.stderr)
+        return
+    predictor = SpanPredictor.from_checkpoint(model, device="auto")
+    fit = fit_on_dev(predictor, model, read_dataset(data_dir / "train.txt"), read_dataset(dev), conll_documents(dev))
+    fit.detector.save(model)
+    print(f"error detector: cross-validated dev AUROC {fit.detector.report['cv_dev_auroc']:.3f}", file=sys.stderr)
+
+
 def ensure_calibration(config: Any, data_dir: Path, sentences: int, margin: float = 0.0) -> None:
     """Calibrate the routing threshold on dev (stored in the checkpoint's metadata with its key),
     asking the configured LLM with the router's demonstrations setting, so the served router only
@@ -173,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("vLLM is not installed: the LLM pool uses the transformers backend", file=sys.stderr)
             app_args.setdefault("llm_pool", {}).setdefault("llm", {})["backend"] = "transformers"
             config.llm_pool.llm.backend = "transformers"
+    ensure_error_detector(Path(config.ner.checkpoint), args.data_dir)
     ensure_calibration(config, args.data_dir, args.calibration_sentences, args.calibration_margin)
     started = time.monotonic()
     from serve.direct_ingress import direct_ingress_env, proxy_port

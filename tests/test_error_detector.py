@@ -24,7 +24,7 @@ from linkner.service.service import LinkNERService
 from linkner.uncertainty.detector import DETECTOR_FILE, DetectorError, ErrorDetector, checkpoint_fingerprint, load_detector
 from linkner.uncertainty.features import (DOCUMENT_FEATURES, Lexicon, document_features, document_groups,
                                           feature_matrix, feature_names)
-from linkner.uncertainty.fitting import (collect, cross_validate, document_chunks, fit_isotonic, span_documents,
+from linkner.uncertainty.fitting import (collect, cross_validate, document_chunks, fit_isotonic, fit_on_dev, span_documents,
                                          wrong_labels)
 
 LABELS = ["LOC", "MISC", "ORG", "PER"]
@@ -124,15 +124,35 @@ def detector_checkpoint(tiny_checkpoint, toy_train, toy_dev, tmp_path_factory):
     predictor = SpanPredictor.from_checkpoint(folder, device="cpu")
     dev = toy_dev + perturb(toy_dev, "oov", 1, toy_train)  # some errors to learn from
     documents = [index // 10 for index in range(len(dev))]
-    predictions, span_rows = collect(predictor, dev, documents, ["confidence"], 0, progress=False)
-    lexicon = Lexicon.from_sentences(toy_train, predictor.labels)
-    rows = feature_matrix([s.tokens for s in dev], predictions, span_rows, lexicon, documents)
-    wrong = wrong_labels(dev, predictions)
-    assert 0 < wrong.sum() < len(wrong)
-    scorers, out_of_fold = cross_validate(rows, wrong, span_documents(documents, predictions), "trees", folds=3)
-    ErrorDetector(checkpoint_fingerprint(folder), lexicon, feature_names(predictor.labels), scorers,
-                  fit_isotonic(out_of_fold, wrong)).save(folder)
+    fit = fit_on_dev(predictor, folder, toy_train, dev, documents, "trees", folds=3, progress=False)
+    assert 0 < fit.wrong.sum() < len(fit.wrong) and len(fit.rows) == len(fit.wrong) == len(fit.out_of_fold)
+    assert fit.detector.checkpoint == checkpoint_fingerprint(folder) and fit.detector.report["folds"] == 3
+    fit.detector.save(folder)
     return folder
+
+
+def test_the_main_job_fits_a_missing_detector_once(tiny_checkpoint, toy_train, toy_dev, tmp_path, capsys):
+    """A fresh checkpoint gets its detector from the main job (fitted on dev), and a valid one is kept."""
+    from linkner.data.readers import write_conll
+    from serve.main_job import ensure_error_detector
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, folder)
+    data = tmp_path / "data"
+    data.mkdir()
+    write_conll(data / "train.txt", toy_train)
+    dev = toy_dev + perturb(toy_dev, "oov", 1, toy_train)
+    parts = []
+    for first in range(0, len(dev), 10):  # documents of 10 sentences, as CoNLL marks them
+        write_conll(tmp_path / "part.txt", dev[first : first + 10])
+        parts.append("-DOCSTART-\tO\n\n" + (tmp_path / "part.txt").read_text(encoding="utf-8"))
+    (data / "dev.txt").write_text("".join(parts), encoding="utf-8")
+    ensure_error_detector(folder, data)
+    assert "learned" in SpanPredictor.from_checkpoint(folder, device="cpu").estimators
+    written = (folder / "error_detector.json").stat().st_mtime_ns
+    ensure_error_detector(folder, data)
+    assert (folder / "error_detector.json").stat().st_mtime_ns == written
+    assert "fitting it on dev" in capsys.readouterr().err
 
 
 def test_learned_is_chosen_per_request_through_the_service(detector_checkpoint, toy_dev):

@@ -7,6 +7,8 @@ calibration is fitted on their out-of-fold scores.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -16,6 +18,7 @@ from linkner.uncertainty.detector import Isotonic, Scorer, Tree
 
 if TYPE_CHECKING:
     from linkner.model.predictor import SpanPredictor
+    from linkner.uncertainty.detector import ErrorDetector
 
 
 def document_chunks(documents: Sequence[int], size: int = 256) -> list[tuple[int, int]]:
@@ -118,3 +121,42 @@ def fit_isotonic(scores: np.ndarray, wrong: np.ndarray) -> Isotonic:
     regression.fit(scores, wrong.astype(np.float64))
     return Isotonic(np.asarray(regression.X_thresholds_, dtype=np.float64),
                     np.asarray(regression.y_thresholds_, dtype=np.float64))
+
+
+BASE_ESTIMATORS = ("confidence", "entropy", "mc_dropout")
+"""The estimators collected beside the features (compared against the learned one)."""
+
+
+@dataclass
+class DevFit:
+    """A detector fitted on dev, with what it was fitted on (for reports)."""
+
+    detector: "ErrorDetector"
+    predictions: list[list[Entity]]
+    rows: np.ndarray
+    wrong: np.ndarray
+    out_of_fold: np.ndarray
+
+
+def fit_on_dev(predictor: "SpanPredictor", checkpoint: str | Path, train: Sequence[Sentence],
+               dev: Sequence[Sentence], dev_documents: Sequence[int], kind: str = "trees", folds: int = 5,
+               progress: bool = True) -> DevFit:
+    """Fit the ``learned`` estimator's detector for ``checkpoint``: predict dev a few whole
+    documents at a time, build the features (lexicon from ``train``), cross-validate by document
+    folds and calibrate (isotonic) on the out-of-fold scores. Never give it test data."""
+    from linkner.evaluation.scores import auroc
+    from linkner.uncertainty.detector import ErrorDetector, checkpoint_fingerprint
+    from linkner.uncertainty.features import Lexicon, feature_matrix, feature_names
+
+    labels = predictor.labels
+    lexicon = Lexicon.from_sentences(train, labels)
+    predictions, span_rows = collect(predictor, dev, dev_documents, BASE_ESTIMATORS, mc_samples=0, progress=progress)
+    rows = feature_matrix([s.tokens for s in dev], predictions, span_rows, lexicon, dev_documents)
+    wrong = wrong_labels(dev, predictions)
+    scorers, out_of_fold = cross_validate(rows, wrong, span_documents(dev_documents, predictions), kind, folds)
+    detector = ErrorDetector(checkpoint_fingerprint(checkpoint), lexicon, feature_names(labels), scorers,
+                             fit_isotonic(out_of_fold, wrong), mc_samples=0)
+    detector.report = {"cv_dev_auroc": auroc(out_of_fold, wrong.astype(bool)), "kind": kind, "folds": folds,
+                       "dev_spans": int(len(wrong)), "dev_wrong": int(wrong.sum()), "mc_samples": 0,
+                       "fitted_on": "CoNLL-2003 dev predictions (document folds)"}
+    return DevFit(detector, predictions, rows, wrong, out_of_fold)
