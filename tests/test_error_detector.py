@@ -21,11 +21,10 @@ from linkner.routing.linker import RDCLinker
 from linkner.routing.policy import DetectionPolicy
 from linkner.service.api import InvalidRequest, RecognizeInput, RecognizeOptions
 from linkner.service.service import LinkNERService
-from linkner.uncertainty.detector import DETECTOR_FILE, DetectorError, ErrorDetector, checkpoint_fingerprint, load_detector
+from linkner.uncertainty.detector import DETECTOR_FILE, DetectorError, checkpoint_fingerprint, load_detector
 from linkner.uncertainty.features import (DOCUMENT_FEATURES, Lexicon, document_features, document_groups,
                                           feature_matrix, feature_names)
-from linkner.uncertainty.fitting import (collect, cross_validate, document_chunks, fit_isotonic, fit_on_dev, span_documents,
-                                         wrong_labels)
+from linkner.uncertainty.fitting import document_chunks, fit_isotonic, fit_on_dev
 
 LABELS = ["LOC", "MISC", "ORG", "PER"]
 
