@@ -28,6 +28,11 @@ class NERReplica:
             # the fast tokenizer's own thread pool would otherwise take every core for each batch
             os.environ["RAYON_NUM_THREADS"] = str(config.threads)
             os.environ["TOKENIZERS_PARALLELISM"] = "true" if config.threads > 1 else "false"
+        import ray
+
+        # where this replica runs: on its spans, so a trace shows which replica and node answered
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        self.node_id = ray.get_runtime_context().get_node_id()
         self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, mc_samples=config.mc_samples)
         self.predict_batched.set_max_batch_size(config.max_batch_size)
         self.predict_batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
@@ -45,11 +50,12 @@ class NERReplica:
 
     def replica(self) -> str:
         """This replica's id (shows which replica served a call)."""
-        return serve.get_replica_context().replica_id.unique_id
+        return self.replica_id
 
     async def predict(self, sentences: list[list[str]], estimators: list[str],
                       carrier: dict[str, str] | None = None) -> list[list[Entity]]:
-        with traced("linkner.ner.request", carrier, sentences=len(sentences)):
+        with traced("linkner.ner.request", carrier, sentences=len(sentences), replica=self.replica_id,
+                    node=self.node_id):
             return await self.predict_batched((sentences, tuple(estimators), current_carrier()))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
