@@ -105,10 +105,18 @@ def test_worker_node_killed_under_load_loses_nothing(served):
     assert len({r["node_id"] for r in harness.replicas("ner")}) == 2
 
 
-def test_ner_replica_killed_under_load_loses_nothing(served):
+@pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
+def test_ner_replica_killed_under_load_loses_nothing(served, how):
     before = harness.replicas("ner")
-    assert_survived(harness.under_load(served["served"], "NER replica killed",
-                                       lambda: harness.kill_replica_actor(before[0]), ner_back(before), clients=8))
+
+    def kill() -> None:
+        if how == "ray.kill":
+            harness.kill_replica_actor(before[0])
+        else:  # the replica's process dies
+            os.kill(before[0]["pid"], signal.SIGKILL)
+
+    assert_survived(harness.under_load(served["served"], f"NER replica killed ({how})", kill, ner_back(before),
+                                       clients=8))
 
 
 def test_health_per_service_name(served):
@@ -164,9 +172,11 @@ def test_llm_fault_answers_degraded_within_deadline_then_recovers(served, fault)
             os.kill(llm["pid"], signal.SIGCONT)
     assert answers and all(latency < 5.0 for latency, _ in answers)
     degraded = [result for _, result in answers if result.degraded]
-    assert len(degraded) >= len(answers) // 2, [r.degraded_reason for _, r in answers]
-    assert all("LLM" in r.degraded_reason or "llm" in r.degraded_reason.lower() for r in degraded)
+    # hung for the whole window: most answers degraded; killed: Serve restarts the replica in a second or two
+    assert len(degraded) >= (len(answers) // 2 if fault == "hangs" else 1), [r.degraded_reason for _, r in answers]
+    assert all(r.degraded_reason.startswith("LLM failed") for r in degraded), [r.degraded_reason for r in degraded]
     assert all(e.source == "local" and e.degraded for r in degraded for e in r.entities)
+    assert all(e.source == "llm" for _, r in answers if not r.degraded for e in r.entities)
     assert_recovers(served)
     assert health(served, "linkner.v1.LinkNER/llm") == "SERVING"
 
