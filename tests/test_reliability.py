@@ -193,3 +193,33 @@ def test_lone_surrogate_is_invalid_argument(served):
             call(raw, metadata=[("application", served["served"].app)], timeout=20)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
     assert "valid UTF-8" in error.value.details()
+
+
+def test_fuzzed_hostile_input_never_internal(served):
+    """Hypothesis over the live API: never INTERNAL or UNKNOWN, every answer's entities match the text,
+    no replica crashes, and a normal request answers correctly afterwards."""
+    from hypothesis import HealthCheck, given, settings
+
+    import hostile_input
+
+    pids = {r["pid"] for name in ("ner", "ingress", "llm") for r in harness.replicas(name)}
+    seen: list[tuple[str, str, str]] = []
+    with grpc.insecure_channel(served["served"].target) as channel:
+
+        @settings(max_examples=int(os.environ.get("LINKNER_FUZZ_EXAMPLES", "40")), deadline=None, database=None,
+                  derandomize=True, suppress_health_check=list(HealthCheck))
+        @given(request=hostile_input.hostile_requests())
+        def fuzz(request):
+            code, responses = hostile_input.call(channel, served["served"].app, request)
+            seen.append((request.method, request.summary, code))
+            assert code in hostile_input.ACCEPTED, (request.method, request.summary, code)
+            assert not hostile_input.wrong_slices(request, responses)
+            if any("\ud800" <= ch <= "\udfff" for text in request.texts for ch in text):
+                assert code == "INVALID_ARGUMENT"
+
+        fuzz()
+    print(f"{len(seen)} hostile requests:", dict(__import__("collections").Counter(code for *_, code in seen)))
+    assert pids == {r["pid"] for name in ("ner", "ingress", "llm") for r in harness.replicas(name)}
+    with client(served) as c:
+        result = c.recognize(TEXT, policy="none")
+    assert {(e.text, e.label) for e in result.entities} >= {("John Smith", "PER")}
