@@ -168,6 +168,21 @@ def kill_replica_actor(replica: dict[str, Any]) -> None:
     ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
 
 
+def health(served: Served, service: str = "", timeout_s: float = 5.0) -> str:
+    """``grpc.health.v1`` Check of ``service``: the serving status's name, or the call's status name."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(served.target) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                               metadata=[("application", served.app)],
+                                                               timeout=timeout_s)
+        except grpc.RpcError as error:
+            return error.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+
+
 def rss_mib(pid: int) -> float:
     import psutil
 
@@ -313,6 +328,8 @@ class FaultReport:
     failed_attempts_by_status: dict[str, int]
     failed_by_status: dict[str, int]
     invalid: int
+    degraded: int
+    max_latency_ms: float
     rate_before: float
     rate_after: float
     replica_back_s: float | None
@@ -344,5 +361,6 @@ def under_load(served: Served, fault: str, inject: Callable[[], None], replicas_
     rate_after = stats.rate(settled + 1.0, settled + after_s)
     summary = stats.summary()
     return FaultReport(fault, stats.sent, summary["failed"], stats.retried, dict(stats.attempt_failures),
-                       dict(stats.failed), len(stats.invalid), rate_before, rate_after, back,
+                       dict(stats.failed), len(stats.invalid), summary["degraded"],
+                       1000 * max(stats.latencies_s, default=0.0), rate_before, rate_after, back,
                        stats.recovered_after(fault_at, rate_before))

@@ -48,16 +48,7 @@ def client(served, **kw):
 
 
 def health(served, service: str = "") -> str:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(served["served"].target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            answer = stub.Check(health_pb2.HealthCheckRequest(service=service),
-                                metadata=[("application", served["served"].app)], timeout=5)
-        except grpc.RpcError as error:
-            return error.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    return harness.health(served["served"], service)
 
 
 def ner_back(before: list[dict]) -> "callable":
