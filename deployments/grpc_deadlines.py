@@ -7,11 +7,17 @@ deadline (``time_remaining()``). Registering the LinkNER servicer through
 method handlers so that, when a caller set a deadline, the remaining time travels as one more
 ``linkner-deadline-ms`` metadata entry. The ingress takes the earliest of all such entries, so a
 client that also sends the entry itself keeps working.
+
+The wrapped handlers also decode requests safely: a message protobuf cannot parse (a string field
+holding invalid UTF-8, such as a lone UTF-16 surrogate some clients encode) is refused with
+INVALID_ARGUMENT naming the problem, where gRPC would answer UNKNOWN.
 """
 
 from __future__ import annotations
 
 from typing import Any, AsyncIterator, Callable
+
+import grpc
 
 from protos.linkner.v1 import linkner_pb2_grpc
 
@@ -34,8 +40,33 @@ class _DeadlineContext:
         return getattr(self._context, name)
 
 
+class _Undecodable:
+    """A request that did not parse, and why (the handler refuses it with INVALID_ARGUMENT)."""
+
+    def __init__(self, message_type: str, error: Exception) -> None:
+        self.details = (f"the request is not a valid {message_type}: {error} (a string field must be valid UTF-8: "
+                        "a lone UTF-16 surrogate is not)")
+
+
+def _safe_deserializer(deserializer: Callable | None) -> Callable | None:
+    if deserializer is None:
+        return None
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as error:  # noqa: BLE001 (protobuf's DecodeError, and anything else a parser raises)
+            owner = getattr(deserializer, "__self__", None)
+            name = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "request message")
+            return _Undecodable(name, error)
+
+    return parse
+
+
 def _unary(handler: Callable) -> Callable:
     async def call(request: Any, context: Any) -> Any:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
         return await handler(request, _DeadlineContext(context))
 
     return call
@@ -43,27 +74,46 @@ def _unary(handler: Callable) -> Callable:
 
 def _server_streaming(handler: Callable) -> Callable:
     async def call(request: Any, context: Any) -> AsyncIterator[Any]:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
         async for message in handler(request, _DeadlineContext(context)):
             yield message
 
     return call
 
 
-def add_LinkNERServicer_to_server(servicer: Any, server: Any) -> None:  # noqa: N802 (gRPC's naming)
-    """Register ``linkner.v1.LinkNER`` on Ray's proxy server, deadlines forwarded. On any other
-    server (no Ray override hook) this is the generated registration, unchanged."""
-    override = getattr(server, "_override_method_handler", None)
-    if override is None:
-        linkner_pb2_grpc.add_LinkNERServicer_to_server(servicer, server)
-        return
+def _wrapped(override: Callable) -> Callable:
+    """Ray's handler override, plus deadlines forwarded and requests decoded safely."""
 
     def with_deadlines(service_method: str, method_handler: Any) -> Any:
         handler = override(service_method, method_handler)
         return handler._replace(unary_unary=_unary(handler.unary_unary),
-                                unary_stream=_server_streaming(handler.unary_stream))
+                                unary_stream=_server_streaming(handler.unary_stream),
+                                request_deserializer=_safe_deserializer(handler.request_deserializer))
 
-    server._override_method_handler = with_deadlines
+    return with_deadlines
+
+
+def _register(server: Any, add: Callable[[Any, Any], None], servicer: Any) -> None:
+    override = getattr(server, "_override_method_handler", None)
+    if override is None:
+        add(servicer, server)
+        return
+    server._override_method_handler = _wrapped(override)
     try:
-        linkner_pb2_grpc.add_LinkNERServicer_to_server(servicer, server)
+        add(servicer, server)
     finally:
         del server._override_method_handler
+
+
+def add_LinkNERServicer_to_server(servicer: Any, server: Any) -> None:  # noqa: N802 (gRPC's naming)
+    """Register ``linkner.v1.LinkNER`` on Ray's proxy server, deadlines forwarded and requests decoded
+    safely. On any other server (no Ray override hook) this is the generated registration, unchanged."""
+    _register(server, linkner_pb2_grpc.add_LinkNERServicer_to_server, servicer)
+
+
+def add_HealthServicer_to_server(servicer: Any, server: Any) -> None:  # noqa: N802 (gRPC's naming)
+    """Register ``grpc.health.v1.Health`` the same way (deadlines forwarded, requests decoded safely)."""
+    from grpc_health.v1 import health_pb2_grpc
+
+    _register(server, health_pb2_grpc.add_HealthServicer_to_server, servicer)

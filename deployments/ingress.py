@@ -33,6 +33,9 @@ from protos.linkner.v1 import linkner_pb2 as pb
 
 log = logging.getLogger(__name__)
 TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
+SERVICE_NAME = "linkner.v1.LinkNER"
+LLM_HEALTH_SERVICE = "linkner.v1.LinkNER/llm"  # health of the LLM pool alone: NOT_SERVING means degraded answers
+HEALTH_PROBE_S = 2.0  # longest a health check waits for a replica's answer
 
 
 def caller_deadline(grpc_context: Any) -> float | None:
@@ -291,13 +294,32 @@ class LinkNERIngress:
         return description_to_proto((await self._service()).describe())
 
     async def Check(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (grpc.health.v1)
-        """Standard gRPC health check: SERVING when an NER replica answers."""
+        """Standard gRPC health check. ``""`` and ``linkner.v1.LinkNER``: SERVING when an NER replica
+        answers (the service answers, with or without the LLM); :data:`LLM_HEALTH_SERVICE`: SERVING when
+        an LLM replica answers (NOT_SERVING: answers come back degraded). An unknown name: NOT_FOUND."""
         from grpc_health.v1 import health_pb2
 
+        service = getattr(request, "service", "")
+        if service in ("", SERVICE_NAME):
+            probe = self._probe_ner
+        elif service == LLM_HEALTH_SERVICE and self.llm is not None:
+            probe = self._probe_llm
+        else:
+            self._fail(grpc_context, grpc.StatusCode.NOT_FOUND, f"unknown health service {service!r}"
+                       + (" (no LLM pool configured)" if service == LLM_HEALTH_SERVICE else ""))
+            return health_pb2.HealthCheckResponse()
+        caller = caller_deadline(grpc_context)
+        timeout = HEALTH_PROBE_S if caller is None else max(0.05, min(HEALTH_PROBE_S, 0.8 * (caller - time.time())))
         try:
-            await self._service()
-            await asyncio.wait_for(self.ner.describe.remote(), timeout=5)
+            await asyncio.wait_for(probe(), timeout)
             status = health_pb2.HealthCheckResponse.SERVING
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 (no answer in time, or a dead pool)
             status = health_pb2.HealthCheckResponse.NOT_SERVING
         return health_pb2.HealthCheckResponse(status=status)
+
+    async def _probe_ner(self) -> None:
+        await self._service()
+        await self.ner.describe.remote()
+
+    async def _probe_llm(self) -> None:
+        await self.llm.model_id.remote()

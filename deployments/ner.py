@@ -27,6 +27,11 @@ class NERReplica:
             # the fast tokenizer's own thread pool would otherwise take every core for each batch
             os.environ["RAYON_NUM_THREADS"] = str(config.threads)
             os.environ["TOKENIZERS_PARALLELISM"] = "true" if config.threads > 1 else "false"
+        import ray
+
+        # where this replica runs: on its spans, so a trace shows which replica and node answered
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        self.node_id = ray.get_runtime_context().get_node_id()
         self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, mc_samples=config.mc_samples,
                                                        consistency=config.document_consistency)
         self.predict_batched.set_max_batch_size(config.max_batch_size)
@@ -45,14 +50,15 @@ class NERReplica:
 
     def replica(self) -> str:
         """This replica's id (shows which replica served a call)."""
-        return serve.get_replica_context().replica_id.unique_id
+        return self.replica_id
 
     async def predict(self, sentences: list[list[str]], estimators: list[str],
                       carrier: dict[str, str] | None = None, documents: list[int] | None = None
                       ) -> list[list[Entity]]:
         """Predictions of one call; ``documents`` (a document id per sentence, for the ``learned``
         estimator's document evidence) defaults to: the call's sentences are one document."""
-        with traced("linkner.ner.request", carrier, sentences=len(sentences)):
+        with traced("linkner.ner.request", carrier, sentences=len(sentences), replica=self.replica_id,
+                    node=self.node_id):
             return await self.predict_batched((sentences, tuple(estimators), current_carrier(),
                                                documents or [0] * len(sentences)))
 

@@ -10,7 +10,7 @@ from linkner.model.metadata import is_checkpoint
 from linkner.service.config import AppConfig, Resources
 
 GRPC_SERVICER = "deployments.grpc_deadlines.add_LinkNERServicer_to_server"  # forwards gRPC deadlines
-HEALTH_SERVICER = "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server"
+HEALTH_SERVICER = "deployments.grpc_deadlines.add_HealthServicer_to_server"  # grpc.health.v1, the same way
 
 
 class ConfigError(ValueError):
@@ -66,7 +66,8 @@ def deployment_options(resources: Resources, max_ongoing_requests: int, max_queu
     """Ray Serve options of a deployment: actor resources, replicas or autoscaling, and its
     ongoing and queued request limits."""
     options: dict[str, Any] = {
-        "ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus},
+        "ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus,
+                              **({"resources": dict(resources.resources)} if resources.resources else {})},
         "max_ongoing_requests": max_ongoing_requests,
         "max_queued_requests": max_queued_requests,
     }

@@ -24,6 +24,8 @@ class Resources(BaseModel):
     num_replicas: int | Literal["auto"] = 1
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources each replica "
+                                        "reserves, e.g. {ner_slot: 1} to place replicas on the nodes that offer it")
     autoscaling: dict[str, Any] | None = Field(None, description="Ray Serve autoscaling_config")
 
 

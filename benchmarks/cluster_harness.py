@@ -1,0 +1,366 @@
+"""A real multi-node Ray cluster on one machine, the application deployed to it as a user would,
+a closed-loop gRPC load, and the faults to inject while it runs.
+
+Used by ``tests/test_reliability.py`` (short runs) and ``benchmarks/reliability.py`` (long runs).
+The nodes are separate raylets on loopback (Ray's own ``ray.cluster_utils.Cluster``): a head
+holding the Serve controller, the gRPC proxy, the ingress and the LLM pool (custom resource
+``head``), and worker nodes offering ``ner_slot``, so one NER replica lands on each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
+APP = "linkner"
+HEAD_RESOURCE, NER_RESOURCE = "head", "ner_slot"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _loopback_env() -> None:
+    """Every Ray process stays on loopback and can import the project (set before Ray starts)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *[p for p in paths if p]])
+
+
+class MultiNodeCluster:
+    """A head and ``workers`` worker nodes, each its own raylet; the driver (this process) is
+    connected to the head."""
+
+    def __init__(self, workers: int = 2, worker_cpus: float = 1, object_store_mib: int = 128,
+                 worker_resources: dict[str, float] | None = None) -> None:
+        _loopback_env()
+        import ray
+        from ray.cluster_utils import Cluster
+
+        self.temp_dir = tempfile.mkdtemp(prefix="lnrc", dir="/tmp")  # Ray's socket paths stay short
+        self.worker_args = {"num_cpus": worker_cpus, "node_ip_address": "127.0.0.1",
+                            "object_store_memory": object_store_mib * MIB,
+                            "resources": worker_resources or {NER_RESOURCE: 1}}
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": object_store_mib * MIB,
+            "include_dashboard": False, "temp_dir": self.temp_dir,
+            "resources": {HEAD_RESOURCE: 100}})
+        self.workers = [self.add_worker() for _ in range(workers)]
+        ray.init(address=self.cluster.address, log_to_driver=False)
+
+    def add_worker(self) -> Any:
+        return self.cluster.add_node(**self.worker_args)
+
+    def worker_of(self, node_id: str) -> Any:
+        """The worker node object whose Ray node id is ``node_id``."""
+        return next(node for node in self.cluster.worker_nodes if node.node_id == node_id)
+
+    def kill_worker(self, node: Any) -> None:
+        """The node dies at once: its raylet and every process on it are killed (SIGKILL)."""
+        self.cluster.remove_node(node, allow_graceful=False)
+        if node in self.workers:
+            self.workers.remove(node)
+
+    def shutdown(self) -> None:
+        import ray
+        from ray import serve
+
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            self.cluster.shutdown()
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@dataclass
+class Served:
+    """The application served on the cluster: gRPC target and application name."""
+
+    target: str
+    app: str = APP
+
+
+def deploy(args: dict[str, Any], app: str = APP) -> Served:
+    """``serve.run`` of ``build_app(args)`` on the connected cluster, gRPC proxy on the head only."""
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from serve.app import GRPC_SERVICER, HEALTH_SERVICER, build_app
+
+    port = free_port()
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": free_port()},
+                grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[GRPC_SERVICER, HEALTH_SERVICER]))
+    serve.run(build_app(args), name=app, route_prefix=f"/{app}")
+    return Served(f"127.0.0.1:{port}", app)
+
+
+def app_args(checkpoint: str | Path, llm_base_url: str | None = None, ner_replicas: int = 2,
+             **router: Any) -> dict[str, Any]:
+    """The application's args for the cluster: NER replicas on ``ner_slot`` nodes, the ingress and the
+    LLM pool (the OpenAI-compatible backend, when ``llm_base_url`` is given) on the head."""
+    on_head = {HEAD_RESOURCE: 1}
+    args: dict[str, Any] = {
+        "ner": {"checkpoint": str(checkpoint), "threads": 1, "max_batch_size": 16,
+                "resources": {"num_replicas": ner_replicas, "num_cpus": 0.1, "resources": {NER_RESOURCE: 1}}},
+        "llm_pool": {"enabled": False},
+        "router": {"resources": {"num_cpus": 0, "resources": on_head}, **router},
+    }
+    if llm_base_url:
+        args["llm_pool"] = {"llm": {"backend": "openai", "model": "peer", "base_url": llm_base_url,
+                                    "max_retries": 0, "options": "all", "request_timeout_s": 5.0},
+                            "resources": {"num_cpus": 0.1, "resources": on_head}}
+    return args
+
+
+# ---------------------------------------------------------------------------------------- replicas
+
+def replicas(deployment: str, app: str = APP) -> list[dict[str, Any]]:
+    """The live replica actors of ``deployment``: actor id, name, node id, pid (from Ray's actor table)."""
+    import ray
+
+    name = f"ServeReplica:{app}:{deployment}"
+    return [{"actor_id": info["ActorID"], "name": info["Name"], "node_id": info["Address"]["NodeID"],
+             "pid": info["Pid"]}
+            for info in ray._private.state.actors().values()
+            if info["ActorClassName"] == name and info["State"] == "ALIVE"]
+
+
+def running_replicas(deployment: str, app: str = APP) -> int:
+    """Replicas of ``deployment`` Serve reports RUNNING."""
+    from ray import serve
+
+    status = serve.status().applications.get(app)
+    if status is None or deployment not in status.deployments:
+        return 0
+    return status.deployments[deployment].replica_states.get("RUNNING", 0)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.25) -> float:
+    """Seconds until ``predicate()`` holds; raises TimeoutError after ``timeout_s``."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"not true after {timeout_s:.0f}s")
+        time.sleep(poll_s)
+    return time.monotonic() - started
+
+
+def kill_replica_actor(replica: dict[str, Any]) -> None:
+    """``ray.kill`` the replica's actor (Serve's controller replaces it)."""
+    import ray
+
+    ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
+
+
+def health(served: Served, service: str = "", timeout_s: float = 5.0) -> str:
+    """``grpc.health.v1`` Check of ``service``: the serving status's name, or the call's status name."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(served.target) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                               metadata=[("application", served.app)],
+                                                               timeout=timeout_s)
+        except grpc.RpcError as error:
+            return error.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+
+
+def rss_mib(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / MIB
+
+
+# ---------------------------------------------------------------------------------------- load
+
+@dataclass
+class LoadStats:
+    """What a closed-loop load saw. ``retried``: attempts the clients retried transparently;
+    ``failed``: calls that failed for the caller (after retries), by status."""
+
+    sent: int = 0
+    ok: int = 0
+    retried: int = 0
+    failed: Counter = field(default_factory=Counter)
+    attempt_failures: Counter = field(default_factory=Counter)  # every failed attempt's status, retried or not
+    degraded: Counter = field(default_factory=Counter)  # degraded answers, by reason
+    invalid: list[str] = field(default_factory=list)  # answers whose entities do not match the text
+    latencies_s: list[float] = field(default_factory=list)
+    done_at: list[float] = field(default_factory=list)  # monotonic times of successful answers
+    llm_spans: int = 0
+
+    def rate(self, start: float, end: float) -> float:
+        """Successful answers per second between two monotonic times."""
+        return sum(start <= t < end for t in self.done_at) / max(end - start, 1e-9)
+
+    def p(self, quantile: float) -> float:
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else float("nan")
+
+    def recovered_after(self, fault_at: float, baseline: float, share: float = 0.8, window_s: float = 2.0) -> float | None:
+        """Seconds from ``fault_at`` until a ``window_s`` window first reaches ``share`` of ``baseline``
+        answers per second again (and every later window of the run too); None if it never does."""
+        end = max(self.done_at, default=fault_at)
+        t, first = fault_at, None
+        while t + window_s <= end:
+            good = self.rate(t, t + window_s) >= share * baseline
+            first = (first if first is not None else t) if good else None
+            t += 0.25
+        return None if first is None else first - fault_at
+
+    def summary(self) -> dict[str, Any]:
+        return {"sent": self.sent, "ok": self.ok, "failed": sum(self.failed.values()),
+                "failed_by_status": dict(self.failed), "retried": self.retried,
+                "failed_attempts_by_status": dict(self.attempt_failures),
+                "degraded": sum(self.degraded.values()), "invalid": len(self.invalid),
+                "p50_ms": round(1000 * self.p(0.5), 1), "p99_ms": round(1000 * self.p(0.99), 1)}
+
+
+TEXTS = [
+    "John Smith visited Paris yesterday. Google said Mary Jones will move to Tokyo.",
+    "Anna Berg left Reuters last week .",
+    "in London , Acme Corp opened a new office .",
+    "the talks between United Nations and Peter Blackburn ended .",
+    "nothing happened today .",
+]
+
+
+def check_answer(text: str, result: Any) -> str | None:
+    """Why an answer is wrong, or None: each entity's character slice of the text equals its text."""
+    for entity in result.entities:
+        if text[entity.char_start : entity.char_end] != entity.text:
+            return f"{text!r}[{entity.char_start}:{entity.char_end}] != {entity.text!r}"
+    return None
+
+
+class ClosedLoad:
+    """``clients`` concurrent callers, each sending its next request as soon as the last one is
+    answered, through the project's asyncio client (retries with jittered backoff and a budget).
+    Runs in its own thread and event loop, so the caller can inject faults meanwhile."""
+
+    def __init__(self, served: Served, clients: int = 8, texts: Sequence[str] = TEXTS, timeout_s: float = 10.0,
+                 retries: int = 5, **options: Any) -> None:
+        self.served, self.clients, self.texts = served, clients, list(texts)
+        self.timeout_s, self.retries, self.options = timeout_s, retries, options
+        self.stats = LoadStats()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> "ClosedLoad":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> LoadStats:
+        self._stop.set()
+        self._thread.join(timeout=self.timeout_s * (self.retries + 2))
+        return self.stats
+
+    async def _run(self) -> None:
+        await asyncio.gather(*(self._caller(number) for number in range(self.clients)))
+
+    async def _caller(self, number: int) -> None:
+        from clients.client import AsyncLinkNERClient, LinkNERError
+
+        stats = self.stats
+
+        class Counting(AsyncLinkNERClient):
+            def _retry_delay(self, code: Any, attempt: int, deadline: float) -> float | None:
+                stats.attempt_failures[code.name] += 1
+                delay = super()._retry_delay(code, attempt, deadline)
+                stats.retried += delay is not None
+                return delay
+
+        rng = random.Random(number)
+        async with Counting(self.served.target, self.served.app, timeout_s=self.timeout_s,
+                            retries=self.retries, backoff_s=0.1) as client:
+            while not self._stop.is_set():
+                text = rng.choice(self.texts)
+                stats.sent += 1
+                started = time.monotonic()
+                try:
+                    result = await client.recognize(text, **self.options)
+                except LinkNERError as error:
+                    stats.failed[error.code.name] += 1
+                    continue
+                stats.latencies_s.append(time.monotonic() - started)
+                stats.done_at.append(time.monotonic())
+                stats.ok += 1
+                stats.llm_spans += result.llm_spans
+                if result.degraded:
+                    stats.degraded[result.degraded_reason] += 1
+                problem = check_answer(text, result)
+                if problem:
+                    stats.invalid.append(problem)
+
+
+# ---------------------------------------------------------------------------------------- faults
+
+@dataclass
+class FaultReport:
+    """One fault under load: requests sent, lost (failed for the caller), retried; seconds until
+    Serve had the replicas back and until throughput was back to 80% of the pre-fault rate."""
+
+    fault: str
+    sent: int
+    failed: int
+    retried: int
+    failed_attempts_by_status: dict[str, int]
+    failed_by_status: dict[str, int]
+    invalid: int
+    degraded: int
+    max_latency_ms: float
+    rate_before: float
+    rate_after: float
+    replica_back_s: float | None
+    recovery_s: float | None
+
+    def row(self) -> dict[str, Any]:
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def under_load(served: Served, fault: str, inject: Callable[[], None], replicas_back: Callable[[], bool],
+               clients: int = 8, before_s: float = 5.0, after_s: float = 6.0, back_timeout_s: float = 90.0,
+               **options: Any) -> FaultReport:
+    """Run a closed load, ``inject`` the fault after ``before_s``, wait until ``replicas_back()``,
+    keep the load ``after_s`` more, and report."""
+    with ClosedLoad(served, clients, **options) as load:
+        time.sleep(before_s)
+        fault_at = time.monotonic()
+        rate_before = load.stats.rate(fault_at - before_s + 1.0, fault_at)
+        inject()
+        back: float | None
+        try:
+            wait_for(replicas_back, back_timeout_s, poll_s=0.5)
+            back = time.monotonic() - fault_at
+        except TimeoutError:
+            back = None
+        settled = time.monotonic()
+        time.sleep(after_s)
+        stats = load.stop()
+    rate_after = stats.rate(settled + 1.0, settled + after_s)
+    summary = stats.summary()
+    return FaultReport(fault, stats.sent, summary["failed"], stats.retried, dict(stats.attempt_failures),
+                       dict(stats.failed), len(stats.invalid), summary["degraded"],
+                       1000 * max(stats.latencies_s, default=0.0), rate_before, rate_after, back,
+                       stats.recovered_after(fault_at, rate_before))
