@@ -215,6 +215,22 @@ def test_invalid_utf8_in_words_is_invalid_argument(cluster):
     assert "words[1] is not valid UTF-8" in error.value.details()
 
 
+def test_a_lone_surrogate_is_invalid_argument_at_the_ingress_replica_too(cluster):
+    """Direct ingress decodes requests through the same safe registration as Ray's proxy."""
+    from protos.linkner.v1 import linkner_pb2 as pb
+
+    text = "Paris \ud800 ok".encode("utf-8", "surrogatepass")
+    raw = b"\x0a" + bytes([len(text)]) + text  # field 1 (text), as a client that encodes surrogates sends it
+    for address in (target(cluster, "main"), cluster["proxy"]):
+        with grpc.insecure_channel(address) as channel:
+            call = channel.unary_unary("/linkner.v1.LinkNER/Recognize", request_serializer=None,
+                                       response_deserializer=pb.RecognizeResponse.FromString)
+            with pytest.raises(grpc.RpcError) as error:
+                call(raw, metadata=[("application", "main")], timeout=20)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (address, error.value.details())
+        assert "valid UTF-8" in error.value.details()
+
+
 def test_failing_llm_gives_degraded_answer_with_local_entities(cluster):
     with client(cluster, "down") as c:
         result = c.recognize(TEXT)
