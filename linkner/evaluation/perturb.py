@@ -57,6 +57,27 @@ def typo(word: str, rng: random.Random) -> str:
     return word[:position] + rng.choice(letters) + word[position + 1:]
 
 
+def typo_in_mention(words: Sequence[str], rng: random.Random) -> list[str]:
+    """A copy of a mention's ``words`` with a :func:`typo` in one word of 3+ characters (a
+    mention without such a word comes back unchanged)."""
+    words = list(words)
+    candidates = [i for i, word in enumerate(words) if len(word) >= 3]
+    if candidates:
+        index = rng.choice(candidates)
+        words[index] = typo(words[index], rng)
+    return words
+
+
+def unseen_name(label: str, rng: random.Random, vocabulary: set[str], tries: int = 20) -> list[str]:
+    """An :func:`invented_name` none of whose words longer than 3 characters is in ``vocabulary``
+    (lower-cased); after ``tries`` draws the last one is kept."""
+    for _ in range(tries):
+        words = invented_name(label, rng)
+        if not any(word.lower() in vocabulary for word in words if len(word) > 3):
+            break
+    return words
+
+
 def perturb_sentence(sentence: Sentence, kind: PerturbKind, rng: random.Random, vocabulary: set[str]) -> Sentence:
     """Perturb every entity of ``sentence``; sentences without entities come back unchanged."""
     if not sentence.entities:
@@ -67,16 +88,7 @@ def perturb_sentence(sentence: Sentence, kind: PerturbKind, rng: random.Random, 
     for entity in sentence.entities:
         tokens.extend(sentence.tokens[cursor : entity.start])
         words = list(sentence.tokens[entity.start : entity.end])
-        if kind == "typo":
-            candidates = [i for i, word in enumerate(words) if len(word) >= 3]
-            if candidates:
-                index = rng.choice(candidates)
-                words[index] = typo(words[index], rng)
-        else:
-            for _ in range(20):
-                words = invented_name(entity.label, rng)
-                if not any(word.lower() in vocabulary for word in words if len(word) > 3):
-                    break
+        words = typo_in_mention(words, rng) if kind == "typo" else unseen_name(entity.label, rng, vocabulary)
         spans.append(Span(len(tokens), len(tokens) + len(words), entity.label))
         tokens.extend(words)
         cursor = entity.end
