@@ -73,13 +73,15 @@ def load_tokenizer(path: str | Path, model_type: str | None = None) -> "PreTrain
 
 
 def load_pretrained_encoder(path: str | Path) -> "PreTrainedModel":
-    """Load pretrained encoder weights from a local folder."""
+    """Load pretrained encoder weights from a local folder, always in float32 (transformers 5
+    otherwise keeps a half-precision folder's dtype, and training needs float32 weights)."""
     offline_hub()
+    import torch
     from transformers import AutoModel
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()  # the unused pooler weights are expected
-    return _without_pooler(lambda **extra: AutoModel.from_pretrained(path, **extra))
+    return _without_pooler(lambda **extra: AutoModel.from_pretrained(path, dtype=torch.float32, **extra))
 
 
 def encoder_from_config(config_dict: dict[str, Any]) -> "PreTrainedModel":
