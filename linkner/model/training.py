@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from linkner.data.spans import Sentence, label_set
+from linkner.model.augment import MentionAugmenter
 from linkner.model.encoders import load_pretrained_encoder, load_tokenizer, resolve_encoder, subword_limit
 from linkner.evaluation.scores import entity_scores
 from linkner.model.batching import SpanBatcher
@@ -52,6 +53,14 @@ class TrainConfig(BaseModel):
     dropout: float = Field(0.2, ge=0, lt=1)
     patience: int = Field(2, ge=1, description="epochs without dev F1 gain before stopping")
     time_budget_s: float | None = Field(None, gt=0, description="stop (and keep the best) after this long")
+    mention_replacement: float = Field(
+        0.0, ge=0, le=1, description="per epoch, probability that a gold mention is replaced by another name of "
+        "its type (see augment_invented_share); 0 = off")
+    augment_invented_share: float = Field(
+        0.5, ge=0, le=1,
+        description="share of replacements that are invented names (the rest: other training mentions)")
+    typo_rate: float = Field(0.0, ge=0, le=1, description="per epoch, probability that a gold mention gets a "
+                             "one-character typo in one of its words; 0 = off")
     seed: int = 13
     device: str = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
@@ -108,6 +117,8 @@ class Trainer:
         self.config = config
         self.train = list(train)[: config.max_train_sentences] if config.max_train_sentences else list(train)
         self.dev = list(dev)
+        self.augmenter = MentionAugmenter(self.train, config.mention_replacement, config.typo_rate,
+                                          config.augment_invented_share, config.seed)
         self.output = Path(output)
         self.on_epoch = on_epoch
         if config.threads:
@@ -226,14 +237,15 @@ class Trainer:
 
         self.model.train()
         rng = random.Random(self.config.seed * 1000 + epoch)
-        batches = length_bucketed_batches(self.train, self.config.batch_size, rng)
+        train = self.augmenter.epoch(self.train, epoch)  # the originals when augmentation is off
+        batches = length_bucketed_batches(train, self.config.batch_size, rng)
         kl_weight = min(1.0, epoch / self.config.kl_anneal_epochs)
         total_loss, seen, started = 0.0, 0, time.monotonic()
         bar = tqdm(batches, desc=f"epoch {epoch}/{self.config.epochs}", unit="batch",
                    disable=not self.config.progress, file=sys.stderr, mininterval=2.0)
         completed = True
         for step, indices in enumerate(bar, start=1):
-            batch = self.batcher.encode([self.train[i] for i in indices], with_labels=True).to(self.device)
+            batch = self.batcher.encode([train[i] for i in indices], with_labels=True).to(self.device)
             logits = self.model(batch)
             loss = span_loss(logits, batch.span_labels, self.model_config, self.config.outside_weight, kl_weight)
             self.optimizer.zero_grad(set_to_none=True)
