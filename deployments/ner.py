@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Sequence
 
 from ray import serve
 
+from deployments.metrics import NERMetrics
 from linkner.data.spans import Entity
 from linkner.model.predictor import SpanPredictor
 from linkner.service.config import NERConfig
@@ -23,6 +25,7 @@ class NERReplica:
         import torch
 
         setup_tracing(telemetry, "ner")
+        self.metrics = NERMetrics()
         if config.threads:
             torch.set_num_threads(config.threads)
             # the fast tokenizer's own thread pool would otherwise take every core for each batch
@@ -50,18 +53,22 @@ class NERReplica:
     async def predict(self, sentences: list[list[str]], estimators: list[str],
                       carrier: dict[str, str] | None = None) -> list[list[Entity]]:
         with traced("linkner.ner.request", carrier, sentences=len(sentences)):
-            return await self.predict_batched((sentences, tuple(estimators), current_carrier()))
+            return await self.predict_batched((sentences, tuple(estimators), current_carrier(), time.perf_counter()))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def predict_batched(self, items: Sequence[tuple[list[list[str]], tuple[str, ...], dict[str, str]]]
+    async def predict_batched(self, items: Sequence[tuple[list[list[str]], tuple[str, ...], dict[str, str], float]]
                               ) -> list[list[list[Entity]]]:
         """One forward pass for all requests of the batch; its span joins the first request's trace."""
-        estimators = sorted({name for _, names, _ in items for name in names})
-        flat = [sentence for sentences, _, _ in items for sentence in sentences]
-        with traced("linkner.ner.batch", items[0][2], requests=len(items), sentences=len(flat)):
+        started = time.perf_counter()
+        estimators = sorted({name for _, names, _, _ in items for name in names})
+        flat = [sentence for sentences, _, _, _ in items for sentence in sentences]
+        waits = [started - queued for _, _, _, queued in items]
+        self.metrics.batch(len(items), len(flat), waits)
+        with traced("linkner.ner.batch", items[0][2], requests=len(items), sentences=len(flat),
+                    queue_wait_ms=round(1000 * max(waits), 3)):
             predictions = await asyncio.to_thread(self.predictor.predict, flat, estimators)
         results, cursor = [], 0
-        for sentences, _, _ in items:
+        for sentences, _, _, _ in items:
             results.append(predictions[cursor : cursor + len(sentences)])
             cursor += len(sentences)
         return results

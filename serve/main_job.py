@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="route only when the low end of the 95%% bootstrap interval of the dev F1 gain is "
                              "above this (F1 as a fraction)")
     parser.add_argument("--text", default=SAMPLE, help="the sample request's text")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="port of Ray's Prometheus endpoint (default: telemetry.metrics_export_port, 8080)")
     return parser
 
 
@@ -105,6 +107,15 @@ def ensure_calibration(config: Any, data_dir: Path, sentences: int, margin: floa
     print(f"calibration: {calibration.summary()}", file=sys.stderr)
 
 
+def describe_tracing(telemetry: Any) -> str:
+    """Where spans go, in words."""
+    if telemetry.exporter == "none":
+        return "off (set OTEL_EXPORTER_OTLP_ENDPOINT or telemetry.exporter)"
+    where = {"otlp": f"OTLP {telemetry.otlp_protocol} to {telemetry.otlp_endpoint}", "console": "console",
+             "jsonl": f"{telemetry.jsonl_path}"}[telemetry.exporter]
+    return f"{where}, sampler {telemetry.sampler} {telemetry.sampler_ratio}, service {telemetry.service_name}"
+
+
 def load_config(path: Path) -> dict[str, Any]:
     """The Serve config file (proxy options and the LinkNER application's args)."""
     import yaml
@@ -114,13 +125,14 @@ def load_config(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def start_ray(object_store_mb: int = 512) -> None:
-    """A single-node Ray on loopback (no dashboard)."""
+def start_ray(object_store_mb: int = 512, metrics_port: int | None = None) -> None:
+    """A single-node Ray on loopback (no dashboard); its Prometheus endpoint on ``metrics_port``."""
     import ray
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
              object_store_memory=object_store_mb * 1024 * 1024, log_to_driver=False,
+             _metrics_export_port=metrics_port,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}})
 
 
@@ -147,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_config = load_config(args.config)
     app_args = serve_config["applications"][0].setdefault("args", {})
     from linkner.service.config import AppConfig
+    from linkner.telemetry import with_environment
     from serve.app import absolute_paths
 
     config = absolute_paths(AppConfig.model_validate(app_args))
@@ -162,10 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.llm_pool.llm.backend = "transformers"
     ensure_calibration(config, args.data_dir, args.calibration_sentences, args.calibration_margin)
     started = time.monotonic()
-    start_ray()
+    metrics_port = args.metrics_port or config.telemetry.metrics_export_port
+    start_ray(metrics_port=metrics_port)
     name, port = deploy(serve_config)
     print(f"LinkNER is up in {time.monotonic() - started:.0f}s: gRPC on 127.0.0.1:{port}, application {name!r} "
           f"(service linkner.v1.LinkNER)", file=sys.stderr)
+    print(f"metrics: http://127.0.0.1:{metrics_port}/metrics (Prometheus; linkner_* as ray_linkner_*); "
+          f"traces: {describe_tracing(with_environment(config.telemetry, os.environ))}", file=sys.stderr)
 
     from clients.client import LinkNERClient
 
