@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import threading
 import time
 from concurrent import futures
@@ -43,12 +44,14 @@ def span_records(request: Any) -> list[dict[str, Any]]:
 class OTLPReceiver:
     """``with OTLPReceiver() as receiver:`` serves on ``receiver.endpoint`` (a free port unless given)."""
 
-    def __init__(self, port: int = 0, out: Path | None = None, keep: bool = True) -> None:
+    def __init__(self, port: int = 0, out: Path | None = None, keep: bool = True,
+                 only_trace: str | None = None) -> None:
         import grpc
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
         self.spans: list[dict[str, Any]] = []
         self.requests = 0
+        self.received = 0  # spans, kept or not
         self.out = out
         self._lock = threading.Lock()
         receiver = self
@@ -58,6 +61,9 @@ class OTLPReceiver:
                 records = span_records(request)
                 with receiver._lock:
                     receiver.requests += 1
+                    receiver.received += len(records)
+                    if only_trace is not None:
+                        records = [record for record in records if record["trace_id"] == only_trace]
                     if keep:
                         receiver.spans.extend(records)
                     if receiver.out is not None:
@@ -91,18 +97,24 @@ class OTLPReceiver:
             time.sleep(0.2)
 
 
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=4317)
     parser.add_argument("--out", type=Path, default=None, help="append spans here as JSON lines")
+    parser.add_argument("--only-trace", default=None, help="keep only this trace id's spans (32 hex digits)")
     args = parser.parse_args()
-    with OTLPReceiver(args.port, args.out, keep=False) as receiver:
+    signal.signal(signal.SIGTERM, _interrupt)
+    with OTLPReceiver(args.port, args.out, keep=False, only_trace=args.only_trace) as receiver:
         print(f"OTLP/gRPC receiver on {receiver.endpoint}", flush=True)
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
-            pass
+            print(f"received {receiver.received} spans in {receiver.requests} exports", flush=True)
 
 
 if __name__ == "__main__":
