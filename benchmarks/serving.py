@@ -80,7 +80,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def closed_loop(target: str, texts: list[str], words: list[int], concurrency: int, seconds: float,
-                      options: Any = None, deadline_s: float = 30.0) -> dict[str, Any]:
+                      options: Any = None, deadline_s: float = 30.0, app: str = APP) -> dict[str, Any]:
     """``concurrency`` callers, each sending its next request when the last is answered, for
     ``seconds``. Only answered calls count towards throughput; every status is tallied."""
     import grpc
@@ -89,7 +89,7 @@ async def closed_loop(target: str, texts: list[str], words: list[int], concurren
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 
     requests = [pb.RecognizeRequest(text=text, options=options) for text in texts]
-    metadata = [("application", APP)]
+    metadata = [("application", app)]
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     done_words = [0]
@@ -169,7 +169,7 @@ def cpu_seconds(parts: dict[str, list[int]]) -> dict[str, float]:
     return totals
 
 
-async def warm_up(target: str, texts: list[str], options: Any, calls: int = 8) -> None:
+async def warm_up(target: str, texts: list[str], options: Any, calls: int = 8, app: str = APP) -> None:
     """A few calls before measuring: the ingress builds its service, the LLM engine warms up."""
     import grpc
 
@@ -179,7 +179,7 @@ async def warm_up(target: str, texts: list[str], options: Any, calls: int = 8) -
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.LinkNERStub(channel)
         await asyncio.gather(*[stub.Recognize(pb.RecognizeRequest(text=text, options=options),
-                                              metadata=[("application", APP)], timeout=120) for text in texts[:calls]])
+                                              metadata=[("application", app)], timeout=120) for text in texts[:calls]])
 
 
 def run_level(target: str, texts: list[str], words: list[int], concurrency: int, seconds: float,

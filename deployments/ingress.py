@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Iterator, Sequence
 
 import grpc
 from ray import serve
@@ -21,6 +22,7 @@ from ray import serve
 from deployments.convert import description_to_proto, request_from_proto, response_to_proto
 from deployments.grpc_deadlines import DEADLINE_METADATA
 from deployments.handles import HandleBackend, HandleRecognizer
+from deployments.metrics import IngressMetrics
 from linkner.llm.factory import candidate_count
 from linkner.routing.linker import DeadlineExceeded, RDCLinker
 from linkner.service.api import InvalidRequest
@@ -28,14 +30,18 @@ from linkner.service.calibration_state import calibration_state
 from linkner.service.config import AppConfig
 from linkner.service.documents import check_batch
 from linkner.service.service import LinkNERService, Prepared
-from linkner.telemetry import setup_tracing, traced
+from linkner.telemetry import server_span, setup_tracing, traced
 from protos.linkner.v1 import linkner_pb2 as pb
 
 log = logging.getLogger(__name__)
 TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
-SERVICE_NAME = "linkner.v1.LinkNER"
+SERVICE = "linkner.v1.LinkNER"
+HEALTH_SERVICE = "grpc.health.v1.Health"
 LLM_HEALTH_SERVICE = "linkner.v1.LinkNER/llm"  # health of the LLM pool alone: NOT_SERVING means degraded answers
 HEALTH_PROBE_S = 2.0  # longest a health check waits for a replica's answer
+# gRPC status codes that mark a server span as an error (OpenTelemetry's gRPC conventions)
+SERVER_ERRORS = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
+                 grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS}
 
 
 def caller_deadline(grpc_context: Any) -> float | None:
@@ -83,6 +89,18 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
 
 
+def code_of(grpc_context: Any, error: BaseException | None) -> grpc.StatusCode:
+    """The status a call ended with: the failure's, else the one set on its context, else OK."""
+    if isinstance(error, _Failed):
+        return error.code
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        return grpc.StatusCode.CANCELLED
+    if error is not None:
+        return status_for(error)[0]
+    code = grpc_context.code() if grpc_context is not None and hasattr(grpc_context, "code") else None
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
+
+
 class _Failed(Exception):
     """A request that ends with a gRPC status other than OK."""
 
@@ -116,6 +134,8 @@ class LinkNERIngress:
 
     def __init__(self, ner: Any, llm: Any | None, config: AppConfig) -> None:
         setup_tracing(config.telemetry, "ingress")
+        self.metrics = IngressMetrics()
+        self._in_flight = 0
         self.config = config
         self.router = config.router
         self.ner, self.llm = ner, llm
@@ -175,12 +195,45 @@ class LinkNERIngress:
         caller = caller_deadline(grpc_context)
         return budget if caller is None else min(caller, budget)
 
+    @contextmanager
+    def _call(self, method: str, grpc_context: Any, service: str = SERVICE) -> Iterator[dict[str, str]]:
+        """One gRPC call: its SERVER span (a child of the caller's W3C trace context from the
+        metadata, with OpenTelemetry's ``rpc.*`` attributes), the in-flight gauge, and on the way out
+        ``linkner_requests_total`` by method and status code. Yields the trace context of the
+        call's span, which the answering spans are started from."""
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+        self._in_flight += 1
+        self.metrics.in_flight.set(self._in_flight)
+        error: BaseException | None = None
+        with server_span(f"{service}/{method}", caller_trace_context(grpc_context), attributes) as (span, carrier):
+            try:
+                yield carrier
+            except BaseException as failure:
+                error = failure
+                raise
+            finally:
+                self._in_flight -= 1
+                self.metrics.in_flight.set(self._in_flight)
+                code = code_of(grpc_context, error)
+                self.metrics.call(method, code.name)
+                if span is not None:
+                    from opentelemetry.trace import Status, StatusCode
+
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if code in SERVER_ERRORS:
+                        span.set_status(Status(StatusCode.ERROR, code.name))
+
     async def _answer(self, prepared: Prepared, deadline_at: float,
                       carrier: dict[str, str] | None = None) -> pb.RecognizeResponse:
-        """The answer, its spans children of the caller's trace context (``carrier``) when it sent one."""
+        """The answer, its spans children of the call's span (``carrier``)."""
         service = await self._service()
         with traced("linkner.request", carrier, request_id=prepared.request.request_id or None) as span:
             output = await service.answer(prepared, self.router.llm_timeout_s, deadline_at)
+            if span is not None and span.is_recording():
+                span.set_attributes({"linkner.spans": output.spans, "linkner.routed": output.llm_spans,
+                                     "linkner.entities": len(output.entities), "linkner.degraded": output.degraded,
+                                     "linkner.estimator": output.estimator})
+        self.metrics.answered(output)
         response = response_to_proto(output)
         response.trace_id = trace_id_of(span)
         return response
@@ -225,42 +278,42 @@ class LinkNERIngress:
 
     async def Recognize(self, request: pb.RecognizeRequest, grpc_context: Any = None) -> pb.RecognizeResponse:  # noqa: N802
         deadline_at = self._deadline(grpc_context, "Recognize")
-        try:
-            [prepared] = await self._run(grpc_context, self._prepare(grpc_context, [request]))
-            return await self._run(grpc_context, self._answer(prepared, deadline_at,
-                                                              caller_trace_context(grpc_context)))
-        except _Failed:
-            return pb.RecognizeResponse()
+        with self._call("Recognize", grpc_context) as carrier:
+            try:
+                [prepared] = await self._run(grpc_context, self._prepare(grpc_context, [request]))
+                return await self._run(grpc_context, self._answer(prepared, deadline_at, carrier))
+            except _Failed:
+                return pb.RecognizeResponse()
 
     async def RecognizeBatch(self, request: pb.RecognizeBatchRequest,  # noqa: N802
                              grpc_context: Any = None) -> pb.RecognizeBatchResponse:
         """Items run concurrently, at most ``router.batch_parallelism`` at once; the first failing
         item fails the call with its status, naming the item."""
         deadline_at = self._deadline(grpc_context, "RecognizeBatch")
-        try:
-            inputs = await self._run(grpc_context, self._prepare_batch(grpc_context, request))
-        except _Failed:
-            return pb.RecognizeBatchResponse()
-        slots = asyncio.Semaphore(self.router.batch_parallelism)
-        carrier = caller_trace_context(grpc_context)
+        with self._call("RecognizeBatch", grpc_context) as carrier:
+            try:
+                inputs = await self._run(grpc_context, self._prepare_batch(grpc_context, request))
+            except _Failed:
+                return pb.RecognizeBatchResponse()
+            slots = asyncio.Semaphore(self.router.batch_parallelism)
 
-        async def one(index: int, item: Prepared) -> pb.RecognizeResponse:
-            async with slots:
-                try:
-                    return await self._answer(item, deadline_at, carrier)
-                except Exception as error:  # noqa: BLE001
-                    code, details = status_for(error)
-                    raise _Failed(code, f"items[{index}]: {details}") from None
+            async def one(index: int, item: Prepared) -> pb.RecognizeResponse:
+                async with slots:
+                    try:
+                        return await self._answer(item, deadline_at, carrier)
+                    except Exception as error:  # noqa: BLE001
+                        code, details = status_for(error)
+                        raise _Failed(code, f"items[{index}]: {details}") from None
 
-        tasks = [asyncio.ensure_future(one(index, item)) for index, item in enumerate(inputs)]
-        try:
-            results = await asyncio.gather(*tasks)
-        except _Failed as failure:
-            for task in tasks:
-                task.cancel()
-            self._fail(grpc_context, failure.code, failure.details)
-            return pb.RecognizeBatchResponse()
-        return pb.RecognizeBatchResponse(results=results)
+            tasks = [asyncio.ensure_future(one(index, item)) for index, item in enumerate(inputs)]
+            try:
+                results = await asyncio.gather(*tasks)
+            except _Failed as failure:
+                for task in tasks:
+                    task.cancel()
+                self._fail(grpc_context, failure.code, failure.details)
+                return pb.RecognizeBatchResponse()
+            return pb.RecognizeBatchResponse(results=results)
 
     async def RecognizeStream(self, request: pb.RecognizeBatchRequest,  # noqa: N802
                               grpc_context: Any = None) -> AsyncIterator[pb.RecognizeResponse]:
@@ -268,30 +321,31 @@ class LinkNERIngress:
         checked before the first answer; a failure later ends the stream with its status (never OK),
         so a caller can tell a truncated stream from a complete one."""
         deadline_at = self._deadline(grpc_context, "RecognizeStream")
-        inputs = await self._run(grpc_context, self._prepare_batch(grpc_context, request))  # fails with its status
-        slots = asyncio.Semaphore(self.router.batch_parallelism)
-        carrier = caller_trace_context(grpc_context)
+        with self._call("RecognizeStream", grpc_context) as carrier:
+            inputs = await self._run(grpc_context, self._prepare_batch(grpc_context, request))  # fails with its status
+            slots = asyncio.Semaphore(self.router.batch_parallelism)
 
-        async def one(item: Prepared) -> pb.RecognizeResponse:
-            async with slots:
-                return await self._answer(item, deadline_at, carrier)
+            async def one(item: Prepared) -> pb.RecognizeResponse:
+                async with slots:
+                    return await self._answer(item, deadline_at, carrier)
 
-        tasks = [asyncio.ensure_future(one(item)) for item in inputs]
-        try:
-            for index, task in enumerate(tasks):
-                try:
-                    yield await task
-                except Exception as error:  # noqa: BLE001
-                    code, details = status_for(error)
-                    raise self._fail(grpc_context, code, f"items[{index}]: {details}") from None
-        finally:
-            for task in tasks:
-                task.cancel()
+            tasks = [asyncio.ensure_future(one(item)) for item in inputs]
+            try:
+                for index, task in enumerate(tasks):
+                    try:
+                        yield await task
+                    except Exception as error:  # noqa: BLE001
+                        code, details = status_for(error)
+                        raise self._fail(grpc_context, code, f"items[{index}]: {details}") from None
+            finally:
+                for task in tasks:
+                    task.cancel()
 
     async def Describe(self, request: pb.DescribeRequest,  # noqa: N802
                        grpc_context: Any = None) -> pb.DescribeResponse:
         """The model, labels, estimators, LLM, effective default policy and calibration status."""
-        return description_to_proto((await self._service()).describe())
+        with self._call("Describe", grpc_context):
+            return description_to_proto((await self._service()).describe())
 
     async def Check(self, request: Any, grpc_context: Any = None) -> Any:  # noqa: N802 (grpc.health.v1)
         """Standard gRPC health check. ``""`` and ``linkner.v1.LinkNER``: SERVING when an NER replica
@@ -299,23 +353,24 @@ class LinkNERIngress:
         an LLM replica answers (NOT_SERVING: answers come back degraded). An unknown name: NOT_FOUND."""
         from grpc_health.v1 import health_pb2
 
-        service = getattr(request, "service", "")
-        if service in ("", SERVICE_NAME):
-            probe = self._probe_ner
-        elif service == LLM_HEALTH_SERVICE and self.llm is not None:
-            probe = self._probe_llm
-        else:
-            self._fail(grpc_context, grpc.StatusCode.NOT_FOUND, f"unknown health service {service!r}"
-                       + (" (no LLM pool configured)" if service == LLM_HEALTH_SERVICE else ""))
-            return health_pb2.HealthCheckResponse()
-        caller = caller_deadline(grpc_context)
-        timeout = HEALTH_PROBE_S if caller is None else max(0.05, min(HEALTH_PROBE_S, 0.8 * (caller - time.time())))
-        try:
-            await asyncio.wait_for(probe(), timeout)
-            status = health_pb2.HealthCheckResponse.SERVING
-        except Exception:  # noqa: BLE001 (no answer in time, or a dead pool)
-            status = health_pb2.HealthCheckResponse.NOT_SERVING
-        return health_pb2.HealthCheckResponse(status=status)
+        with self._call("Check", grpc_context, HEALTH_SERVICE):
+            service = getattr(request, "service", "")
+            if service in ("", SERVICE):
+                probe = self._probe_ner
+            elif service == LLM_HEALTH_SERVICE and self.llm is not None:
+                probe = self._probe_llm
+            else:
+                self._fail(grpc_context, grpc.StatusCode.NOT_FOUND, f"unknown health service {service!r}"
+                           + (" (no LLM pool configured)" if service == LLM_HEALTH_SERVICE else ""))
+                return health_pb2.HealthCheckResponse()
+            caller = caller_deadline(grpc_context)
+            timeout = HEALTH_PROBE_S if caller is None else max(0.05, min(HEALTH_PROBE_S, 0.8 * (caller - time.time())))
+            try:
+                await asyncio.wait_for(probe(), timeout)
+                status = health_pb2.HealthCheckResponse.SERVING
+            except Exception:  # noqa: BLE001 (no answer in time, or a dead pool)
+                status = health_pb2.HealthCheckResponse.NOT_SERVING
+            return health_pb2.HealthCheckResponse(status=status)
 
     async def _probe_ner(self) -> None:
         await self._service()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from ray import serve
 
-from linkner.llm.factory import build_backend
+from linkner.llm.factory import LLMConfig, build_backend
 from linkner.llm.protocol import SpanAnswer, SpanQuery
 from linkner.service.config import LLMPoolConfig
 from linkner.telemetry import TelemetryConfig, setup_tracing, traced
@@ -16,6 +19,7 @@ class LLMPool:
         """Build the backend and start its engine now (vLLM takes tens of seconds on CPU), so the
         replica is ready, or visibly failed, before it takes traffic."""
         setup_tracing(telemetry, "llm")
+        self.settings = config.llm
         self.backend = build_backend(config.llm)
         start = getattr(self.backend, "start", None)
         if start is not None:
@@ -26,5 +30,20 @@ class LLMPool:
 
     async def classify(self, queries: list[SpanQuery], labels: list[str], timeout_s: float | None = None,
                        carrier: dict[str, str] | None = None) -> list[SpanAnswer]:
-        with traced("linkner.llm.classify", carrier, spans=len(queries), model=self.backend.model_id):
-            return await self.backend.classify(queries, labels, timeout_s)
+        """The backend's answers; the span (a CLIENT span to the LLM) carries OpenTelemetry's
+        ``gen_ai.*`` attributes, token counts included."""
+        with traced("linkner.llm.classify", carrier, kind="client", spans=len(queries),
+                    model=self.backend.model_id) as span:
+            answers = await self.backend.classify(queries, labels, timeout_s)
+            if span is not None and span.is_recording():
+                span.set_attributes(gen_ai_attributes(self.settings, answers))
+            return answers
+
+
+def gen_ai_attributes(settings: LLMConfig, answers: list[SpanAnswer]) -> dict[str, Any]:
+    """OpenTelemetry's GenAI attributes of one classify call: system, model, token usage, failures."""
+    model = settings.model if settings.backend == "openai" else Path(settings.model).name  # a local folder
+    return {"gen_ai.system": settings.backend, "gen_ai.operation.name": "chat", "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": sum(answer.prompt_tokens for answer in answers),
+            "gen_ai.usage.output_tokens": sum(answer.completion_tokens for answer in answers),
+            "linkner.llm_failures": sum(not answer.ok for answer in answers)}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Sequence
 
 from ray import serve
 
+from deployments.metrics import NERMetrics
 from linkner.data.spans import Entity
 from linkner.model.predictor import SpanPredictor
 from linkner.service.config import NERConfig
@@ -22,6 +24,7 @@ class NERReplica:
         import torch
 
         setup_tracing(telemetry, "ner")
+        self.metrics = NERMetrics()
         if config.threads:
             torch.set_num_threads(config.threads)
             # the fast tokenizer's own thread pool would otherwise take every core for each batch
@@ -60,22 +63,27 @@ class NERReplica:
         with traced("linkner.ner.request", carrier, sentences=len(sentences), replica=self.replica_id,
                     node=self.node_id):
             return await self.predict_batched((sentences, tuple(estimators), current_carrier(),
-                                               documents or [0] * len(sentences)))
+                                               documents or [0] * len(sentences), time.perf_counter()))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def predict_batched(self, items: Sequence[tuple[list[list[str]], tuple[str, ...], dict[str, str], list[int]]]
-                              ) -> list[list[list[Entity]]]:
+    async def predict_batched(
+        self, items: Sequence[tuple[list[list[str]], tuple[str, ...], dict[str, str], list[int], float]]
+    ) -> list[list[list[Entity]]]:
         """One forward pass for all requests of the batch; its span joins the first request's trace.
         Documents never span two calls (each call's document ids are kept apart)."""
-        estimators = sorted({name for _, names, _, _ in items for name in names})
-        flat = [sentence for sentences, _, _, _ in items for sentence in sentences]
-        keys = [(call, document) for call, (_, _, _, documents) in enumerate(items) for document in documents]
+        started = time.perf_counter()
+        estimators = sorted({name for _, names, _, _, _ in items for name in names})
+        flat = [sentence for sentences, _, _, _, _ in items for sentence in sentences]
+        keys = [(call, document) for call, (_, _, _, documents, _) in enumerate(items) for document in documents]
         numbering = {key: number for number, key in enumerate(dict.fromkeys(keys))}
-        with traced("linkner.ner.batch", items[0][2], requests=len(items), sentences=len(flat)):
+        waits = [started - queued for _, _, _, _, queued in items]
+        self.metrics.batch(len(items), len(flat), waits)
+        with traced("linkner.ner.batch", items[0][2], requests=len(items), sentences=len(flat),
+                    queue_wait_ms=round(1000 * max(waits), 3)):
             predictions = await asyncio.to_thread(self.predictor.predict, flat, estimators,
                                                   [numbering[key] for key in keys])
         results, cursor = [], 0
-        for sentences, _, _, _ in items:
+        for sentences, _, _, _, _ in items:
             results.append(predictions[cursor : cursor + len(sentences)])
             cursor += len(sentences)
         return results

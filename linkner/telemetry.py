@@ -5,21 +5,173 @@ are alpha, so the context travels in the call's arguments)."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+Sampler = Literal["always_on", "always_off", "traceidratio", "parentbased_always_on",
+                  "parentbased_always_off", "parentbased_traceidratio"]
+EXPORTERS = {"otlp": "otlp", "console": "console", "none": "none"}  # OTEL_TRACES_EXPORTER values we accept
+
+
 class TelemetryConfig(BaseModel):
-    """OpenTelemetry traces of every linking stage."""
+    """OpenTelemetry traces of every linking stage. The standard ``OTEL_*`` environment variables,
+    where set, override these fields (:func:`with_environment`)."""
 
     model_config = ConfigDict(extra="forbid")
     exporter: Literal["none", "console", "otlp", "jsonl"] = "none"
-    otlp_endpoint: str = "http://127.0.0.1:4317"
+    otlp_endpoint: str = Field("http://127.0.0.1:4317", description="grpc: host:port URL; http/protobuf: the full "
+                               "traces URL, e.g. http://127.0.0.1:4318/v1/traces")
+    otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
     jsonl_path: str | None = Field(None, description="file the jsonl exporter appends finished spans to")
     service_name: str = "linkner-serve"
+    resource_attributes: dict[str, str] = Field(default_factory=dict)
+    sampler: Sampler = Field("parentbased_traceidratio", description="parent-based: a caller's sampling decision "
+                             "is followed; a trace this service starts is sampled at sampler_ratio")
+    sampler_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    max_queue_size: int = Field(2048, ge=1, description="spans waiting for export; beyond it new spans are dropped")
+    export_delay_ms: int = Field(1000, ge=1, description="how often the batch processor exports")
+    metrics_export_port: int = Field(8080, ge=1, le=65535, description="the port of Ray's Prometheus endpoint "
+                                     "(application metrics linkner_* and Ray's own): the main job starts Ray with "
+                                     "it; a cluster started by `ray start` takes --metrics-export-port")
+
+
+def _resource_attributes(text: str) -> dict[str, str]:
+    """``key=value,key2=value2`` (values percent-decoded), as ``OTEL_RESOURCE_ATTRIBUTES`` holds."""
+    from urllib.parse import unquote
+
+    pairs = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            pairs[key.strip()] = unquote(value.strip())
+    return pairs
+
+
+def with_environment(config: TelemetryConfig, environ: Mapping[str, str]) -> TelemetryConfig:
+    """``config`` with the standard OpenTelemetry environment variables applied: each one that is
+    set (non-empty) wins over the config file's field. An OTLP endpoint in the environment turns
+    OTLP export on, unless ``OTEL_TRACES_EXPORTER`` names another exporter; ``OTEL_SDK_DISABLED=true``
+    turns tracing off."""
+    env = {key: value.strip() for key, value in environ.items() if key.startswith("OTEL_") and value.strip()}
+    update: dict[str, Any] = {}
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    if protocol:
+        if protocol not in ("grpc", "http/protobuf"):
+            raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use grpc or http/protobuf")
+        update["otlp_protocol"] = protocol
+    protocol = update.get("otlp_protocol", config.otlp_protocol)
+    if "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" in env:
+        update["otlp_endpoint"] = env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    elif "OTEL_EXPORTER_OTLP_ENDPOINT" in env:  # the base URL: the signal's path is added for http
+        base = env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        update["otlp_endpoint"] = base.rstrip("/") + "/v1/traces" if protocol == "http/protobuf" else base
+    if "otlp_endpoint" in update:
+        update["exporter"] = "otlp"
+    if "OTEL_TRACES_EXPORTER" in env:
+        name = env["OTEL_TRACES_EXPORTER"].split(",")[0].strip()
+        if name not in EXPORTERS:
+            raise ValueError(f"OTEL_TRACES_EXPORTER={name!r}: use one of {sorted(EXPORTERS)}")
+        update["exporter"] = EXPORTERS[name]
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        update["exporter"] = "none"
+    if "OTEL_TRACES_SAMPLER" in env:
+        update["sampler"] = env["OTEL_TRACES_SAMPLER"]
+    if "OTEL_TRACES_SAMPLER_ARG" in env:
+        try:
+            update["sampler_ratio"] = float(env["OTEL_TRACES_SAMPLER_ARG"])
+        except ValueError:
+            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG={env['OTEL_TRACES_SAMPLER_ARG']!r}: expected a number "
+                             "from 0 to 1") from None
+    attributes = dict(config.resource_attributes)
+    attributes.update(_resource_attributes(env.get("OTEL_RESOURCE_ATTRIBUTES", "")))
+    update["resource_attributes"] = attributes
+    if "OTEL_SERVICE_NAME" in env:
+        update["service_name"] = env["OTEL_SERVICE_NAME"]
+    elif "service.name" in attributes:
+        update["service_name"] = attributes["service.name"]
+    return TelemetryConfig.model_validate({**config.model_dump(), **update})
+
+
+def build_sampler(config: TelemetryConfig) -> Any:
+    """The configured sampler (``parentbased_*``: a caller's decision is always followed)."""
+    from opentelemetry.sdk.trace import sampling
+
+    root = config.sampler.removeprefix("parentbased_")
+    base = {"always_on": sampling.ALWAYS_ON, "always_off": sampling.ALWAYS_OFF,
+            "traceidratio": sampling.TraceIdRatioBased(config.sampler_ratio)}[root]
+    return sampling.ParentBased(root=base) if config.sampler.startswith("parentbased_") else base
+
+
+def build_exporter(config: TelemetryConfig) -> Any:
+    """The span exporter the config names (None for ``none``)."""
+    if config.exporter == "none":
+        return None
+    if config.exporter == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if config.exporter == "jsonl":
+        if not config.jsonl_path:
+            raise ValueError("telemetry exporter 'jsonl' needs jsonl_path")
+        return JsonLinesSpanExporter(config.jsonl_path)
+    if config.otlp_protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
+
+        return HTTPExporter(endpoint=config.otlp_endpoint)
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=config.otlp_endpoint, insecure=not config.otlp_endpoint.startswith("https://"))
+
+
+class _OncePerMinute(logging.Filter):
+    """Lets one of the batch processor's "Queue full, dropping Span" warnings through per minute:
+    the SDK logs one per dropped span, which would make a collector outage cost every request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = 0.0
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Queue full"):
+            return True
+        now = time.monotonic()
+        self._dropped += 1
+        if now - self._last < 60.0:
+            return False
+        record.msg = f"{record.msg} ({self._dropped} spans dropped in the last minute at most)"
+        self._last, self._dropped = now, 0
+        return True
+
+
+_QUEUE_FULL_FILTER = _OncePerMinute()
+
+
+def build_provider(config: TelemetryConfig, component: str) -> Any:
+    """A tracer provider exporting through a batch span processor (a bounded queue, exported off
+    the request path: a slow or unreachable collector drops spans, it never delays a request)."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    attributes = {**config.resource_attributes, "service.name": config.service_name,
+                  "linkner.component": component}
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=build_sampler(config))
+    shared = logging.getLogger("opentelemetry.sdk._shared_internal")
+    if _QUEUE_FULL_FILTER not in shared.filters:
+        shared.addFilter(_QUEUE_FULL_FILTER)
+    exporter = build_exporter(config)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(
+            exporter, max_queue_size=config.max_queue_size, schedule_delay_millis=config.export_delay_ms,
+            max_export_batch_size=min(512, config.max_queue_size)))
+    return provider
 
 
 _configured = False
@@ -62,36 +214,22 @@ class JsonLinesSpanExporter:
 
 
 def setup_tracing(config: TelemetryConfig, component: str) -> None:
-    """Install a tracer provider for this process once (no-op exporter 'none')."""
+    """Install this process's tracer provider once (nothing for exporter ``none``)."""
     global _configured
     with _lock:
         if _configured or config.exporter == "none":
             return
         from opentelemetry import trace
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
-        provider = TracerProvider(resource=Resource.create({"service.name": config.service_name,
-                                                            "linkner.component": component}))
-        if config.exporter == "console":
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-        elif config.exporter == "jsonl":
-            if not config.jsonl_path:
-                raise ValueError("telemetry exporter 'jsonl' needs jsonl_path")
-            provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(config.jsonl_path)))
-        else:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint,
-                                                                            insecure=True)))
-        trace.set_tracer_provider(provider)
+        trace.set_tracer_provider(build_provider(config, component))
         _configured = True
 
 
 @contextmanager
-def traced(name: str, carrier: dict[str, str] | None = None, **attributes: Any) -> Iterator[Any]:
-    """A span named ``name``, child of the context in ``carrier`` (W3C headers) when given."""
+def traced(name: str, carrier: dict[str, str] | None = None, kind: str = "internal", **attributes: Any
+           ) -> Iterator[Any]:
+    """A span named ``name`` (``kind``: internal, client, server), child of the context in
+    ``carrier`` (W3C headers) when given; ``attributes`` are recorded as ``linkner.<key>``."""
     try:
         from opentelemetry import context as otel_context
         from opentelemetry import trace
@@ -101,7 +239,7 @@ def traced(name: str, carrier: dict[str, str] | None = None, **attributes: Any) 
         return
     parent = extract(carrier) if carrier else otel_context.get_current()
     tracer = trace.get_tracer(TRACER_NAME)
-    with tracer.start_as_current_span(name, context=parent) as span:
+    with tracer.start_as_current_span(name, context=parent, kind=_span_kind(kind)) as span:
         for key, value in attributes.items():
             if value is not None:
                 span.set_attribute(f"linkner.{key}", value)
@@ -117,3 +255,33 @@ def current_carrier() -> dict[str, str]:
     carrier: dict[str, str] = {}
     inject(carrier)
     return carrier
+
+
+def _span_kind(kind: str) -> Any:
+    from opentelemetry.trace import SpanKind
+
+    return {"internal": SpanKind.INTERNAL, "client": SpanKind.CLIENT, "server": SpanKind.SERVER}[kind]
+
+
+@contextmanager
+def server_span(name: str, carrier: dict[str, str] | None, attributes: Mapping[str, Any]
+                ) -> Iterator[tuple[Any, dict[str, str]]]:
+    """A SERVER span for one incoming call, child of the caller's context in ``carrier``, with
+    ``attributes`` as given (semantic-convention names). It is not made the current span (it may
+    stay open across an async generator's yields): it yields the span and the W3C headers its
+    children are started from."""
+    try:
+        from opentelemetry import trace
+        from opentelemetry.propagate import extract, inject
+    except ImportError:
+        yield None, dict(carrier or {})
+        return
+    tracer = trace.get_tracer(TRACER_NAME)
+    parent = extract(carrier or {})  # baggage included: it travels on to the children
+    span = tracer.start_span(name, context=parent, kind=_span_kind("server"), attributes=dict(attributes))
+    child: dict[str, str] = {}
+    inject(child, context=trace.set_span_in_context(span, parent))
+    try:
+        yield span, child
+    finally:
+        span.end()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import ValidationError
 
 from linkner.model.metadata import is_checkpoint
 from linkner.service.config import AppConfig, Resources
+from linkner.telemetry import with_environment
 
 GRPC_SERVICER = "deployments.grpc_deadlines.add_LinkNERServicer_to_server"  # forwards gRPC deadlines
 HEALTH_SERVICER = "deployments.grpc_deadlines.add_HealthServicer_to_server"  # grpc.health.v1, the same way
@@ -24,6 +26,10 @@ def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
     except ValidationError as error:
         raise ConfigError(f"invalid LinkNER application args:\n{error}") from None
     config = absolute_paths(config)
+    try:  # the standard OTEL_* variables of the deploying process win over the file; replicas get the result
+        config.telemetry = with_environment(config.telemetry, os.environ)
+    except ValueError as error:
+        raise ConfigError(f"telemetry: {error}") from None
     from pathlib import Path
     if not is_checkpoint(config.ner.checkpoint):
         raise ConfigError(

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--proxy-only", action="store_true",
                         help="serve gRPC through Ray's proxy only (default: the ingress replica answers on the "
                              "configured port itself, Ray's direct ingress, one process hop less)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="port of Ray's Prometheus endpoint (default: telemetry.metrics_export_port, 8080)")
     return parser
 
 
@@ -132,6 +134,15 @@ def ensure_calibration(config: Any, data_dir: Path, sentences: int, margin: floa
     print(f"calibration: {calibration.summary()}", file=sys.stderr)
 
 
+def describe_tracing(telemetry: Any) -> str:
+    """Where spans go, in words."""
+    if telemetry.exporter == "none":
+        return "off (set OTEL_EXPORTER_OTLP_ENDPOINT or telemetry.exporter)"
+    where = {"otlp": f"OTLP {telemetry.otlp_protocol} to {telemetry.otlp_endpoint}", "console": "console",
+             "jsonl": f"{telemetry.jsonl_path}"}[telemetry.exporter]
+    return f"{where}, sampler {telemetry.sampler} {telemetry.sampler_ratio}, service {telemetry.service_name}"
+
+
 def load_config(path: Path) -> dict[str, Any]:
     """The Serve config file (proxy options and the LinkNER application's args)."""
     import yaml
@@ -141,14 +152,16 @@ def load_config(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def start_ray(object_store_mb: int = 512, env: dict[str, str] | None = None) -> None:
-    """A single-node Ray on loopback (no dashboard); ``env`` is set for every Ray process."""
+def start_ray(object_store_mb: int = 512, env: dict[str, str] | None = None, metrics_port: int | None = None) -> None:
+    """A single-node Ray on loopback (no dashboard); ``env`` is set for every Ray process, its
+    Prometheus endpoint on ``metrics_port``."""
     import ray
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.update(env or {})  # read by Ray's own processes (controller, proxy, replicas) at start
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
              object_store_memory=object_store_mb * 1024 * 1024, log_to_driver=False,
+             _metrics_export_port=metrics_port,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}})
 
 
@@ -184,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_config = load_config(args.config)
     app_args = serve_config["applications"][0].setdefault("args", {})
     from linkner.service.config import AppConfig
+    from linkner.telemetry import with_environment
     from serve.app import absolute_paths
 
     config = absolute_paths(AppConfig.model_validate(app_args))
@@ -203,12 +217,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serve.direct_ingress import direct_ingress_env, proxy_port
 
     grpc_port = int(serve_config.get("grpc_options", {}).get("port", 9000))
-    start_ray(env=None if args.proxy_only else direct_ingress_env(grpc_port))
+    metrics_port = args.metrics_port or config.telemetry.metrics_export_port
+    start_ray(env=None if args.proxy_only else direct_ingress_env(grpc_port), metrics_port=metrics_port)
     name, target = deploy(serve_config, direct=not args.proxy_only)
     via = "Ray's gRPC proxy" if args.proxy_only else (
         f"the ingress replica itself; Ray's proxy on 127.0.0.1:{proxy_port(grpc_port)}")
     print(f"LinkNER is up in {time.monotonic() - started:.0f}s: gRPC on {target} ({via}), application {name!r} "
           f"(service linkner.v1.LinkNER)", file=sys.stderr)
+    print(f"metrics: http://127.0.0.1:{metrics_port}/metrics (Prometheus; linkner_* as ray_linkner_*); "
+          f"traces: {describe_tracing(with_environment(config.telemetry, os.environ))}", file=sys.stderr)
 
     from clients.client import LinkNERClient
 

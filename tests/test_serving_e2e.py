@@ -405,14 +405,16 @@ def test_a_callers_traceparent_becomes_the_parent_of_every_stage(cluster):
     while time.monotonic() < deadline:
         spans = [json.loads(line) for line in cluster["traces"].read_text().splitlines()]
         spans = [span for span in spans if span["trace_id"] == trace_id]
-        if {"linkner.request", "linkner.ner.batch", "linkner.llm.classify"} <= {span["name"] for span in spans}:
+        if {"linkner.v1.LinkNER/Recognize", "linkner.request", "linkner.ner.batch",
+                "linkner.llm.classify"} <= {span["name"] for span in spans}:
             break
         time.sleep(0.5)
     names = {span["name"] for span in spans}
-    assert {"linkner.request", "linkner.link", "linkner.recognize", "linkner.detect", "linkner.classify",
-            "linkner.llm.classify", "linkner.merge", "linkner.ner.batch"} <= names
+    assert {"linkner.v1.LinkNER/Recognize", "linkner.request", "linkner.link", "linkner.recognize", "linkner.detect",
+            "linkner.classify", "linkner.llm.classify", "linkner.merge", "linkner.ner.batch"} <= names
+    call = next(span for span in spans if span["name"] == "linkner.v1.LinkNER/Recognize")  # the gRPC server span
     request = next(span for span in spans if span["name"] == "linkner.request")
-    assert request["parent_id"] == parent_id
+    assert call["parent_id"] == parent_id and request["parent_id"] == call["span_id"]
 
 
 def grpcjs(cluster, application, calls):

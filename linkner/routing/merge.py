@@ -22,12 +22,20 @@ class LinkStats(BaseModel):
     changed: int = 0
     dropped: int = 0
     llm_errors: int = 0
+    llm_timeouts: int = 0  # the part of ``llm_errors`` that were missed deadlines
     prompt_tokens: int = 0
     completion_tokens: int = 0
     degraded: bool = False
     degraded_reason: str | None = None
+    degraded_kind: str | None = None  # "llm_timeout" or "llm_error": a bounded reason (metrics label)
     llm_model: str | None = None
     timings_s: dict[str, float] = Field(default_factory=dict)
+
+
+def failure_kind(error: str) -> str:
+    """``"timeout"`` for an LLM answer that failed by a missed deadline, ``"error"`` otherwise."""
+    text = error.lower()
+    return "timeout" if "deadline" in text or "timeout" in text or "timed out" in text else "error"
 
 
 def merge(
@@ -52,8 +60,11 @@ def merge(
             stats.llm_model = stats.llm_model or answer.model or None
             if not answer.ok:
                 stats.llm_errors += 1
+                timed_out = failure_kind(answer.error or "") == "timeout"
+                stats.llm_timeouts += timed_out
                 stats.degraded = True
                 stats.degraded_reason = stats.degraded_reason or f"LLM failed: {answer.error}"
+                stats.degraded_kind = stats.degraded_kind or ("llm_timeout" if timed_out else "llm_error")
                 linked.append(replace(entity, degraded=True))
                 continue
             if answer.label == NON_ENTITY:

@@ -68,6 +68,10 @@ class RecognizeOutput:
     llm_backend: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
     llm_spans: int = 0
+    spans: int = 0  # spans the local model found, routed or not (``llm_spans / spans``: the LLM share)
+    degraded_kind: str = ""  # "llm_timeout" or "llm_error" when degraded
+    llm_errors: int = 0  # routed spans whose LLM answer failed (timeouts included)
+    llm_timeouts: int = 0
     words: list[Word] = field(default_factory=list)
     request_id: str = ""
 

@@ -1,0 +1,142 @@
+"""Tracing set-up without Ray: the standard OTEL_* variables against the config file, parent-based
+sampling, OTLP export over gRPC and HTTP to real receivers, and an unreachable collector that
+must not slow the request path."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from otlp_receiver import OTLPReceiver, span_records
+from linkner.telemetry import TelemetryConfig, build_provider, with_environment
+
+
+def test_environment_wins_over_the_config_file():
+    file = TelemetryConfig(exporter="jsonl", jsonl_path="x.jsonl", service_name="from-file",
+                           resource_attributes={"deployment.environment": "file", "team": "nlp"}, sampler_ratio=0.5)
+    config = with_environment(file, {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_SERVICE_NAME": "from-env", "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,region=eu%2Dwest",
+        "PATH": "/bin"})
+    assert config.exporter == "otlp" and config.otlp_protocol == "http/protobuf"
+    assert config.otlp_endpoint == "http://collector:4318/v1/traces"  # the base URL gets the signal's path
+    assert (config.sampler, config.sampler_ratio, config.service_name) == ("parentbased_traceidratio", 0.25, "from-env")
+    assert config.resource_attributes == {"deployment.environment": "prod", "team": "nlp", "region": "eu-west"}
+
+
+def test_environment_specific_variables_and_switches():
+    grpc_env = with_environment(TelemetryConfig(), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4317",
+                                                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:4317"})
+    assert (grpc_env.exporter, grpc_env.otlp_endpoint, grpc_env.otlp_protocol) == ("otlp", "http://b:4317", "grpc")
+    assert with_environment(TelemetryConfig(), {}) == TelemetryConfig()  # nothing set: the file stands
+    assert with_environment(TelemetryConfig(), {"OTEL_EXPORTER_OTLP_ENDPOINT": ""}).exporter == "none"
+    off = with_environment(TelemetryConfig(exporter="otlp"), {"OTEL_TRACES_EXPORTER": "none"})
+    assert off.exporter == "none"
+    assert with_environment(TelemetryConfig(exporter="otlp"), {"OTEL_SDK_DISABLED": "true"}).exporter == "none"
+    named = with_environment(TelemetryConfig(), {"OTEL_RESOURCE_ATTRIBUTES": "service.name=svc"})
+    assert named.service_name == "svc"
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL"):
+        with_environment(TelemetryConfig(), {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+    with pytest.raises(ValueError, match="OTEL_TRACES_SAMPLER_ARG"):
+        with_environment(TelemetryConfig(), {"OTEL_TRACES_SAMPLER_ARG": "half"})
+
+
+def test_parent_based_sampling_always_continues_a_sampled_caller():
+    from opentelemetry import trace
+    from opentelemetry.propagate import extract
+
+    provider = build_provider(TelemetryConfig(sampler_ratio=0.0), "test")
+    tracer = provider.get_tracer("t")
+    caller = extract({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    unsampled = extract({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"})
+    with tracer.start_as_current_span("continued", context=caller) as span:
+        assert span.is_recording() and span.get_span_context().trace_flags.sampled
+        assert f"{span.get_span_context().trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+    with tracer.start_as_current_span("unsampled caller", context=unsampled) as span:
+        assert not span.is_recording()
+    with tracer.start_as_current_span("root", context=trace.set_span_in_context(trace.INVALID_SPAN)) as span:
+        assert not span.is_recording()  # ratio 0: a trace started here is dropped
+    provider.shutdown()
+
+
+def test_otlp_grpc_export_reaches_a_receiver():
+    with OTLPReceiver() as receiver:
+        provider = build_provider(TelemetryConfig(exporter="otlp", otlp_endpoint=receiver.endpoint,
+                                                  service_name="svc", resource_attributes={"a": "b"}), "test")
+        with provider.get_tracer("t").start_as_current_span("hello") as span:
+            trace_id = f"{span.get_span_context().trace_id:032x}"
+        provider.force_flush()
+        [record] = receiver.wait_for(trace_id, {"hello"}, 5)
+        assert record["resource"]["service.name"] == "svc" and record["resource"]["a"] == "b"
+        provider.shutdown()
+
+
+def test_otlp_http_protobuf_export_reaches_a_receiver():
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            return None
+
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+            received.extend(dict(record, path=self.path) for record in span_records(request))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+            self.wfile.write(trace_service_pb2.ExportTraceServiceResponse().SerializeToString())
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = with_environment(TelemetryConfig(), {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+        provider = build_provider(config, "test")
+        with provider.get_tracer("t").start_as_current_span("over http"):
+            pass
+        provider.force_flush()
+        provider.shutdown()
+    finally:
+        server.shutdown()
+    assert [(r["name"], r["path"]) for r in received] == [("over http", "/v1/traces")]
+
+
+def test_an_unreachable_collector_adds_no_latency():
+    """A collector that accepts connections and never answers (the worst case: a closed port fails
+    fast): ending spans only queues them, and a full queue drops spans instead of waiting."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)  # connections complete in the kernel; nobody ever reads them
+    try:
+        config = TelemetryConfig(exporter="otlp", otlp_endpoint=f"http://127.0.0.1:{hole.getsockname()[1]}",
+                                 max_queue_size=256, export_delay_ms=10)
+        timings = {}
+        for name, exporter in (("none", TelemetryConfig()), ("unreachable", config)):
+            provider = build_provider(exporter, "test")
+            tracer = provider.get_tracer("t")
+            for _ in range(200):  # warm up
+                with tracer.start_as_current_span("warm"):
+                    pass
+            time.sleep(0.1)  # the exporter thread is now stuck on the black hole
+            each, started = [], time.perf_counter()
+            for _ in range(3000):  # far more than the queue holds
+                begin = time.perf_counter()
+                with tracer.start_as_current_span("request"):
+                    pass
+                each.append(time.perf_counter() - begin)
+            timings[name] = (time.perf_counter() - started, sorted(each)[int(0.99 * len(each))])
+            threading.Thread(target=provider.shutdown, daemon=True).start()  # may wait on the black hole
+        total, p99 = timings["unreachable"]
+        assert total < max(1.0, 5 * timings["none"][0]), timings
+        assert p99 < 0.005, timings  # no span waited for the collector (its timeout is seconds)
+    finally:
+        hole.close()
