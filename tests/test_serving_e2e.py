@@ -372,17 +372,26 @@ def test_health_and_traces_of_every_stage(cluster):
     with client(cluster) as c:
         assert c.health()
         c.recognize(TEXT, request_id="traced")
-    deadline = time.monotonic() + 10
-    names: set[str] = set()
-    while time.monotonic() < deadline and not {"linkner.request", "linkner.classify"} <= names:
-        time.sleep(0.5)
+    deadline = time.monotonic() + 15  # spans are exported in batches: wait for this request's own
+
+    def traced_request(spans):
+        return next((s for s in spans if s["name"] == "linkner.request"
+                     and s["attributes"].get("linkner.request_id") == "traced"), None)
+
+    spans: list[dict] = []
+    while time.monotonic() < deadline:
         spans = [json.loads(line) for line in cluster["traces"].read_text().splitlines()]
-        names = {span["name"] for span in spans}
+        found = traced_request(spans)
+        if found and {"linkner.llm.classify", "linkner.ner.batch"} <= {
+                s["name"] for s in spans if s["trace_id"] == found["trace_id"]}:
+            break
+        time.sleep(0.5)
+    names = {span["name"] for span in spans}
     assert {"linkner.request", "linkner.link", "linkner.recognize", "linkner.ner.request",
             "linkner.ner.batch", "linkner.detect", "linkner.classify", "linkner.llm.classify",
             "linkner.merge"} <= names
-    request = next(s for s in spans if s["name"] == "linkner.request"
-                   and s["attributes"].get("linkner.request_id") == "traced")
+    request = traced_request(spans)
+    assert request is not None
     assert {s["name"] for s in spans if s["trace_id"] == request["trace_id"]} >= {"linkner.llm.classify",
                                                                                    "linkner.ner.batch"}
 
