@@ -53,9 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--max-train-sentences", type=int, default=None, help="first N training sentences only")
-    parser.add_argument("--mention-replacement", type=float, default=0.3,
+    parser.add_argument("--mention-replacement", type=float, default=TrainConfig.model_fields["mention_replacement"].default,
                         help="robust model: probability per mention of replacement (half invented, half swapped)")
-    parser.add_argument("--typo-rate", type=float, default=0.15, help="robust model: probability per mention of a typo")
+    parser.add_argument("--typo-rate", type=float, default=TrainConfig.model_fields["typo_rate"].default, help="robust model: probability per mention of a typo")
     parser.add_argument("--invented-share", type=float, default=0.5, help="robust model: share of invented names")
     parser.add_argument("--seed", type=int, default=13, help="training seed (both models)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

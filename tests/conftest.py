@@ -144,7 +144,7 @@ def tiny_checkpoint(tiny_encoder: Path, toy_train, toy_dev, tmp_path_factory: py
     output = tmp_path_factory.mktemp("tiny-model")
     config = TrainConfig(encoder=str(tiny_encoder), epochs=6, batch_size=16, lr_encoder=1e-3, lr_head=3e-3,
                          hidden_dim=64, width_dim=8, casing_dim=8, patience=6, progress=False, threads=1,
-                         max_span_len=4)
+                         max_span_len=4, mention_replacement=0.0, typo_rate=0.0)  # augmentation: test_augment.py
     Trainer(config, toy_train, toy_dev, output).fit()
     return output
 

@@ -53,13 +53,14 @@ class TrainConfig(BaseModel):
     dropout: float = Field(0.2, ge=0, lt=1)
     patience: int = Field(2, ge=1, description="epochs without dev F1 gain before stopping")
     time_budget_s: float | None = Field(None, gt=0, description="stop (and keep the best) after this long")
+    # robust to unseen names (benchmarks/robust_training.py): on by default, 0 turns it off
     mention_replacement: float = Field(
-        0.0, ge=0, le=1, description="per epoch, probability that a gold mention is replaced by another name of "
+        0.15, ge=0, le=1, description="per epoch, probability that a gold mention is replaced by another name of "
         "its type (see augment_invented_share); 0 = off")
     augment_invented_share: float = Field(
         0.5, ge=0, le=1,
         description="share of replacements that are invented names (the rest: other training mentions)")
-    typo_rate: float = Field(0.0, ge=0, le=1, description="per epoch, probability that a gold mention gets a "
+    typo_rate: float = Field(0.1, ge=0, le=1, description="per epoch, probability that a gold mention gets a "
                              "one-character typo in one of its words; 0 = off")
     seed: int = 13
     device: str = "auto"
