@@ -19,8 +19,8 @@ class LLMPool:
         """Build the backend and start its engine now (vLLM takes tens of seconds on CPU), so the
         replica is ready, or visibly failed, before it takes traffic."""
         setup_tracing(telemetry, "llm")
-        self.settings = config.llm
-        self.backend = build_backend(config.llm)
+        self.settings = with_engine_tracing(config.llm, telemetry)
+        self.backend = build_backend(self.settings)
         start = getattr(self.backend, "start", None)
         if start is not None:
             await start()
@@ -38,6 +38,15 @@ class LLMPool:
             if span is not None and span.is_recording():
                 span.set_attributes(gen_ai_attributes(self.settings, answers))
             return answers
+
+
+def with_engine_tracing(settings: LLMConfig, telemetry: TelemetryConfig) -> LLMConfig:
+    """vLLM's own request spans join the trace when this service exports OTLP over gRPC (unless the
+    LLM config names another endpoint)."""
+    if (settings.backend == "vllm" and settings.engine_traces_endpoint is None and telemetry.exporter == "otlp"
+            and telemetry.otlp_protocol == "grpc"):
+        return settings.model_copy(update={"engine_traces_endpoint": telemetry.otlp_endpoint})
+    return settings
 
 
 def gen_ai_attributes(settings: LLMConfig, answers: list[SpanAnswer]) -> dict[str, Any]:

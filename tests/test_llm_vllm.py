@@ -110,3 +110,39 @@ def test_vllm_answers_are_offered_options_in_every_mode_and_map_to_their_labels(
             assert answer.ok and answer.label == target, (mode, query.options, answer)
             if mode != "choice":
                 assert answer.option_scores[target] > 0.99
+
+
+def test_vllm_engine_spans_join_the_callers_trace(smollm2, monkeypatch):
+    """With an OTLP endpoint, each engine request carries the current span's W3C context as trace
+    headers: vLLM's own request span (queue, prefill and decode times) lands in the caller's trace."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from linkner.llm.vllm_backend import VLLMBackend, VLLMSettings
+    from otlp_receiver import OTLPReceiver
+
+    trace_id, span_id = 0x5B8EFFF798038103D269B633813FC60C, 0xEEE19B7EC3C1B174
+    caller = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)))
+
+    async def go(endpoint: str):
+        backend = VLLMBackend(VLLMSettings(model=str(smollm2), mode="letter", max_model_len=1024,
+                                           otlp_traces_endpoint=endpoint))
+        try:
+            with trace.use_span(caller):
+                return await backend.classify(QUERIES[:1], LABELS, timeout_s=300)
+        finally:
+            await backend.close()
+
+    from opentelemetry.util._once import Once
+
+    # the engine installs its own tracer provider (as in the LLM replica, where ours would serve it):
+    # let it, even if an earlier test of this process installed one
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)  # vLLM sets it for its workers
+    with OTLPReceiver() as receiver:
+        answers = asyncio.run(go(receiver.endpoint))
+        spans = receiver.wait_for(f"{trace_id:032x}", {"llm_request"}, timeout_s=30)
+    assert answers[0].ok
+    request = next(span for span in spans if span["name"] == "llm_request")
+    assert request["parent_id"] == f"{span_id:016x}"

@@ -31,6 +31,9 @@ class LLMConfig(BaseModel):
     max_model_len: int = 2048
     cpu_kv_cache_gib: int = 1
     gpu_memory_utilization: float = 0.5
+    engine_traces_endpoint: str | None = Field(None, description="vllm: OTLP/gRPC endpoint for the engine's own "
+                                               "spans, joined to each request's trace (the LLM pool sets it from "
+                                               "the telemetry config when that exports OTLP over gRPC)")
     # transformers
     threads: int | None = None
     device: str = "cpu"
@@ -95,7 +98,8 @@ def build_backend(config: LLMConfig) -> LLMBackend:
         return VLLMBackend(VLLMSettings(model=config.model, mode=config.mode, max_model_len=config.max_model_len,
                                         cpu_kv_cache_gib=config.cpu_kv_cache_gib,
                                         gpu_memory_utilization=config.gpu_memory_utilization,
-                                        candidates=candidate_count(config)), config.definitions)
+                                        candidates=candidate_count(config),
+                                        otlp_traces_endpoint=config.engine_traces_endpoint), config.definitions)
     from linkner.llm.transformers_backend import TransformersBackend
 
     return TransformersBackend(config.model, mode=transformers_mode(config.mode), device=config.device,

@@ -29,6 +29,7 @@ from linkner.llm.prompts import AnswerMode, Option, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
 from linkner.llm.scoring import answer_from_logprobs
 from linkner.llm.tokens import end_of_turn_ids, single_token_id
+from linkner.telemetry import current_carrier
 
 
 class VLLMSettings(BaseModel):
@@ -44,6 +45,9 @@ class VLLMSettings(BaseModel):
     max_num_seqs: int = Field(32, ge=1)
     seed: int = 0
     candidates: int | None = Field(None, ge=1, description="top-N option form (None: every label)")
+    otlp_traces_endpoint: str | None = Field(None, description="OTLP/gRPC endpoint the engine exports its own "
+                                             "request spans to (queue, prefill, decode times), each a child of the "
+                                             "caller's current span (trace headers per request); None: off")
 
 
 class _EngineState:
@@ -109,6 +113,7 @@ class VLLMBackend:
                 max_num_seqs=self.settings.max_num_seqs,
                 seed=self.settings.seed,
                 disable_log_stats=True,
+                otlp_traces_endpoint=self.settings.otlp_traces_endpoint,
             )
             self._shared.engine = AsyncLLM.from_engine_args(args)
 
@@ -163,8 +168,12 @@ class VLLMBackend:
         return await self._continuations(prompt, options)
 
     async def _generate(self, prompt: Any, params: Any) -> Any:
+        """One engine request; with engine tracing on, the current span's W3C trace context goes
+        with it, so the engine's span joins the caller's trace."""
         final = None
-        async for output in self._shared.engine.generate(prompt, params, request_id=f"linkner-{next(self._ids)}"):
+        headers = current_carrier() or None if self.settings.otlp_traces_endpoint else None
+        async for output in self._shared.engine.generate(prompt, params, request_id=f"linkner-{next(self._ids)}",
+                                                         trace_headers=headers):
             final = output
         return final
 
