@@ -112,7 +112,8 @@ class VLLMBackend:
                 gpu_memory_utilization=self.settings.gpu_memory_utilization,
                 max_num_seqs=self.settings.max_num_seqs,
                 seed=self.settings.seed,
-                disable_log_stats=True,
+                # the engine's request spans are built from its request stats
+                disable_log_stats=self.settings.otlp_traces_endpoint is None,
                 otlp_traces_endpoint=self.settings.otlp_traces_endpoint,
             )
             self._shared.engine = AsyncLLM.from_engine_args(args)
