@@ -7,29 +7,22 @@
 #   bash benchmarks/gpu_inprocess.sh run OUT  # there: fp32 and fp16-autocast rows, JSON + Markdown in OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/device_common.sh
 case "${1:-}" in
 bundle)
   PY=${PYTHON:-.venv/bin/python}
   DATA=${LINKNER_CONLL_DIR:-../shared/data/conll2003}
   rm -rf .devcarry && mkdir -p .devcarry/model .devcarry/data .whl
   cp artifacts/models/default/{linkner_config.json,tokenizer.json,tokenizer_config.json} .devcarry/model/
-  "$PY" - <<'PY'
-from safetensors.torch import load_file, save_file
-tensors = load_file("artifacts/models/default/model.safetensors")
-save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, ".devcarry/model/model.safetensors")
-PY
+  cast_weights "$PY" artifacts/models/default/model.safetensors .devcarry/model/model.safetensors half
   cp "$DATA/test.txt" .devcarry/data/
   awk 'BEGIN{n=0} {print} /^$/{n++; if (n>=2100) exit}' "$DATA/train.txt" > .devcarry/data/train.txt
-  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-    $("$PY" -m pip list --format=freeze 2>/dev/null | grep -iE '^(pydantic|pydantic_core|annotated-types|typing-inspection)==')
+  download_pydantic_wheels "$PY"
   du -sh .devcarry .whl
   ;;
 run)
   OUT_DIR=${2:?output folder}
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-  nvidia-smi -L || true
+  install_carried_wheels
   common=(--model .devcarry/model --data-dir .devcarry/data --device cuda --threads 4 --hf-encoder checkpoint)
   python3 benchmarks/inprocess.py "${common[@]}" --batch-size 64 --autocast none --out "$OUT_DIR/inprocess-gpu-fp32-b64.json"
   python3 benchmarks/inprocess.py "${common[@]}" --batch-size 64 --autocast float16 --out "$OUT_DIR/inprocess-gpu-fp16-b64.json"

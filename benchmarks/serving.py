@@ -36,13 +36,18 @@ sys.path.insert(0, str(ROOT))
 APP = "bench"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_data_arguments(parser: argparse.ArgumentParser, sentences: int) -> None:
+    """The model, LLM, data and sentence-count options every served-path benchmark takes."""
     parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default")
     parser.add_argument("--llm", type=Path, default=ROOT / "artifacts" / "llm" / "smollm2-135m")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get(
         "LINKNER_CONLL_DIR", ROOT.parent / "shared" / "data" / "conll2003")))
-    parser.add_argument("--sentences", type=int, default=1000, help="test sentences cycled through by the load")
+    parser.add_argument("--sentences", type=int, default=sentences, help="test sentences cycled through by the load")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_arguments(parser, 1000)
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per concurrency level")
     parser.add_argument("--concurrency", default="1,8,32,64,128")
     parser.add_argument("--llm-concurrency", default="1,8,32", help="levels run with LLM routing ('' skips)")
@@ -411,12 +416,16 @@ def main(argv: list[str] | None = None) -> int:
     report["long_documents"] = []
     report["served"] = served_rows(args, texts, words, report["long_documents"])
     summarise(report)
-    table = markdown(report)
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    write_results(args.out, report, markdown(report))
     return 0
+
+
+def write_results(out: Path, report: dict[str, Any], table: str) -> None:
+    """Print the table; write the report as JSON to ``out`` and the table beside it (``.md``)."""
+    print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

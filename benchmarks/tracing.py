@@ -35,11 +35,7 @@ TRACE_ID = "7bf92f3577b34da6a3ce929d0e0e4739"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default")
-    parser.add_argument("--llm", type=Path, default=ROOT / "artifacts" / "llm" / "smollm2-135m")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get(
-        "LINKNER_CONLL_DIR", ROOT.parent / "shared" / "data" / "conll2003")))
-    parser.add_argument("--sentences", type=int, default=500)
+    serving.add_data_arguments(parser, 500)
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measured round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per mode, alternating")
     parser.add_argument("--concurrency", type=int, default=32)
@@ -205,11 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         receiver.terminate()
         out, _ = receiver.communicate(timeout=30)
         report["spans_received"] = int(out.split("received ")[1].split()[0]) if "received " in out else None
-    table = markdown(report) if "summary" in report else json.dumps(report.get("waterfall"))
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    serving.write_results(args.out, report,
+                          markdown(report) if "summary" in report else json.dumps(report.get("waterfall")))
     return 0
 
 
