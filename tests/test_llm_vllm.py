@@ -139,10 +139,20 @@ def test_vllm_engine_spans_join_the_callers_trace(smollm2, monkeypatch):
     # let it, even if an earlier test of this process installed one
     monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
     monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
-    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)  # vLLM sets it for its workers
-    with OTLPReceiver() as receiver:
-        answers = asyncio.run(go(receiver.endpoint))
-        spans = receiver.wait_for(f"{trace_id:032x}", {"llm_request"}, timeout_s=30)
+    import os
+
+    # vLLM sets OTEL_EXPORTER_OTLP_TRACES_ENDPOINT for its workers: put it back as it was, or every
+    # later app built in this process would export there
+    saved = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    try:
+        with OTLPReceiver() as receiver:
+            answers = asyncio.run(go(receiver.endpoint))
+            spans = receiver.wait_for(f"{trace_id:032x}", {"llm_request"}, timeout_s=30)
+    finally:
+        if saved is None:
+            os.environ.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+        else:
+            os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = saved
     assert answers[0].ok
     request = next(span for span in spans if span["name"] == "llm_request")
     assert request["parent_id"] == f"{span_id:016x}"
