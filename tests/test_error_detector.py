@@ -237,3 +237,19 @@ def test_the_ner_pool_gets_whole_documents_and_their_ids_for_learned():
     assert all(documents is not None for _, documents in calls)
     if len(calls) == 1:
         assert calls[0][1] == [0] * 5 + [1] * 2  # each request its own document
+
+
+def test_routing_calibrates_on_the_learned_estimator(detector_checkpoint, toy_dev, toy_train):
+    """The calibrated policy can rank by ``learned``: with an oracle LLM on (perturbed) dev it routes
+    the spans the detector doubts, and the linked F1 is not below the local one."""
+    import asyncio
+
+    from linkner.llm.oracle import OracleBackend
+    from linkner.routing.calibration import calibrate_on
+
+    predictor = SpanPredictor.from_checkpoint(detector_checkpoint, device="cpu")
+    dev = toy_dev + perturb(toy_dev, "oov", 2, toy_train)
+    calibration = asyncio.run(calibrate_on(predictor, OracleBackend(dev), dev, "learned", progress=False))
+    assert calibration.estimator == "learned"
+    assert calibration.dev_f1_linked >= calibration.dev_f1_local
+    assert calibration.routed_share > 0
