@@ -13,7 +13,7 @@ import asyncio
 import os
 import random
 import shutil
-import socket
+import sys
 import tempfile
 import threading
 import time
@@ -27,11 +27,8 @@ MIB = 1024 * 1024
 APP = "linkner"
 HEAD_RESOURCE, NER_RESOURCE = "head", "ner_slot"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # a dependency's top-level "benchmarks" shadows ours
+from serving import free_port  # noqa: E402 (the served-path benchmarks' one free-port helper)
 
 
 def _loopback_env() -> None:

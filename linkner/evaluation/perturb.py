@@ -78,22 +78,28 @@ def unseen_name(label: str, rng: random.Random, vocabulary: set[str], tries: int
     return words
 
 
-def perturb_sentence(sentence: Sentence, kind: PerturbKind, rng: random.Random, vocabulary: set[str]) -> Sentence:
-    """Perturb every entity of ``sentence``; sentences without entities come back unchanged."""
-    if not sentence.entities:
-        return sentence
+def with_mentions(sentence: Sentence, entities: Sequence[Span], mentions: Sequence[Sequence[str]]) -> Sentence:
+    """A copy of ``sentence`` whose ``entities`` (in order, not overlapping) read ``mentions``
+    instead, gold spans moved to the new lengths; the other words are kept."""
     tokens: list[str] = []
     spans: list[Span] = []
     cursor = 0
-    for entity in sentence.entities:
+    for entity, words in zip(entities, mentions):
         tokens.extend(sentence.tokens[cursor : entity.start])
-        words = list(sentence.tokens[entity.start : entity.end])
-        words = typo_in_mention(words, rng) if kind == "typo" else unseen_name(entity.label, rng, vocabulary)
         spans.append(Span(len(tokens), len(tokens) + len(words), entity.label))
         tokens.extend(words)
         cursor = entity.end
     tokens.extend(sentence.tokens[cursor:])
     return make_sentence(tokens, spans)
+
+
+def perturb_sentence(sentence: Sentence, kind: PerturbKind, rng: random.Random, vocabulary: set[str]) -> Sentence:
+    """Perturb every entity of ``sentence``; sentences without entities come back unchanged."""
+    if not sentence.entities:
+        return sentence
+    mentions = [typo_in_mention(sentence.tokens[entity.start : entity.end], rng) if kind == "typo"
+                else unseen_name(entity.label, rng, vocabulary) for entity in sentence.entities]
+    return with_mentions(sentence, sentence.entities, mentions)
 
 
 def perturb(sentences: Sequence[Sentence], kind: PerturbKind, seed: int = 0,

@@ -25,8 +25,8 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from linkner.data.spans import Sentence, Span, make_sentence
-from linkner.evaluation.perturb import typo_in_mention, unseen_name
+from linkner.data.spans import Sentence
+from linkner.evaluation.perturb import typo_in_mention, unseen_name, with_mentions
 
 AUGMENT_NAMESPACE = "train-augment"
 
@@ -72,9 +72,7 @@ class MentionAugmenter:
         entities = sorted(sentence.entities)
         if not entities or any(a.end > b.start for a, b in zip(entities, entities[1:])):
             return sentence  # nothing to change, or nested mentions (left as they are)
-        tokens: list[str] = []
-        spans: list[Span] = []
-        cursor, changed = 0, False
+        mentions, changed = [], False
         for entity in entities:
             original = sentence.tokens[entity.start : entity.end]
             words = list(original)
@@ -83,14 +81,8 @@ class MentionAugmenter:
             if rng.random() < self.typo_rate:
                 words = typo_in_mention(words, rng)
             changed = changed or tuple(words) != original
-            tokens.extend(sentence.tokens[cursor : entity.start])
-            spans.append(Span(len(tokens), len(tokens) + len(words), entity.label))
-            tokens.extend(words)
-            cursor = entity.end
-        if not changed:
-            return sentence
-        tokens.extend(sentence.tokens[cursor:])
-        return make_sentence(tokens, spans)
+            mentions.append(words)
+        return with_mentions(sentence, entities, mentions) if changed else sentence
 
     def _replacement(self, label: str, original: tuple[str, ...], rng: random.Random) -> list[str]:
         pool = self.pools.get(label, [])
