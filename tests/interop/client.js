@@ -1,4 +1,4 @@
-// A gRPC client we did not write: grpc-js with only what any caller sends (Ray's `application`
+// A gRPC client we did not write: grpc-js with only what any caller sends (Ray's `application`, unless ''
 // metadata, a standard gRPC deadline, optionally a W3C traceparent). Prints one JSON line per call.
 //   node client.js TARGET APPLICATION PROTO CALLS_JSON
 // CALLS_JSON: [{"name", "method", "request", "deadline_ms", "metadata": {...}}, ...]
@@ -13,7 +13,7 @@ const client = new service(target, grpc.credentials.createInsecure());
 function call({name, method, request, deadline_ms, metadata}) {
   return new Promise((resolve) => {
     const meta = new grpc.Metadata();
-    meta.set('application', application);
+    if (application) meta.set('application', application);  // direct ingress needs none
     for (const [key, value] of Object.entries(metadata || {})) meta.set(key, value);
     const started = Date.now();
     client[method](request, meta, {deadline: Date.now() + deadline_ms}, (error, response) => {
