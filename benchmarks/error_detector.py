@@ -105,6 +105,7 @@ def main() -> int:
     test, test_documents = sets["test"]
     sets["test-typo"] = (perturb(test, "typo", 0, train), test_documents)
     sets["test-oov"] = (perturb(test, "oov", 0, train), test_documents)
+    sets["test-oov-real"] = (perturb(test, "oov-real", 0, train), test_documents)
     # fit on dev only: document folds, out-of-fold scores for the dev numbers and the calibration
     dev, dev_documents = sets["dev"]
     fit = fit_on_dev(predictor, args.model, train, dev, dev_documents, args.kind, args.folds)
@@ -182,8 +183,8 @@ def main() -> int:
 def markdown(results: dict) -> str:
     sets = results["sets"]
     names = [q["estimator"] for q in sets["test"]["quality"]]
-    lines = ["| estimator | dev AUROC | test AUROC | test-typo AUROC | test-oov AUROC | dev ECE | test ECE |"
-             " test oracle F1 at 10% (gain) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| estimator | dev AUROC | test AUROC | test-typo AUROC | test-oov AUROC | test-oov-real AUROC | dev ECE |"
+             " test ECE | test oracle F1 at 10% (gain) |", "|---|---|---|---|---|---|---|---|---|"]
     local = sets["test"]["f1"]
     for name in names:
         q = {s: next(x for x in sets[s]["quality"] if x["estimator"] == name) for s in sets}
@@ -192,7 +193,7 @@ def markdown(results: dict) -> str:
         oracle = "same ranking as above" if name in ("learned (uncalibrated)", "confidence + isotonic") else (
             f"{100 * at10:.2f} ({100 * (at10 - local):+.2f})" if at10 is not None else "")
         lines.append(f"| {name} | {q['dev']['auroc']:.3f} | {q['test']['auroc']:.3f} | {q['test-typo']['auroc']:.3f} | "
-                     f"{q['test-oov']['auroc']:.3f} | {q['dev']['ece']:.3f} | {q['test']['ece']:.3f} | {oracle} |")
+                     f"{q['test-oov']['auroc']:.3f} | {q['test-oov-real']['auroc']:.3f} | {q['dev']['ece']:.3f} | {q['test']['ece']:.3f} | {oracle} |")
     lines += ["", "| set | spans | wrong | local F1 | oracle F1 at 10%: confidence | learned | F1 with document label "
               "consistency |", "|---|---|---|---|---|---|---|"]
     for name, entry in sets.items():

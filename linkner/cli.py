@@ -76,12 +76,14 @@ def _add_prepare_llm(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_perturb(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("perturb", help="write a seeded perturbed copy of a data set (typo / oov)")
+    parser = commands.add_parser("perturb", help="write a seeded perturbed copy of a data set (typo / oov / oov-real)")
     parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--kind", required=True, choices=["typo", "oov"])
+    parser.add_argument("--kind", required=True, choices=["typo", "oov", "oov-real"],
+                        help="typo: one typo per entity; oov: invented unseen names; oov-real: the data's own "
+                             "real names that --reference lacks, moved to other sentences")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reference", type=Path, help="training data whose words invented names must avoid")
+    parser.add_argument("--reference", type=Path, help="training data whose words the replacement names must avoid")
 
 
 def _add_link_eval(commands: argparse._SubParsersAction) -> None:

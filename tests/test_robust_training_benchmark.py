@@ -29,7 +29,8 @@ def test_baseline_and_robust_side_by_side_in_two_processes(tiny_encoder, toy_tra
     assert models["baseline"]["config"]["mention_replacement"] == 0.0 == models["baseline"]["config"]["typo_rate"]
     assert models["robust"]["config"]["mention_replacement"] == 0.5 and models["robust"]["config"]["typo_rate"] == 0.2
     for model in models.values():
-        assert set(model["scores"]) == {"dev", "test", "test-typo", "test-oov"} and model["epochs_run"] == 1
+        assert set(model["scores"]) == {"dev", "test", "test-typo", "test-oov", "test-oov-real"}
+        assert model["epochs_run"] == 1
         assert model["config"]["seed"] == 13 and model["config"]["time_budget_s"] is None
     delta = results["robust_minus_baseline"]
     f1 = {name: model["scores"]["test-oov"]["f1"] for name, model in models.items()}
@@ -38,6 +39,18 @@ def test_baseline_and_robust_side_by_side_in_two_processes(tiny_encoder, toy_tra
     assert "| robust - baseline |" in table and "Targets:" in table
     saved = tmp_path / "robust"
     assert not (saved / "train_state.pt").exists() and SpanPredictor.from_checkpoint(saved, "cpu").labels
+
+    # --score: the saved checkpoint scored again, nothing trained: the same F1 on every set
+    rescored = tmp_path / "results" / "rescored"
+    argv = argv[: argv.index("--out")] + ["--no-progress", "--out", str(rescored), "--score", f"robust={saved}",
+                                          "--score", f"baseline={saved}"]
+    assert robust_training.main(argv) == 0
+    again = json.loads(rescored.with_suffix(".json").read_text(encoding="utf-8"))["models"]
+    for name in ("baseline", "robust"):
+        assert again[name]["scored_only"] and again[name]["config"]["mention_replacement"] == 0.5
+        assert {k: v["f1"] for k, v in again[name]["scores"].items()} == {
+            k: v["f1"] for k, v in models["robust"]["scores"].items()}
+    assert "scored (not trained by this run)" in rescored.with_suffix(".md").read_text(encoding="utf-8")
 
 
 def test_results_of_other_settings_are_not_merged(tmp_path) -> None:

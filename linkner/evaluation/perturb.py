@@ -3,6 +3,10 @@
 - ``typo``: one character edit (swap, drop, double or replace) inside a word of each entity.
 - ``oov``: each entity replaced by a made-up, plausible name of the same type that does not occur
   in a reference vocabulary (the training data), so the local model has never seen it.
+- ``oov-real``: each entity replaced by a *real* name of the same type that the data set itself
+  contains and the reference vocabulary does not (for CoNLL test against train: the test set's own
+  unseen mentions, moved to other sentences). No name generator is involved, so a model trained
+  with invented names (``linkner.model.augment``) cannot gain here by learning the generator's style.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from typing import Iterable, Literal, Sequence
 
 from linkner.data.spans import Sentence, Span, make_sentence
 
-PerturbKind = Literal["typo", "oov"]
+PerturbKind = Literal["typo", "oov", "oov-real"]
+PERTURB_KINDS: tuple[str, ...] = ("typo", "oov", "oov-real")
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r", "s", "st", "t", "tr",
            "v", "z", "ch", "sh", "th"]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou", "ia"]
@@ -93,20 +98,57 @@ def with_mentions(sentence: Sentence, entities: Sequence[Span], mentions: Sequen
     return make_sentence(tokens, spans)
 
 
-def perturb_sentence(sentence: Sentence, kind: PerturbKind, rng: random.Random, vocabulary: set[str]) -> Sentence:
-    """Perturb every entity of ``sentence``; sentences without entities come back unchanged."""
+def is_unseen(words: Sequence[str], vocabulary: set[str]) -> bool:
+    """True when a mention has a word longer than 3 characters and none of those is in
+    ``vocabulary`` (lower-cased): the rule :func:`unseen_name` draws by."""
+    long_words = [word.lower() for word in words if len(word) > 3]
+    return bool(long_words) and not any(word in vocabulary for word in long_words)
+
+
+def unseen_mentions(sentences: Iterable[Sentence], vocabulary: set[str]) -> dict[str, list[tuple[str, ...]]]:
+    """Per entity type, the distinct surface forms in ``sentences`` that are unseen in
+    ``vocabulary`` (first-seen order, so draws from them are deterministic)."""
+    pools: dict[str, dict[tuple[str, ...], None]] = {}
+    for sentence in sentences:
+        for entity in sentence.entities:
+            words = tuple(sentence.tokens[entity.start : entity.end])
+            if is_unseen(words, vocabulary):
+                pools.setdefault(entity.label, {})[words] = None
+    return {label: list(forms) for label, forms in pools.items()}
+
+
+def real_unseen_name(original: Sequence[str], label: str, rng: random.Random,
+                     pools: dict[str, list[tuple[str, ...]]]) -> list[str]:
+    """Another real unseen mention of type ``label`` (not ``original`` itself when the pool has
+    another); ``original`` unchanged when the pool of that type is empty."""
+    choices = [form for form in pools.get(label, []) if list(form) != list(original)] or pools.get(label, [])
+    return list(rng.choice(choices)) if choices else list(original)
+
+
+def perturb_sentence(sentence: Sentence, kind: PerturbKind, rng: random.Random, vocabulary: set[str],
+                     pools: dict[str, list[tuple[str, ...]]] | None = None) -> Sentence:
+    """Perturb every entity of ``sentence``; sentences without entities come back unchanged
+    (``pools``: :func:`unseen_mentions`, needed by ``oov-real``)."""
     if not sentence.entities:
         return sentence
-    mentions = [typo_in_mention(sentence.tokens[entity.start : entity.end], rng) if kind == "typo"
-                else unseen_name(entity.label, rng, vocabulary) for entity in sentence.entities]
+    mentions = []
+    for entity in sentence.entities:
+        words = sentence.tokens[entity.start : entity.end]
+        if kind == "typo":
+            mentions.append(typo_in_mention(words, rng))
+        elif kind == "oov":
+            mentions.append(unseen_name(entity.label, rng, vocabulary))
+        else:
+            mentions.append(real_unseen_name(words, entity.label, rng, pools or {}))
     return with_mentions(sentence, sentence.entities, mentions)
 
 
 def perturb(sentences: Sequence[Sentence], kind: PerturbKind, seed: int = 0,
             reference: Iterable[Sentence] = ()) -> list[Sentence]:
     """A perturbed copy of ``sentences``; the same seed gives the same copy."""
-    if kind not in ("typo", "oov"):
-        raise ValueError(f"unknown perturbation {kind!r}; choose typo or oov")
+    if kind not in PERTURB_KINDS:
+        raise ValueError(f"unknown perturbation {kind!r}; choose one of {', '.join(PERTURB_KINDS)}")
     rng = random.Random(f"{kind}:{seed}")
     vocabulary = {token.lower() for sentence in reference for token in sentence.tokens}
-    return [perturb_sentence(sentence, kind, rng, vocabulary) for sentence in sentences]
+    pools = unseen_mentions(sentences, vocabulary) if kind == "oov-real" else None
+    return [perturb_sentence(sentence, kind, rng, vocabulary, pools) for sentence in sentences]
