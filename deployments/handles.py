@@ -1,10 +1,12 @@
-"""The core's Recognizer and LLMBackend protocols, served by deployment handles."""
+"""The core's Recognizer and LLMBackend protocols over the deployments: the NER pool (through its
+deployment handle, or the model embedded in the ingress: both are an :class:`NERClient`) and the LLM
+pool."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from linkner.llm.protocol import SpanAnswer, SpanQuery
 from linkner.telemetry import current_carrier
@@ -29,6 +31,35 @@ def sentence_chunks(sentences: Sequence[Sequence[str]], max_words: int) -> list[
     return chunks
 
 
+class NERClient(Protocol):
+    """What the ingress needs of the local model, wherever it runs."""
+
+    async def describe(self) -> dict: ...
+
+    async def embed(self, items: list[tuple[list[str], int, int]]) -> Any: ...
+
+    async def predict(self, sentences: list[list[str]], estimators: list[str], carrier: dict[str, str],
+                      documents: list[int] | None = None) -> list[list["Entity"]]: ...
+
+
+class NERPool:
+    """The NER replica pool, through its deployment handle (one Ray call per method call)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def describe(self) -> dict:
+        return await self.handle.describe.remote()
+
+    async def embed(self, items: list[tuple[list[str], int, int]]) -> Any:
+        return await self.handle.embed.remote(items)
+
+    async def predict(self, sentences: list[list[str]], estimators: list[str], carrier: dict[str, str],
+                      documents: list[int] | None = None) -> list[list["Entity"]]:
+        extra = {"documents": documents} if documents is not None else {}
+        return await self.handle.predict.remote(sentences, estimators, carrier, **extra)
+
+
 @dataclass
 class _Pending:
     sentences: list[list[str]]
@@ -37,8 +68,8 @@ class _Pending:
     future: asyncio.Future = field(repr=False)
 
 
-class HandleRecognizer:
-    """The NER replica pool as a Recognizer.
+class CoalescingRecognizer:
+    """The local model (an :class:`NERClient`: the NER pool or the embedded model) as a Recognizer.
 
     Concurrent requests of this process are coalesced: at most ``calls_in_flight`` NER calls are
     outstanding, and requests arriving meanwhile wait here and go together in the next call (up to
@@ -49,9 +80,9 @@ class HandleRecognizer:
     its chunks instead of waiting behind all of it.
     """
 
-    def __init__(self, handle: Any, labels: list[str], max_words_per_call: int = 256, calls_in_flight: int = 4,
+    def __init__(self, ner: NERClient, labels: list[str], max_words_per_call: int = 256, calls_in_flight: int = 4,
                  chunks_in_flight: int = 2) -> None:
-        self.handle = handle
+        self.ner = ner
         self.labels = labels
         self.max_words_per_call = max_words_per_call
         self.calls_in_flight = calls_in_flight
@@ -107,10 +138,10 @@ class HandleRecognizer:
             sentences = [sentence for item in items for sentence in item.sentences]
             estimators = sorted({name for item in items for name in item.estimators})
             # each request is a document of its own (only the learned estimator looks across sentences)
-            documents = {"documents": [number for number, item in enumerate(items) for _ in item.sentences]} \
-                if LEARNED in estimators else {}
+            documents = [number for number, item in enumerate(items) for _ in item.sentences] \
+                if LEARNED in estimators else None
             try:
-                predictions = await self.handle.predict.remote(sentences, estimators, items[0].carrier, **documents)
+                predictions = await self.ner.predict(sentences, estimators, items[0].carrier, documents)
             except Exception as error:  # noqa: BLE001 (every waiting request learns of it)
                 for item in items:
                     if not item.future.done():

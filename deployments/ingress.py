@@ -1,6 +1,6 @@
 """The gRPC ingress, with RDC routing in the same deployment (one hop less per request): protobuf
-in, the core's :class:`LinkNERService` over handles to the NER replicas and the LLM pool, protobuf
-out. Method names equal the RPC names of ``linkner.v1.LinkNER`` (and ``grpc.health.v1`` Check).
+in, the core's :class:`LinkNERService` over handles to the NER replicas (or the local model embedded
+in this process, ``ner.placement: embedded``) and the LLM pool, protobuf out. Method names equal the RPC names of ``linkner.v1.LinkNER`` (and ``grpc.health.v1`` Check).
 
 Every failure leaves with its gRPC status (:func:`status_for`), never a silent OK: bad input is
 INVALID_ARGUMENT, a full queue RESOURCE_EXHAUSTED, a missed deadline DEADLINE_EXCEEDED, a dead or
@@ -21,7 +21,7 @@ from ray import serve
 
 from deployments.convert import description_to_proto, request_from_proto, response_to_proto
 from deployments.grpc_deadlines import DEADLINE_METADATA
-from deployments.handles import HandleBackend, HandleRecognizer
+from deployments.handles import CoalescingRecognizer, HandleBackend, NERClient, NERPool
 from deployments.metrics import IngressMetrics
 from linkner.llm.factory import candidate_count
 from linkner.routing.linker import DeadlineExceeded, RDCLinker
@@ -112,7 +112,7 @@ class _Failed(Exception):
         return self.details
 
 
-async def pool_embeddings(ner: Any, pool: list, checkpoint: Path, chunk: int = 512) -> Any:
+async def pool_embeddings(ner: NERClient, pool: list, checkpoint: Path, chunk: int = 512) -> Any:
     """The pool's span embeddings: from the checkpoint's cache file, or computed by the NER replicas."""
     import torch
 
@@ -123,27 +123,40 @@ async def pool_embeddings(ner: Any, pool: list, checkpoint: Path, chunk: int = 5
     if stored is not None:
         return stored
     items = [(list(d.tokens), d.start, d.end) for d in pool]
-    embeddings = torch.cat([await ner.embed.remote(items[i : i + chunk]) for i in range(0, len(items), chunk)])
+    embeddings = torch.cat([await ner.embed(items[i : i + chunk]) for i in range(0, len(items), chunk)])
     save_cached_embeddings(cache, embeddings)
     return embeddings
 
 
 @serve.deployment
 class LinkNERIngress:
-    """gRPC methods of ``linkner.v1.LinkNER`` answered by RDC over the NER and LLM pools."""
+    """gRPC methods of ``linkner.v1.LinkNER`` answered by RDC over the NER and LLM pools (``ner``:
+    the NER pool's handle, or None for the local model embedded in this replica)."""
 
-    def __init__(self, ner: Any, llm: Any | None, config: AppConfig) -> None:
+    def __init__(self, ner: Any | None, llm: Any | None, config: AppConfig) -> None:
         setup_tracing(config.telemetry, "ingress")
         self.metrics = IngressMetrics()
         self._in_flight = 0
         self.config = config
         self.router = config.router
-        self.ner, self.llm = ner, llm
+        self.ner: NERClient = NERPool(ner) if ner is not None else self._embedded_ner(config)
+        # the embedded model runs one forward pass at a time: requests arriving meanwhile go together next
+        self.ner_calls_in_flight = self.router.ner_calls_in_flight if ner is not None else 1
+        self.llm = llm
         self.calibration = calibration_state(config)  # at start-up: a stale calibration is logged now
         self.service: LinkNERService | None = None
         self._building = asyncio.Lock()
 
     # ------------------------------------------------------------------ set-up
+
+    @staticmethod
+    def _embedded_ner(config: AppConfig) -> NERClient:
+        import ray
+
+        from deployments.ner import LocalNER
+
+        return LocalNER(config.ner, serve.get_replica_context().replica_id.unique_id,
+                        ray.get_runtime_context().get_node_id())
 
     async def _service(self) -> LinkNERService:
         """Built once, on the first request (concurrent first requests wait for the same build, so
@@ -156,13 +169,13 @@ class LinkNERIngress:
         return self.service
 
     async def _build(self) -> LinkNERService:
-        info = await self.ner.describe.remote()
+        info = await self.ner.describe()
         backend = None
         if self.llm is not None:
             backend = HandleBackend(self.llm, await self.llm.model_id.remote(),
                                     candidate_count(self.config.llm_pool.llm))
-        recognizer = HandleRecognizer(self.ner, info["labels"], self.router.max_words_per_ner_call,
-                                      self.router.ner_calls_in_flight)
+        recognizer = CoalescingRecognizer(self.ner, info["labels"], self.router.max_words_per_ner_call,
+                                          self.ner_calls_in_flight)
         linker = RDCLinker(recognizer, backend, self.calibration.policy, selector=await self._selector(),
                            llm_timeout_s=self.router.llm_timeout_s)
         stored = self.calibration.stored
@@ -184,7 +197,7 @@ class LinkNERIngress:
         if settings.kind == "random":
             return RandomDemonstrations(pool, settings.k, settings.seed)
         embeddings = await pool_embeddings(self.ner, pool, Path(self.config.ner.checkpoint))
-        return RemoteRetrievedDemonstrations(self.ner.embed.remote, pool, embeddings, settings.k)
+        return RemoteRetrievedDemonstrations(self.ner.embed, pool, embeddings, settings.k)
 
     # ------------------------------------------------------------------ answering
 
@@ -374,7 +387,7 @@ class LinkNERIngress:
 
     async def _probe_ner(self) -> None:
         await self._service()
-        await self.ner.describe.remote()
+        await self.ner.describe()
 
     async def _probe_llm(self) -> None:
         await self.llm.model_id.remote()

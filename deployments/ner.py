@@ -1,4 +1,6 @@
-"""Local-NER replica: a SpanPredictor behind Ray Serve dynamic batching."""
+"""The local model: :class:`LocalNER` (a plain class: predictor, tracing, metrics), served either by
+the NER replica pool behind Ray Serve dynamic batching (:class:`NERReplica`) or embedded in the
+ingress process (``ner.placement: embedded``)."""
 
 from __future__ import annotations
 
@@ -15,62 +17,55 @@ from linkner.model.predictor import SpanPredictor
 from linkner.service.config import NERConfig
 from linkner.telemetry import TelemetryConfig, current_carrier, setup_tracing, traced
 
+CallItem = tuple[list[list[str]], tuple[str, ...], dict[str, str], list[int], float]
+"""One call's sentences, estimators, trace carrier, document ids and the time it was queued."""
 
-@serve.deployment
-class NERReplica:
-    """Merges concurrent requests into one forward pass (``@serve.batch``)."""
 
-    def __init__(self, config: NERConfig, telemetry: TelemetryConfig) -> None:
+class LocalNER:
+    """The local model of this process. Its methods are the ingress's :class:`NERClient`; an
+    embedded one is called directly, the pool's through :class:`NERReplica`."""
+
+    def __init__(self, config: NERConfig, replica_id: str = "", node_id: str = "") -> None:
         import torch
 
-        setup_tracing(telemetry, "ner")
         self.metrics = NERMetrics()
         if config.threads:
             torch.set_num_threads(config.threads)
             # the fast tokenizer's own thread pool would otherwise take every core for each batch
             os.environ["RAYON_NUM_THREADS"] = str(config.threads)
             os.environ["TOKENIZERS_PARALLELISM"] = "true" if config.threads > 1 else "false"
-        import ray
-
-        # where this replica runs: on its spans, so a trace shows which replica and node answered
-        self.replica_id = serve.get_replica_context().replica_id.unique_id
-        self.node_id = ray.get_runtime_context().get_node_id()
+        # where this model runs: on its spans, so a trace shows which replica and node answered
+        self.replica_id, self.node_id = replica_id, node_id
         self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, mc_samples=config.mc_samples,
                                                        consistency=config.document_consistency)
-        self.predict_batched.set_max_batch_size(config.max_batch_size)
-        self.predict_batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
 
-    def describe(self) -> dict:
-        """Labels, estimators and objective of the served model."""
+    async def describe(self) -> dict:
+        """Labels, estimators, objective and device of the served model."""
         config = self.predictor.model.config
         return {"labels": config.labels, "objective": config.objective, "encoder": config.encoder,
-                "estimators": self.predictor.estimators,
-                "device": str(self.predictor.device)}
+                "estimators": self.predictor.estimators, "device": str(self.predictor.device)}
 
     async def embed(self, items: list[tuple[list[str], int, int]]):
         """Span embeddings (for retrieved demonstrations) of ``(words, start, end)`` items."""
         return await asyncio.to_thread(self.predictor.span_embeddings, items)
 
-    def replica(self) -> str:
-        """This replica's id (shows which replica served a call)."""
-        return self.replica_id
-
     async def predict(self, sentences: list[list[str]], estimators: list[str],
                       carrier: dict[str, str] | None = None, documents: list[int] | None = None
                       ) -> list[list[Entity]]:
-        """Predictions of one call; ``documents`` (a document id per sentence, for the ``learned``
-        estimator's document evidence) defaults to: the call's sentences are one document."""
+        """One call, predicted at once (the embedded model: the ingress already coalesces calls)."""
         with traced("linkner.ner.request", carrier, sentences=len(sentences), replica=self.replica_id,
                     node=self.node_id):
-            return await self.predict_batched((sentences, tuple(estimators), current_carrier(),
-                                               documents or [0] * len(sentences), time.perf_counter()))
+            return (await self.predict_calls([self.call_item(sentences, estimators, documents)]))[0]
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def predict_batched(
-        self, items: Sequence[tuple[list[list[str]], tuple[str, ...], dict[str, str], list[int], float]]
-    ) -> list[list[list[Entity]]]:
-        """One forward pass for all requests of the batch; its span joins the first request's trace.
-        Documents never span two calls (each call's document ids are kept apart)."""
+    @staticmethod
+    def call_item(sentences: list[list[str]], estimators: Sequence[str], documents: list[int] | None) -> CallItem:
+        """A call as :meth:`predict_calls` takes it (documents default: the call is one document)."""
+        return (sentences, tuple(estimators), current_carrier(), documents or [0] * len(sentences),
+                time.perf_counter())
+
+    async def predict_calls(self, items: Sequence[CallItem]) -> list[list[list[Entity]]]:
+        """One forward pass for all calls; its span joins the first call's trace. Documents never
+        span two calls (each call's document ids are kept apart)."""
         started = time.perf_counter()
         estimators = sorted({name for _, names, _, _, _ in items for name in names})
         flat = [sentence for sentences, _, _, _, _ in items for sentence in sentences]
@@ -87,3 +82,41 @@ class NERReplica:
             results.append(predictions[cursor : cursor + len(sentences)])
             cursor += len(sentences)
         return results
+
+
+@serve.deployment
+class NERReplica:
+    """A replica of the NER pool: merges concurrent calls into one forward pass (``@serve.batch``)."""
+
+    def __init__(self, config: NERConfig, telemetry: TelemetryConfig) -> None:
+        import ray
+
+        setup_tracing(telemetry, "ner")
+        self.model = LocalNER(config, serve.get_replica_context().replica_id.unique_id,
+                              ray.get_runtime_context().get_node_id())
+        self.predict_batched.set_max_batch_size(config.max_batch_size)
+        self.predict_batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+
+    async def describe(self) -> dict:
+        """Labels, estimators and objective of the served model."""
+        return await self.model.describe()
+
+    async def embed(self, items: list[tuple[list[str], int, int]]):
+        """Span embeddings (for retrieved demonstrations) of ``(words, start, end)`` items."""
+        return await self.model.embed(items)
+
+    def replica(self) -> str:
+        """This replica's id (shows which replica served a call)."""
+        return self.model.replica_id
+
+    async def predict(self, sentences: list[list[str]], estimators: list[str],
+                      carrier: dict[str, str] | None = None, documents: list[int] | None = None
+                      ) -> list[list[Entity]]:
+        """Predictions of one call, batched with other calls to this replica."""
+        with traced("linkner.ner.request", carrier, sentences=len(sentences), replica=self.model.replica_id,
+                    node=self.model.node_id):
+            return await self.predict_batched(LocalNER.call_item(sentences, estimators, documents))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def predict_batched(self, items: Sequence[CallItem]) -> list[list[list[Entity]]]:
+        return await self.model.predict_calls(items)

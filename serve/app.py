@@ -85,20 +85,25 @@ def deployment_options(resources: Resources, max_ongoing_requests: int, max_queu
 
 
 def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
-    """Bind the NER replicas, the LLM pool and the gRPC ingress (which also routes) into one
-    application."""
+    """Bind the NER replicas (unless ``ner.placement`` is ``embedded``: then each ingress replica
+    runs the model), the LLM pool and the gRPC ingress (which also routes) into one application."""
     from deployments.ingress import LinkNERIngress
     from deployments.llm_pool import LLMPool
     from deployments.ner import NERReplica
 
     config = validate_config(args)
-    ner = NERReplica.options(name="ner", **deployment_options(
-        config.ner.resources, config.ner.max_ongoing_requests, config.ner.max_queued_requests)
-    ).bind(config.ner, config.telemetry)
+    ner = None
+    ingress_resources = config.router.resources
+    if config.ner.placement == "pool":
+        ner = NERReplica.options(name="ner", **deployment_options(
+            config.ner.resources, config.ner.max_ongoing_requests, config.ner.max_queued_requests)
+        ).bind(config.ner, config.telemetry)
+    elif config.ner.resources.num_gpus:  # the embedded model takes the GPU it was given
+        ingress_resources = ingress_resources.model_copy(update={"num_gpus": config.ner.resources.num_gpus})
     llm = None
     if config.llm_pool.enabled:
         llm = LLMPool.options(name="llm", **deployment_options(
             config.llm_pool.resources, config.llm_pool.max_ongoing_requests)).bind(config.llm_pool, config.telemetry)
     return LinkNERIngress.options(name="ingress", **deployment_options(
-        config.router.resources, config.router.max_ongoing_requests, config.router.max_queued_requests)
+        ingress_resources, config.router.max_ongoing_requests, config.router.max_queued_requests)
     ).bind(ner, llm, config)

@@ -206,23 +206,16 @@ def test_a_stale_detector_is_refused(detector_checkpoint, tmp_path):
 
 
 def test_the_ner_pool_gets_whole_documents_and_their_ids_for_learned():
-    from deployments.handles import HandleRecognizer
+    from deployments.handles import CoalescingRecognizer
 
     calls = []
 
-    class Method:
-        def remote(self, sentences, estimators, carrier, documents=None):
+    class NER:
+        async def predict(self, sentences, estimators, carrier, documents=None):
             calls.append((len(sentences), documents))
+            return [[] for _ in sentences]
 
-            async def answer():
-                return [[] for _ in sentences]
-
-            return answer()
-
-    class Handle:
-        predict = Method()
-
-    recognizer = HandleRecognizer(Handle(), LABELS, max_words_per_call=4)
+    recognizer = CoalescingRecognizer(NER(), LABELS, max_words_per_call=4)
     sentences = [[f"s{i}", "a", "b"] for i in range(5)]
     asyncio.run(recognizer.recognize(sentences, ["confidence"]))
     assert calls == [(1, None)] * 5  # chunked, no document ids

@@ -3,7 +3,7 @@ one batch slot alone), and come back in order."""
 
 import asyncio
 
-from deployments.handles import HandleRecognizer, sentence_chunks
+from deployments.handles import CoalescingRecognizer, sentence_chunks
 
 
 def test_chunks_hold_whole_sentences_of_about_the_word_budget():
@@ -13,37 +13,30 @@ def test_chunks_hold_whole_sentences_of_about_the_word_budget():
     assert sentence_chunks([], 5) == []
 
 
-class _Method:
+class _NER:
+    """An NERClient that answers each sentence with its first word; later calls finish first."""
+
     def __init__(self):
         self.calls = []
 
-    def remote(self, sentences, estimators, carrier):
+    async def predict(self, sentences, estimators, carrier, documents=None):
         self.calls.append(len(sentences))
-
-        async def answer():
-            await asyncio.sleep(0.01 * (5 - len(self.calls)))  # later chunks finish first
-            return [[f"{sentence[0]}"] for sentence in sentences]
-
-        return answer()
-
-
-class _Handle:
-    def __init__(self):
-        self.predict = _Method()
+        await asyncio.sleep(0.01 * (5 - len(self.calls)))
+        return [[f"{sentence[0]}"] for sentence in sentences]
 
 
 def test_chunked_predictions_come_back_in_document_order():
-    handle = _Handle()
-    recognizer = HandleRecognizer(handle, ["PER"], max_words_per_call=4)
+    ner = _NER()
+    recognizer = CoalescingRecognizer(ner, ["PER"], max_words_per_call=4)
     sentences = [[f"s{i}", "a", "b"] for i in range(5)]
     result = asyncio.run(recognizer.recognize(sentences, ["confidence"]))
     assert result == [[f"s{i}"] for i in range(5)]
-    assert handle.predict.calls == [1, 1, 1, 1, 1]
+    assert ner.calls == [1, 1, 1, 1, 1]
 
 
 def test_requests_arriving_during_a_call_share_the_next_one_and_each_gets_its_own_answer():
-    handle = _Handle()
-    recognizer = HandleRecognizer(handle, ["PER"], max_words_per_call=100, calls_in_flight=1)
+    ner = _NER()
+    recognizer = CoalescingRecognizer(ner, ["PER"], max_words_per_call=100, calls_in_flight=1)
 
     async def main():
         requests = [[[f"r{r}s{i}", "x"] for i in range(r + 1)] for r in range(6)]  # 1..6 sentences each
@@ -54,7 +47,7 @@ def test_requests_arriving_during_a_call_share_the_next_one_and_each_gets_its_ow
     for sentences, answer in zip(requests, answers):
         assert answer == [[sentence[0]] for sentence in sentences]
     # the first request goes at once (nothing in flight); the other five wait for it, then go together
-    assert handle.predict.calls == [1, 20]
+    assert ner.calls == [1, 20]
 
 
 def test_a_failing_call_fails_every_request_in_it_and_the_next_call_still_goes():
@@ -62,19 +55,14 @@ def test_a_failing_call_fails_every_request_in_it_and_the_next_call_still_goes()
         def __init__(self):
             self.calls = 0
 
-        def remote(self, sentences, estimators, carrier):
+        async def predict(self, sentences, estimators, carrier, documents=None):
             self.calls += 1
-            failing = self.calls == 1
+            if self.calls == 1:
+                raise RuntimeError("replica died")
+            return [[sentence[0]] for sentence in sentences]
 
-            async def answer():
-                if failing:
-                    raise RuntimeError("replica died")
-                return [[sentence[0]] for sentence in sentences]
-            return answer()
-
-    handle = _Handle()
-    handle.predict = Failing()
-    recognizer = HandleRecognizer(handle, ["PER"], max_words_per_call=4, calls_in_flight=1)
+    ner = Failing()
+    recognizer = CoalescingRecognizer(ner, ["PER"], max_words_per_call=4, calls_in_flight=1)
 
     async def main():
         return await asyncio.gather(recognizer.recognize([["a", "b"]], ["confidence"]),
@@ -84,4 +72,4 @@ def test_a_failing_call_fails_every_request_in_it_and_the_next_call_still_goes()
     first, second, third = asyncio.run(asyncio.wait_for(main(), 5))
     assert isinstance(first, RuntimeError) and "replica died" in str(first)
     assert second == [["c"]] and third == [["e"]]  # waited, then went together in the next call
-    assert handle.predict.calls == 2
+    assert ner.calls == 2

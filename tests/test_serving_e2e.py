@@ -84,8 +84,9 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     main["ner"]["resources"]["num_replicas"] = 2
     serve.run(build_app(main), name="main", route_prefix="/main")
     stale = stale_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("stale") / "model")
-    serve.run(build_app(app_args(stale, f"http://127.0.0.1:{closed_port()}/v1")), name="down",
-              route_prefix="/down")
+    down = app_args(stale, f"http://127.0.0.1:{closed_port()}/v1")
+    down["ner"]["placement"] = "embedded"  # the model inside the ingress replica: no NER pool in this app
+    serve.run(build_app(down), name="down", route_prefix="/down")
     # the slow LLM takes 5 s; the server answers by 4 s without a caller deadline, and takes one
     # call at a time with one more queued (the rest are refused at once)
     serve.run(build_app(app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30, answer_budget_s={"Recognize": 4.0},
@@ -236,6 +237,26 @@ def test_failing_llm_gives_degraded_answer_with_local_entities(cluster):
         result = c.recognize(TEXT)
     assert result.degraded and "LLM failed" in result.degraded_reason
     assert result.entities and all(e.source == "local" and e.degraded for e in result.entities)
+
+
+def test_an_embedded_model_answers_as_the_pool_does_without_an_ner_deployment(cluster):
+    from ray import serve
+
+    deployments = serve.status().applications["down"].deployments
+    assert set(deployments) == {"ingress", "llm"}  # ner.placement: embedded
+    assert "ner" in serve.status().applications["main"].deployments
+    with client(cluster) as c:
+        pooled = c.recognize(TEXT, policy="none")
+    with client(cluster, "down") as c:
+        embedded = c.recognize(TEXT, policy="none")
+        batch = c.recognize_batch([TEXT, "Mary Jones lives in Tokyo ."])
+        assert c.health()
+
+    def spans(result):
+        return [(e.char_start, e.char_end, e.label, round(e.uncertainty, 5)) for e in result.entities]
+
+    assert spans(embedded) == spans(pooled) and embedded.entities  # the same checkpoint weights, same answer
+    assert len(batch) == 2 and all(item.entities for item in batch)
 
 
 def test_deadline_shorter_than_the_llm(cluster):

@@ -34,6 +34,10 @@ class NERConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     checkpoint: str = str(DEFAULT_CHECKPOINT)
+    placement: Literal["pool", "embedded"] = Field(
+        "pool", description="pool: NER replicas of their own (they batch, scale and take GPUs apart from the "
+        "ingress); embedded: each ingress replica runs the model itself, one Ray call less per request (the "
+        "lean choice on a small CPU machine; the pool's replica, batching and queue settings then do not apply)")
     device: str = "auto"
     threads: int | None = Field(1, ge=1, description="torch threads per replica")
     max_batch_size: int = Field(16, ge=1, description="requests merged into one forward pass")
