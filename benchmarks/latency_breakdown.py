@@ -8,7 +8,8 @@ ingress and tracing sampled at 1.0 to an OTLP receiver in its own process; one c
 - ``model``: the NER replica's batch span (``linkner.ner.batch``: the predictor on that batch);
 - ``NER replica: batch queue and threads``: ``linkner.ner.request`` minus the batch span;
 - ``Ray call ingress <-> NER``: ``linkner.recognize`` (the ingress awaiting the NER pool) minus
-  ``linkner.ner.request``;
+  ``linkner.ner.request`` (with ``ner.placement: embedded`` there is no Ray call: what is left is
+  the ingress's coalescing and the task switch);
 - ``ingress: our code``: the server span minus ``linkner.recognize`` (parsing, segmenting, routing,
   building the response);
 - ``gRPC transport and server framework``: what the caller measured minus the server span.
@@ -17,7 +18,7 @@ The same sentences go through the in-process predictor one at a time for the ref
 (issue 8's target: p50 at 1 caller <= in-process + 5 ms). Prints a markdown table of medians,
 writes JSON and a stacked-bar PNG.
 
-    python benchmarks/latency_breakdown.py [--requests 200] [--configs default,wait0,optimized]
+    python benchmarks/latency_breakdown.py [--requests 200] [--configs pool,pool+wait0,embedded]
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ SERVER_SPAN = "linkner.v1.LinkNER/Recognize"
 STAGES = ("model", "NER replica: batch queue and threads", "Ray call ingress <-> NER", "ingress: our code",
           "gRPC transport and server framework")
 CONFIGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
-    # name: (environment of Ray's processes, ner settings)
-    "default": ({}, {}),
-    "wait0": ({}, {"batch_wait_timeout_s": 0.0}),
-    "optimized": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {}),
-    "optimized+wait0": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {"batch_wait_timeout_s": 0.0}),
+    # name: (environment of Ray's processes, ner settings); the pool's batch wait as shipped (2 ms) unless named
+    "pool": ({}, {"placement": "pool"}),
+    "pool+wait0": ({}, {"placement": "pool", "batch_wait_timeout_s": 0.0}),
+    "pool+optimized": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {"placement": "pool"}),
+    "embedded": ({}, {"placement": "embedded"}),
+    "embedded+optimized": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {"placement": "embedded"}),
 }
 
 
@@ -54,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     serving.add_data_arguments(parser, 200)
     parser.add_argument("--requests", type=int, default=200, help="sequential traced requests per configuration")
-    parser.add_argument("--configs", default="default", help=f"comma-separated, of: {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default="pool,embedded", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the NER replica (and in process)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latency_breakdown.json")
     args = parser.parse_args(argv)

@@ -60,6 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ingress", choices=["direct", "proxy", "both"], default="both",
                         help="direct: callers dial the ingress replica (Ray's direct ingress, the main job's "
                              "default); proxy: Ray's gRPC proxy; both: the local path both ways in one run")
+    parser.add_argument("--ner-placement", choices=["pool", "embedded"], default=None,
+                        help="where the local model runs on the measured path (default: serve_config.yaml's "
+                             "ner.placement)")
+    parser.add_argument("--compare-placement", action="store_true",
+                        help="also measure the local path with the other ner.placement, side by side")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
     parser.add_argument("--long-document-words", type=int, default=5000,
                         help="short requests' latency while 2 callers send documents of this many words, with "
@@ -69,7 +74,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.sentences, args.concurrency, args.llm_concurrency = 3.0, 300, "1,32,64", "8"
+    if args.ner_placement is None:
+        args.ner_placement = configured_placement()
     return args
+
+
+def configured_placement() -> str:
+    """``ner.placement`` of the shipped serve_config.yaml (what the main job serves)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
+    app = next(app for app in config["applications"] if app.get("import_path") == "serve.app:build_app")
+    return app.get("args", {}).get("ner", {}).get("placement", "pool")
 
 
 def free_port() -> int:
@@ -235,13 +251,15 @@ async def mixed_load(target: str, texts: list[str], long_text: str, short_caller
             "long_p50_ms": 1000 * percentile(long, 0.5)}
 
 
-def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None) -> None:
+def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
+              placement: str | None = None) -> None:
     from ray import serve
 
     from serve.app import build_app
 
     app_args: dict[str, Any] = {
         "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size,
+                "placement": placement or args.ner_placement,
                 **({} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s})},
         "llm_pool": {"enabled": False},
     }
@@ -288,9 +306,9 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
                 grpc_options=gRPCOptions(port=int(proxy.rsplit(":", 1)[1]), grpc_servicer_functions=[GRPC_SERVICER]))
 
-    def deployed(llm: bool, router: dict[str, Any] | None = None) -> str:
+    def deployed(llm: bool, router: dict[str, Any] | None = None, placement: str | None = None) -> str:
         """Run the app; the address callers dial (its ingress replica, or the proxy)."""
-        serve_app(args, llm, router)
+        serve_app(args, llm, router, placement)
         return grpc_targets(APP)[0] if direct else proxy
 
     rows = []
@@ -312,6 +330,18 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
                     print(json.dumps({k: v for k, v in row.items() if k != "cpu_ms_per_request"}), flush=True)
                     rows.append(row)
             serve.delete(APP)
+        if args.compare_placement:
+            other = "pool" if args.ner_placement == "embedded" else "embedded"
+            target = deployed(False, placement=other)
+            asyncio.run(warm_up(target, texts, pb.Options(policy="none")))
+            name = f"local, NER {'embedded in the ingress' if other == 'embedded' else 'pool'}"
+            print(f"{name} ({target}): stack processes {stack_processes()}", flush=True)
+            for concurrency in [int(c) for c in args.concurrency.split(",")]:
+                row = {"path": name, **run_level(target, texts, words, concurrency, args.seconds,
+                                                 pb.Options(policy="none"))}
+                print(json.dumps({k: v for k, v in row.items() if k != "cpu_ms_per_request"}), flush=True)
+                rows.append(row)
+            serve.delete(APP)
         if args.long_document_words:
             long_text = long_document(texts, args.long_document_words)
             for chunk in (256, 10**7):
@@ -332,7 +362,8 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"{report['sentences']} CoNLL-2003 test sentences as raw text; NER replica and in-process rows with "
              f"{report['threads']} torch thread(s); {report['seconds_per_level']:.0f} s per level; "
-             f"Ray Serve throughput-optimized: {report['throughput_optimized']}; ingress: {report.get('ingress')}", ""]
+             f"Ray Serve throughput-optimized: {report['throughput_optimized']}; ingress: {report.get('ingress')}; "
+             f"local model (`local` rows): {report.get('ner_placement', 'pool')}", ""]
     if report.get("inprocess"):
         lines += ["| in-process | sentences/s | ms / sentence |", "|---|---|---|"]
         for row in report["inprocess"]:
@@ -356,7 +387,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("")
     for key in ("served_vs_inprocess_c32", "served_vs_hf_pipeline_c32", "stack_cpu_ms_per_request",
                 "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms", "direct_vs_proxy_c32",
-                "cpu_ms_saved_by_direct_ingress"):
+                "cpu_ms_saved_by_direct_ingress", "other_placement_vs_local_c32"):
         if report.get(key) is not None:
             lines.append(f"- {key}: {report[key]:.2f}")
     return "\n".join(lines)
@@ -379,6 +410,9 @@ def summarise(report: dict[str, Any]) -> None:
         report["direct_vs_proxy_c32"] = c32["requests_per_s"] / via_proxy[32]["requests_per_s"]
         report["cpu_ms_saved_by_direct_ingress"] = (via_proxy[32]["cpu_ms_per_request_total"]
                                                     - c32["cpu_ms_per_request_total"])
+    other = {row["concurrency"]: row for row in report["served"] if row["path"].startswith("local, NER ")}
+    if c32 and other.get(32):
+        report["other_placement_vs_local_c32"] = other[32]["requests_per_s"] / c32["requests_per_s"]
     for level in (64, 128):
         if c32 and local.get(level):
             report[f"c{level}_vs_c32"] = local[level]["requests_per_s"] / c32["requests_per_s"]
@@ -410,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"sentences": len(sentences), "threads": args.threads, "seconds_per_level": args.seconds,
                               "batch_wait_s": args.batch_wait_s,
                               "throughput_optimized": args.throughput_optimized, "ingress": args.ingress,
+                              "ner_placement": args.ner_placement,
                               "model": str(args.model)}
     if not args.no_inprocess:
         report["inprocess"] = inprocess_rows(args, [s.tokens for s in sentences])

@@ -98,8 +98,10 @@ def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
         ner = NERReplica.options(name="ner", **deployment_options(
             config.ner.resources, config.ner.max_ongoing_requests, config.ner.max_queued_requests)
         ).bind(config.ner, config.telemetry)
-    elif config.ner.resources.num_gpus:  # the embedded model takes the GPU it was given
-        ingress_resources = ingress_resources.model_copy(update={"num_gpus": config.ner.resources.num_gpus})
+    else:  # embedded: each ingress replica reserves what the model's replica would have
+        ingress_resources = ingress_resources.model_copy(update={
+            "num_cpus": ingress_resources.num_cpus + config.ner.resources.num_cpus,
+            "num_gpus": ingress_resources.num_gpus + config.ner.resources.num_gpus})
     llm = None
     if config.llm_pool.enabled:
         llm = LLMPool.options(name="llm", **deployment_options(

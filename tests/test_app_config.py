@@ -61,3 +61,15 @@ def test_demonstrations_need_their_training_data(tiny_checkpoint, tmp_path):
     with pytest.raises(ConfigError, match="no such data file"):
         validate_config({"ner": {"checkpoint": str(tiny_checkpoint)}, "llm_pool": {"enabled": False},
                          "router": {"demonstrations": {"kind": "random", "train": str(tmp_path / "x.txt")}}})
+
+
+def test_an_embedded_model_binds_no_ner_pool_and_the_ingress_reserves_its_cpus(tiny_checkpoint):
+    from serve.app import build_app
+
+    def ingress(placement):
+        return build_app({"ner": {"checkpoint": str(tiny_checkpoint), "placement": placement,
+                                  "resources": {"num_cpus": 1}}, "llm_pool": {"enabled": False}})._bound_deployment
+
+    embedded, pooled = ingress("embedded"), ingress("pool")
+    assert embedded.init_args[0] is None and embedded.ray_actor_options["num_cpus"] == 1.0
+    assert pooled.init_args[0]._bound_deployment.name == "ner" and pooled.ray_actor_options["num_cpus"] == 0.0
