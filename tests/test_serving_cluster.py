@@ -61,7 +61,6 @@ def test_serve_deploy_to_a_running_cluster(head_node, tiny_checkpoint, tmp_path)
     config["http_options"]["port"] = free_port()
     args = config["applications"][0]["args"]
     args["ner"]["checkpoint"] = str(tiny_checkpoint)
-    args["ner"]["resources"]["num_replicas"] = 2
     args["llm_pool"]["enabled"] = False
     path = tmp_path / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config))
