@@ -156,7 +156,7 @@ def scored_model(name: str, checkpoint: Path, args: argparse.Namespace, sets: di
         "epochs_run": len(seconds), "history": training["history"], "train_seconds": seconds[-1] if seconds else None,
         "epoch_seconds": [b - a for a, b in zip([0.0, *seconds], seconds)],
         "scores": score(name, predictor, sets, progress=not args.no_progress), "checkpoint": str(checkpoint),
-        "device": f"{training['config'].get('device', '?')} (trained elsewhere; scored on "
+        "device": f"trained with device={training['config'].get('device', '?')}; scored on "
                   f"{'cuda' if predictor.device.type == 'cuda' else 'cpu'})",
         "torch_threads": torch.get_num_threads(), "scored_only": True,
     }
