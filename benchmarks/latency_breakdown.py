@@ -139,7 +139,8 @@ def measure_config(name: str, args: argparse.Namespace, texts: list[str], receiv
                 client_ms[trace_id] = 1000 * (time.perf_counter() - begin)
         time.sleep(3)  # the batch span processors' last export
     finally:
-        serve.shutdown()
+        # not serve.shutdown(): the traced ingress's graceful shutdown can wait for minutes here, and
+        # this Ray instance is ours alone, so stopping it ends every replica
         ray.shutdown()
         for key, value in saved.items():
             if value is None:
