@@ -124,6 +124,24 @@ def predictor_pass(predictor: "SpanPredictor", sentences: Sequence[Words], batch
     return found
 
 
+def concurrent_passes(predictor: "SpanPredictor", sentences: Sequence[Words], batch_size: int, passes: int) -> int:
+    """``passes`` threads, each calling ``predict`` on its share of the chunks (what an ingress with
+    ``ner.concurrent_passes`` runs); returns entities found."""
+    import threading
+
+    found = [0] * passes
+
+    def work(index: int) -> None:
+        found[index] = predictor_pass(predictor, sentences[index::passes], batch_size)
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(passes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(found)
+
+
 def pipeline_pass(pipe: Any, sentences: Sequence[Words], batch_size: int, show: bool = False) -> int:
     """The HF pipeline on raw strings (``" ".join(words)``), per chunk of ``batch_size``."""
     texts = [" ".join(words) for words in sentences]
@@ -268,9 +286,10 @@ def markdown(rows: list[Row], ratio: dict[str, float], header: str) -> str:
 
 def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repeats: int = 3,
                   hf_folder: Path | None = None, show: bool = False, device: str = "cpu",
-                  autocast: str = "none") -> tuple[list[Row], dict[str, float]]:
-    """Measure encoder / one / batched (and the HF pipeline when ``hf_folder`` is given) on
-    ``sentences`` on ``device`` in this process's current torch thread setting."""
+                  autocast: str = "none", passes: int = 1) -> tuple[list[Row], dict[str, float]]:
+    """Measure encoder / one / batched (and the HF pipeline when ``hf_folder`` is given; batched in
+    ``passes`` concurrent threads when more than 1) on ``sentences`` on ``device`` in this
+    process's current torch thread setting."""
     from linkner.model.predictor import SpanPredictor
 
     predictor = SpanPredictor.from_checkpoint(model, device=device, batch_size=batch_size)
@@ -280,6 +299,9 @@ def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repe
         "batched": (f"predictor, {batch_size} sentences per call",
                     lambda: predictor_pass(predictor, sentences, batch_size, show)),
     }
+    if passes > 1:
+        runs["batched-passes"] = (f"predictor, {batch_size} sentences per call, {passes} calls at once",
+                                  lambda: concurrent_passes(predictor, sentences, batch_size, passes))
     warm = sentences[: min(len(sentences), 2 * batch_size)]
     warmup = {"predictor": lambda: predictor_pass(predictor, warm, batch_size)}
     if hf_folder is not None:

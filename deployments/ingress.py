@@ -140,8 +140,9 @@ class LinkNERIngress:
         self.config = config
         self.router = config.router
         self.ner: NERClient = NERPool(ner) if ner is not None else self._embedded_ner(config)
-        # the embedded model runs one forward pass at a time: requests arriving meanwhile go together next
-        self.ner_calls_in_flight = self.router.ner_calls_in_flight if ner is not None else 1
+        # the embedded model runs ner.concurrent_passes forward passes at a time: requests arriving
+        # meanwhile go together in the next free one
+        self.ner_calls_in_flight = self.router.ner_calls_in_flight if ner is not None else config.ner.concurrent_passes
         self.llm = llm
         self.calibration = calibration_state(config)  # at start-up: a stale calibration is logged now
         self.service: LinkNERService | None = None

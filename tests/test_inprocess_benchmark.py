@@ -59,3 +59,12 @@ def test_cli_writes_json_and_markdown(tiny_checkpoint, toy_dev, tmp_path: Path) 
     assert [row["name"] for row in result["rows"]] == ["encoder", "one", "batched"]
     assert result["rows"][0]["sentences"] == 8 and result["threads"] == 1
     assert "batched over encoder" in out.with_suffix(".md").read_text()
+
+
+def test_concurrent_passes_cover_every_sentence_once(tiny_checkpoint, toy_dev) -> None:
+    sentences = [list(s.tokens) for s in toy_dev[:9]]
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=4)
+    assert inprocess.concurrent_passes(predictor, sentences, 4, passes=2) == inprocess.predictor_pass(
+        predictor, sentences, 4)
+    rows, _ = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=1, passes=2)
+    assert [row.name for row in rows] == ["encoder", "one", "batched", "batched-passes"]

@@ -85,7 +85,7 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     serve.run(build_app(main), name="main", route_prefix="/main")
     stale = stale_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("stale") / "model")
     down = app_args(stale, f"http://127.0.0.1:{closed_port()}/v1")
-    down["ner"]["placement"] = "embedded"  # the model inside the ingress replica: no NER pool in this app
+    down["ner"].update(placement="embedded", concurrent_passes=2)  # the model in the ingress: no NER pool
     serve.run(build_app(down), name="down", route_prefix="/down")
     # the slow LLM takes 5 s; the server answers by 4 s without a caller deadline, and takes one
     # call at a time with one more queued (the rest are refused at once)

@@ -39,7 +39,10 @@ class NERConfig(BaseModel):
         "ingress); embedded: each ingress replica runs the model itself, one Ray call less per request (the "
         "lean choice on a small CPU machine; the pool's replica, batching and queue settings then do not apply)")
     device: str = "auto"
-    threads: int | None = Field(1, ge=1, description="torch threads per replica")
+    threads: int | None = Field(1, ge=1, description="torch threads per replica (per forward pass)")
+    concurrent_passes: int = Field(1, ge=1, description="embedded: forward passes the ingress runs at once, each "
+                                   "in its own worker thread with `threads` torch threads (the pool runs one per "
+                                   "replica: add replicas instead)")
     max_batch_size: int = Field(16, ge=1, description="requests merged into one forward pass")
     batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill; the ingress "
                                         "already coalesces concurrent requests, so this stays short")
