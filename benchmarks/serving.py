@@ -257,6 +257,19 @@ async def mixed_load(target: str, texts: list[str], long_text: str, short_caller
             "long_p50_ms": 1000 * percentile(long, 0.5)}
 
 
+def measured_levels(name: str, address: str, texts: list[str], words: list[int], levels: str, seconds: float,
+                    options: Any) -> list[dict[str, Any]]:
+    """Warm ``address`` up, then one row per concurrency level of ``levels`` ("1,8,32")."""
+    asyncio.run(warm_up(address, texts, options))
+    print(f"{name} ({address}): stack processes {stack_processes()}", flush=True)
+    rows = []
+    for concurrency in [int(c) for c in levels.split(",")]:
+        row = {"path": name, **run_level(address, texts, words, concurrency, seconds, options)}
+        print(json.dumps({k: v for k, v in row.items() if k != "cpu_ms_per_request"}), flush=True)
+        rows.append(row)
+    return rows
+
+
 def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
               placement: str | None = None) -> None:
     from ray import serve
@@ -329,24 +342,13 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
             if path == "local" and args.ingress == "both":
                 ways.append(("local, via Ray's proxy", proxy))
             for name, address in ways:
-                asyncio.run(warm_up(address, texts, options))
-                print(f"{name} ({address}): stack processes {stack_processes()}", flush=True)
-                for concurrency in [int(c) for c in levels.split(",")]:
-                    row = {"path": name, **run_level(address, texts, words, concurrency, args.seconds, options)}
-                    print(json.dumps({k: v for k, v in row.items() if k != "cpu_ms_per_request"}), flush=True)
-                    rows.append(row)
+                rows += measured_levels(name, address, texts, words, levels, args.seconds, options)
             serve.delete(APP)
         if args.compare_placement:
             other = "pool" if args.ner_placement == "embedded" else "embedded"
-            target = deployed(False, placement=other)
-            asyncio.run(warm_up(target, texts, pb.Options(policy="none")))
             name = f"local, NER {'embedded in the ingress' if other == 'embedded' else 'pool'}"
-            print(f"{name} ({target}): stack processes {stack_processes()}", flush=True)
-            for concurrency in [int(c) for c in args.concurrency.split(",")]:
-                row = {"path": name, **run_level(target, texts, words, concurrency, args.seconds,
-                                                 pb.Options(policy="none"))}
-                print(json.dumps({k: v for k, v in row.items() if k != "cpu_ms_per_request"}), flush=True)
-                rows.append(row)
+            rows += measured_levels(name, deployed(False, placement=other), texts, words, args.concurrency,
+                                    args.seconds, pb.Options(policy="none"))
             serve.delete(APP)
         if args.long_document_words:
             long_text = long_document(texts, args.long_document_words)

@@ -1,6 +1,7 @@
 """The gRPC ingress, with RDC routing in the same deployment (one hop less per request): protobuf
 in, the core's :class:`LinkNERService` over handles to the NER replicas (or the local model embedded
-in this process, ``ner.placement: embedded``) and the LLM pool, protobuf out. Method names equal the RPC names of ``linkner.v1.LinkNER`` (and ``grpc.health.v1`` Check).
+in this process, ``ner.placement: embedded``) and the LLM pool, protobuf out. Method names equal the
+RPC names of ``linkner.v1.LinkNER`` (and ``grpc.health.v1`` Check).
 
 Every failure leaves with its gRPC status (:func:`status_for`), never a silent OK: bad input is
 INVALID_ARGUMENT, a full queue RESOURCE_EXHAUSTED, a missed deadline DEADLINE_EXCEEDED, a dead or
@@ -139,7 +140,12 @@ class LinkNERIngress:
         self._in_flight = 0
         self.config = config
         self.router = config.router
-        self.ner: NERClient = NERPool(ner) if ner is not None else self._embedded_ner(config)
+        if ner is not None:
+            self.ner: NERClient = NERPool(ner)
+        else:  # imported here: with the pool, the ingress never loads torch
+            from deployments.ner import LocalNER
+
+            self.ner = LocalNER.in_this_replica(config.ner)
         # the embedded model runs ner.concurrent_passes forward passes at a time: requests arriving
         # meanwhile go together in the next free one
         self.ner_calls_in_flight = self.router.ner_calls_in_flight if ner is not None else config.ner.concurrent_passes
@@ -149,15 +155,6 @@ class LinkNERIngress:
         self._building = asyncio.Lock()
 
     # ------------------------------------------------------------------ set-up
-
-    @staticmethod
-    def _embedded_ner(config: AppConfig) -> NERClient:
-        import ray
-
-        from deployments.ner import LocalNER
-
-        return LocalNER(config.ner, serve.get_replica_context().replica_id.unique_id,
-                        ray.get_runtime_context().get_node_id())
 
     async def _service(self) -> LinkNERService:
         """Built once, on the first request (concurrent first requests wait for the same build, so

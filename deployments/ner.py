@@ -39,6 +39,17 @@ class LocalNER:
         self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, mc_samples=config.mc_samples,
                                                        consistency=config.document_consistency)
 
+    @classmethod
+    def in_this_replica(cls, config: NERConfig) -> "LocalNER":
+        """The model of the Serve replica this runs in, its spans labelled with the replica and node."""
+        import ray
+
+        return cls(config, serve.get_replica_context().replica_id.unique_id, ray.get_runtime_context().get_node_id())
+
+    def request_span(self, carrier: dict[str, str] | None, sentences: int):
+        """The ``linkner.ner.request`` span of one call (in the caller's trace)."""
+        return traced("linkner.ner.request", carrier, sentences=sentences, replica=self.replica_id, node=self.node_id)
+
     async def describe(self) -> dict:
         """Labels, estimators, objective and device of the served model."""
         config = self.predictor.model.config
@@ -53,8 +64,7 @@ class LocalNER:
                       carrier: dict[str, str] | None = None, documents: list[int] | None = None
                       ) -> list[list[Entity]]:
         """One call, predicted at once (the embedded model: the ingress already coalesces calls)."""
-        with traced("linkner.ner.request", carrier, sentences=len(sentences), replica=self.replica_id,
-                    node=self.node_id):
+        with self.request_span(carrier, len(sentences)):
             return (await self.predict_calls([self.call_item(sentences, estimators, documents)]))[0]
 
     @staticmethod
@@ -89,11 +99,8 @@ class NERReplica:
     """A replica of the NER pool: merges concurrent calls into one forward pass (``@serve.batch``)."""
 
     def __init__(self, config: NERConfig, telemetry: TelemetryConfig) -> None:
-        import ray
-
         setup_tracing(telemetry, "ner")
-        self.model = LocalNER(config, serve.get_replica_context().replica_id.unique_id,
-                              ray.get_runtime_context().get_node_id())
+        self.model = LocalNER.in_this_replica(config)
         self.predict_batched.set_max_batch_size(config.max_batch_size)
         self.predict_batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
 
@@ -113,8 +120,7 @@ class NERReplica:
                       carrier: dict[str, str] | None = None, documents: list[int] | None = None
                       ) -> list[list[Entity]]:
         """Predictions of one call, batched with other calls to this replica."""
-        with traced("linkner.ner.request", carrier, sentences=len(sentences), replica=self.model.replica_id,
-                    node=self.model.node_id):
+        with self.model.request_span(carrier, len(sentences)):
             return await self.predict_batched(LocalNER.call_item(sentences, estimators, documents))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)

@@ -381,9 +381,14 @@ def test_two_ner_replicas_both_serve(cluster):
     assert len(seen) == 2
 
 
-def test_health_and_traces_of_every_stage(cluster):
+def exported_spans(path):
+    """The spans the jsonl exporter wrote so far (the file appears with its first batch)."""
     import json
 
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_health_and_traces_of_every_stage(cluster):
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     with grpc.insecure_channel(target(cluster, "main")) as channel:
@@ -401,7 +406,7 @@ def test_health_and_traces_of_every_stage(cluster):
 
     spans: list[dict] = []
     while time.monotonic() < deadline:
-        spans = [json.loads(line) for line in cluster["traces"].read_text().splitlines()]
+        spans = exported_spans(cluster["traces"])
         found = traced_request(spans)
         if found and {"linkner.llm.classify", "linkner.ner.batch"} <= {
                 s["name"] for s in spans if s["trace_id"] == found["trace_id"]}:
@@ -421,8 +426,6 @@ def test_a_callers_traceparent_becomes_the_parent_of_every_stage(cluster):
     """Any caller's W3C trace context in its gRPC metadata (what grpc-js or Go instrumentation
     sends) is continued: the request's spans join the caller's trace, the request span is a child
     of the caller's span, and the response names the trace."""
-    import json
-
     from protos.linkner.v1 import linkner_pb2 as pb
 
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -433,7 +436,7 @@ def test_a_callers_traceparent_becomes_the_parent_of_every_stage(cluster):
     deadline = time.monotonic() + 10
     spans: list[dict] = []
     while time.monotonic() < deadline:
-        spans = [json.loads(line) for line in cluster["traces"].read_text().splitlines()]
+        spans = exported_spans(cluster["traces"])
         spans = [span for span in spans if span["trace_id"] == trace_id]
         if {"linkner.v1.LinkNER/Recognize", "linkner.request", "linkner.ner.batch",
                 "linkner.llm.classify"} <= {span["name"] for span in spans}:

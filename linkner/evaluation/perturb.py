@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import random
-from typing import Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 from linkner.data.spans import Sentence, Span, make_sentence
 
@@ -105,16 +105,22 @@ def is_unseen(words: Sequence[str], vocabulary: set[str]) -> bool:
     return bool(long_words) and not any(word in vocabulary for word in long_words)
 
 
-def unseen_mentions(sentences: Iterable[Sentence], vocabulary: set[str]) -> dict[str, list[tuple[str, ...]]]:
-    """Per entity type, the distinct surface forms in ``sentences`` that are unseen in
-    ``vocabulary`` (first-seen order, so draws from them are deterministic)."""
+def mention_forms(sentences: Iterable[Sentence], keep: Callable[[tuple[str, ...]], bool] = lambda words: True
+                  ) -> dict[str, list[tuple[str, ...]]]:
+    """Per entity type, the distinct surface forms of the mentions in ``sentences`` that ``keep``
+    accepts (first-seen order, so draws from them are deterministic)."""
     pools: dict[str, dict[tuple[str, ...], None]] = {}
     for sentence in sentences:
         for entity in sentence.entities:
             words = tuple(sentence.tokens[entity.start : entity.end])
-            if is_unseen(words, vocabulary):
+            if keep(words):
                 pools.setdefault(entity.label, {})[words] = None
     return {label: list(forms) for label, forms in pools.items()}
+
+
+def unseen_mentions(sentences: Iterable[Sentence], vocabulary: set[str]) -> dict[str, list[tuple[str, ...]]]:
+    """Per entity type, the distinct surface forms in ``sentences`` that are unseen in ``vocabulary``."""
+    return mention_forms(sentences, lambda words: is_unseen(words, vocabulary))
 
 
 def real_unseen_name(original: Sequence[str], label: str, rng: random.Random,

@@ -26,7 +26,7 @@ import random
 from typing import Sequence
 
 from linkner.data.spans import Sentence
-from linkner.evaluation.perturb import typo_in_mention, unseen_name, with_mentions
+from linkner.evaluation.perturb import mention_forms, typo_in_mention, unseen_name, with_mentions
 
 AUGMENT_NAMESPACE = "train-augment"
 
@@ -50,11 +50,7 @@ class MentionAugmenter:
         self.invented_share = invented_share
         self.seed = seed
         self.vocabulary = {token.lower() for sentence in train for token in sentence.tokens}
-        pools: dict[str, dict[tuple[str, ...], None]] = {}  # insertion-ordered: deterministic
-        for sentence in train:
-            for span in sentence.entities:
-                pools.setdefault(span.label, {})[sentence.tokens[span.start : span.end]] = None
-        self.pools = {label: list(forms) for label, forms in pools.items()}
+        self.pools = mention_forms(train)  # distinct training mentions per type, in first-seen order
 
     @property
     def active(self) -> bool:
