@@ -485,6 +485,12 @@ def test_a_grpc_js_client_gets_deadlines_status_codes_and_its_trace(cluster):
                                      "deadline_ms": 2000}])["deadline"]
     assert slow["code"] == "OK" and slow["ms"] < 2000
     assert slow["response"]["degraded"] and "deadline" in slow["response"]["degraded_reason"]
+    embedded = grpcjs(cluster, "down", [  # the model embedded in the ingress, its LLM unreachable
+        {"name": "plain", "method": "Recognize", "request": {"text": TEXT}, "deadline_ms": 20000},
+        {"name": "empty", "method": "Recognize", "request": {"text": ""}, "deadline_ms": 20000}])
+    assert embedded["plain"]["code"] == "OK" and embedded["plain"]["response"]["entities"]
+    assert embedded["plain"]["response"]["degraded"]
+    assert embedded["empty"]["code"] == "INVALID_ARGUMENT"
 
 
 def test_client_command_line_file_and_recognize(cluster, tmp_path, capsys):
