@@ -27,8 +27,8 @@ MIB = 1024 * 1024
 APP = "linkner"
 HEAD_RESOURCE, NER_RESOURCE = "head", "ner_slot"
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # a dependency's top-level "benchmarks" shadows ours
-from serving import free_port  # noqa: E402 (the served-path benchmarks' one free-port helper)
+sys.path.insert(0, str(ROOT))
+from serve.ports import free_port  # noqa: E402 (after the path insert)
 
 
 def _loopback_env() -> None:

@@ -107,10 +107,10 @@ def measure_config(name: str, args: argparse.Namespace, texts: list[str], receiv
     from protos.linkner.v1 import linkner_pb2 as pb
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
     from serve.app import GRPC_SERVICER, build_app
-    from serve.direct_ingress import direct_ingress_env, grpc_targets, proxy_port
+    from serve.direct_ingress import PORT_SPAN, direct_ingress_env, grpc_targets, proxy_port
 
     environment, ner = CONFIGS[name]
-    port = serving.free_port()
+    port = serving.free_ports(PORT_SPAN + 1)
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **direct_ingress_env(port), **environment}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update({key: value for key, value in env.items() if key.startswith("RAY_")})

@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 APP = "bench"
+
+from serve.ports import free_port, free_ports  # noqa: E402 (after the path insert)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, sentences: int) -> None:
@@ -92,12 +93,6 @@ def shipped_ner_settings() -> dict[str, Any]:
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
     app = next(app for app in config["applications"] if app.get("import_path") == "serve.app:build_app")
     return app.get("args", {}).get("ner", {})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -309,12 +304,12 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
     from protos.linkner.v1 import linkner_pb2 as pb
     from serve.app import GRPC_SERVICER
 
-    from serve.direct_ingress import direct_ingress_env, grpc_targets, proxy_port
+    from serve.direct_ingress import PORT_SPAN, direct_ingress_env, grpc_targets, proxy_port
 
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     if args.throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-    port = free_port()
+    port = free_ports(PORT_SPAN + 1)
     direct = args.ingress in ("direct", "both")
     if direct:
         env.update(direct_ingress_env(port))

@@ -17,7 +17,9 @@ import pytest
 
 from openai_peer import OpenAIPeer
 from otlp_receiver import OTLPReceiver
-from test_serving_e2e import app_args, free_port
+from test_serving_e2e import app_args
+
+from serve.ports import free_port
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")

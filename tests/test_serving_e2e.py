@@ -5,7 +5,6 @@ trained checkpoint, the real router. The LLM pool speaks to an OpenAI-compatible
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import grpc
@@ -13,14 +12,10 @@ import pytest
 
 from openai_peer import OpenAIPeer, closed_port
 
+from serve.ports import free_port, free_ports
+
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def app_args(checkpoint, base_url, **router):
@@ -60,10 +55,10 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
 
     from linkner.data.readers import write_jsonl
     from serve.app import GRPC_SERVICER, HEALTH_SERVICER, build_app
-    from serve.direct_ingress import direct_ingress_env, grpc_targets, proxy_port
+    from serve.direct_ingress import PORT_SPAN, direct_ingress_env, grpc_targets, proxy_port
 
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"  # set by conftest before ray's import
-    port = free_port()
+    port = free_ports(PORT_SPAN + 1)  # the ingress replicas' range and the proxy after it
     direct_env = direct_ingress_env(port)  # as the main job runs it: each app's ingress answers gRPC itself
     saved = {key: os.environ.get(key) for key in direct_env}
     os.environ.update(direct_env)
