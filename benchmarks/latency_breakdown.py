@@ -123,7 +123,8 @@ def measure_config(name: str, args: argparse.Namespace, texts: list[str], receiv
         telemetry = {"exporter": "otlp", "otlp_endpoint": receiver, "sampler_ratio": 1.0}
         serve.run(build_app({"ner": {"checkpoint": str(args.model), "threads": args.threads, **ner},
                              "llm_pool": {"enabled": False}, "telemetry": telemetry}),
-                  name=serving.APP, route_prefix=f"/{serving.APP}")
+                  name=serving.APP, route_prefix=f"/{serving.APP}",
+                  logging_config=serving.shipped_application().get("logging_config"))
         target = grpc_targets(serving.APP)[0]
         options = pb.Options(policy="none")
         with grpc.insecure_channel(target) as channel:

@@ -86,13 +86,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def shipped_ner_settings() -> dict[str, Any]:
-    """The ``ner`` args of the shipped serve_config.yaml (what the main job serves)."""
+def shipped_application() -> dict[str, Any]:
+    """The LinkNER application of the shipped serve_config.yaml (what the main job serves)."""
     import yaml
 
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
-    app = next(app for app in config["applications"] if app.get("import_path") == "serve.app:build_app")
-    return app.get("args", {}).get("ner", {})
+    return next(app for app in config["applications"] if app.get("import_path") == "serve.app:build_app")
+
+
+def shipped_ner_settings() -> dict[str, Any]:
+    """The ``ner`` args of the shipped serve_config.yaml."""
+    return shipped_application().get("args", {}).get("ner", {})
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -206,13 +210,21 @@ async def warm_up(target: str, texts: list[str], options: Any, calls: int = 8, a
 
 def run_level(target: str, texts: list[str], words: list[int], concurrency: int, seconds: float,
               options: Any) -> dict[str, Any]:
+    import psutil
+
     parts = stack_processes()
-    before = cpu_seconds(parts)
+    before, client_before, machine_before = cpu_seconds(parts), psutil.Process().cpu_times(), psutil.cpu_times()
     result = asyncio.run(closed_loop(target, texts, words, concurrency, seconds, options))
-    after = cpu_seconds(parts)
+    after, client_after, machine_after = cpu_seconds(parts), psutil.Process().cpu_times(), psutil.cpu_times()
     answered = max(1, result["answered"] + sum(v for k, v in result["statuses"].items() if k != "OK"))
     result["cpu_ms_per_request"] = {part: 1000 * (after[part] - before[part]) / answered for part in parts}
     result["cpu_ms_per_request_total"] = sum(result["cpu_ms_per_request"].values())
+    # the load generator shares the machine: its CPU, and how busy all cores were, bound what the stack can reach
+    client_s = (client_after.user + client_after.system) - (client_before.user + client_before.system)
+    result["client_cpu_ms_per_request"] = 1000 * client_s / answered
+    idle = (machine_after.idle + getattr(machine_after, "iowait", 0.0)) - (machine_before.idle
+                                                                           + getattr(machine_before, "iowait", 0.0))
+    result["machine_busy_cores"] = (sum(machine_after) - sum(machine_before) - idle) / result["seconds"]
     return result
 
 
@@ -281,7 +293,8 @@ def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None
         app_args["llm_pool"] = {"enabled": True, "llm": {"backend": "vllm", "model": str(args.llm), "mode": "letter"}}
         app_args["router"] = {"use_calibration": False}
     app_args.setdefault("router", {}).update(router or {})
-    serve.run(build_app(app_args), name=APP, route_prefix=f"/{APP}")
+    serve.run(build_app(app_args), name=APP, route_prefix=f"/{APP}",
+              logging_config=shipped_application().get("logging_config"))  # as shipped: no access log
 
 
 def long_document(texts: list[str], words: int) -> str:
@@ -309,6 +322,8 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     if args.throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    # Ray Serve settings in the caller's environment (e.g. RAY_SERVE_LOG_TO_STDERR=0) reach Ray's processes
+    env.update({key: value for key, value in os.environ.items() if key.startswith("RAY_SERVE_")})
     port = free_ports(PORT_SPAN + 1)
     direct = args.ingress in ("direct", "both")
     if direct:
@@ -374,13 +389,16 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {row['description']} | {row['sentences_per_s']:.1f} | {row['ms_per_sentence']:.1f} |")
         lines.append("")
     lines += ["| served over gRPC | callers | requests/s | words/s | p50 ms | p95 ms | p99 ms | errors | "
-              "stack CPU ms / request (proxy, ingress, ner, llm, ray) |", "|---|---|---|---|---|---|---|---|---|"]
+              "stack CPU ms / request (proxy, ingress, ner, llm, ray) | load generator CPU ms / request | "
+              "busy cores |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["served"]:
         errors = ", ".join(f"{k} {v}" for k, v in row["statuses"].items() if k != "OK") or "none"
         cpu = row["cpu_ms_per_request"]
         parts = ", ".join(f"{cpu.get(p, 0.0):.1f}" for p in ("grpc proxy", "ingress", "ner", "llm", "ray daemons"))
         lines.append(f"| {row['path']} | {row['concurrency']} | {row['requests_per_s']:.1f} | {row['words_per_s']:.0f} "
-                     f"| {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {errors} | {parts} |")
+                     f"| {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {errors} | {parts} "
+                     f"| {row.get('client_cpu_ms_per_request', float('nan')):.1f} "
+                     f"| {row.get('machine_busy_cores', float('nan')):.2f} |")
     if report.get("long_documents"):
         lines += ["", "| documents to NER | short requests (16 callers) p50 ms | p99 ms | "
                       "long documents (2 callers) answered | p50 ms |", "|---|---|---|---|---|"]

@@ -183,7 +183,7 @@ def deploy(serve_config: dict[str, Any], direct: bool = True) -> tuple[str, str]
                                          grpc_servicer_functions=grpc.get("grpc_servicer_functions", [])))
     application = serve_config["applications"][0]
     serve.run(build_app(application.get("args", {})), name=application["name"],
-              route_prefix=application.get("route_prefix", "/linkner"))
+              route_prefix=application.get("route_prefix", "/linkner"), logging_config=application.get("logging_config"))
     if direct:
         targets = grpc_targets(application["name"])
         if not targets:

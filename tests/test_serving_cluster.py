@@ -5,6 +5,7 @@ and answered over gRPC."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -42,14 +43,14 @@ def head_node():
                   "--temp-dir", temp, env=env)
     assert started.returncode == 0, started.stderr[-2000:]
     try:
-        yield env, f"http://127.0.0.1:{dashboard}"
+        yield env, f"http://127.0.0.1:{dashboard}", Path(temp)
     finally:
         run(str(BIN / "ray"), "stop", "--force", env=env)
         shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_serve_deploy_to_a_running_cluster(head_node, tiny_checkpoint, tmp_path):
-    env, dashboard = head_node
+    env, dashboard, temp = head_node
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     grpc_port = free_port()
     config["grpc_options"]["port"] = grpc_port
@@ -78,3 +79,10 @@ def test_serve_deploy_to_a_running_cluster(head_node, tiny_checkpoint, tmp_path)
         result = client.recognize("John Smith visited Paris yesterday .")
     assert {(e.text, e.label) for e in result.entities} >= {("John Smith", "PER")}
     assert result.llm_spans == 0 and not result.degraded
+    # the shipped logging_config turns Ray Serve's per-request access log off: the replicas' logs have
+    # no "CALL linkner OK 13.4ms" line (Ray's access log of a gRPC call) for the call just answered
+    replica_logs = list((temp / "session_latest" / "logs" / "serve").glob("replica_linkner_*.log"))
+    assert replica_logs
+    access_lines = [line for log in replica_logs for line in log.read_text(errors="replace").splitlines()
+                    if re.search(r" -- \S+ linkner OK \d+\.\dms$", line)]
+    assert not access_lines, access_lines[:3]
