@@ -142,6 +142,20 @@ def concurrent_passes(predictor: "SpanPredictor", sentences: Sequence[Words], ba
     return sum(found)
 
 
+def process_passes(processes: "PredictorProcesses", sentences: Sequence[Words], batch_size: int, passes: int) -> int:
+    """``passes`` callers, each sending its share of the chunks to worker processes one call at a
+    time (what an ingress with ``ner.pass_workers: process`` runs); returns entities found."""
+    import asyncio
+
+    async def share(part: Sequence[Words]) -> int:
+        return sum([sum(map(len, await processes.predict(chunk, ["confidence"]))) for chunk in chunks(part, batch_size)])
+
+    async def every_share() -> int:
+        return sum(await asyncio.gather(*[share(sentences[index::passes]) for index in range(passes)]))
+
+    return asyncio.run(every_share())
+
+
 def pipeline_pass(pipe: Any, sentences: Sequence[Words], batch_size: int, show: bool = False) -> int:
     """The HF pipeline on raw strings (``" ".join(words)``), per chunk of ``batch_size``."""
     texts = [" ".join(words) for words in sentences]
@@ -286,10 +300,11 @@ def markdown(rows: list[Row], ratio: dict[str, float], header: str) -> str:
 
 def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repeats: int = 3,
                   hf_folder: Path | None = None, show: bool = False, device: str = "cpu",
-                  autocast: str = "none", passes: int = 1) -> tuple[list[Row], dict[str, float]]:
+                  autocast: str = "none", passes: int = 1, pass_workers: str = "thread"
+                  ) -> tuple[list[Row], dict[str, float]]:
     """Measure encoder / one / batched (and the HF pipeline when ``hf_folder`` is given; batched in
-    ``passes`` concurrent threads when more than 1) on ``sentences`` on ``device`` in this
-    process's current torch thread setting."""
+    ``passes`` concurrent threads, and worker processes when ``pass_workers`` is "process", when
+    more than 1) on ``sentences`` on ``device`` in this process's current torch thread setting."""
     from linkner.model.predictor import SpanPredictor
 
     predictor = SpanPredictor.from_checkpoint(model, device=device, batch_size=batch_size)
@@ -302,6 +317,16 @@ def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repe
     if passes > 1:
         runs["batched-passes"] = (f"predictor, {batch_size} sentences per call, {passes} calls at once",
                                   lambda: concurrent_passes(predictor, sentences, batch_size, passes))
+    processes = None
+    if passes > 1 and pass_workers == "process":
+        import torch
+
+        from linkner.model.processes import PredictorProcesses, PredictorSpec
+
+        processes = PredictorProcesses(PredictorSpec(str(model), device, torch.get_num_threads(),
+                                                     {"batch_size": batch_size}), passes)
+        runs["batched-processes"] = (f"predictor, {batch_size} sentences per call, {passes} calls at once in "
+                                     "worker processes", lambda: process_passes(processes, sentences, batch_size, passes))
     warm = sentences[: min(len(sentences), 2 * batch_size)]
     warmup = {"predictor": lambda: predictor_pass(predictor, warm, batch_size)}
     if hf_folder is not None:
@@ -310,8 +335,12 @@ def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repe
                                lambda: pipeline_pass(pipe, sentences, batch_size, show))
         warmup["hf"] = lambda: pipeline_pass(pipe, warm, batch_size)
     warm_runs = autocast_runs({name: ("warm-up", run) for name, run in warmup.items()}, device, autocast)
-    rows = measure(autocast_runs(runs, device, autocast), sentences, repeats,
-                   {name: run for name, (_, run) in warm_runs.items()})
+    try:
+        rows = measure(autocast_runs(runs, device, autocast), sentences, repeats,
+                       {name: run for name, (_, run) in warm_runs.items()})
+    finally:
+        if processes is not None:
+            processes.close()
     return rows, ratios(rows)
 
 

@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrent-passes", type=int, default=None,
                         help="ner.concurrent_passes of the embedded model (default: serve_config.yaml's); the "
                              "in-process rows then also run that many batched calls at once")
+    parser.add_argument("--pass-workers", choices=["thread", "process"], default=None,
+                        help="ner.pass_workers of the embedded model (default: serve_config.yaml's)")
     parser.add_argument("--compare-placement", action="store_true",
                         help="also measure the local path with the other ner.placement, side by side")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
@@ -83,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.ner_placement = shipped.get("placement", "pool")
     if args.concurrent_passes is None:
         args.concurrent_passes = shipped.get("concurrent_passes", 1)
+    if args.pass_workers is None:
+        args.pass_workers = shipped.get("pass_workers", "thread")
     return args
 
 
@@ -173,10 +177,21 @@ def stack_processes() -> dict[str, list[int]]:
             part = "llm"  # the engine's own processes, started by the LLM replica
         elif title.startswith("ray::"):
             continue  # idle workers
+        elif "multiprocessing" in title:
+            part = owner_part(process)  # a replica's worker process (the embedded model's passes)
         else:
             part = "ray daemons"
         parts.setdefault(part, []).append(process.pid)
     return parts
+
+
+def owner_part(process: Any) -> str:
+    """The deployment whose replica started ``process`` ("ray daemons" when none did)."""
+    for parent in process.parents():
+        title = " ".join(parent.cmdline())
+        if "ServeReplica:" in title:
+            return title.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[-1]
+    return "ray daemons"
 
 
 def cpu_seconds(parts: dict[str, list[int]]) -> dict[str, float]:
@@ -286,6 +301,7 @@ def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None
     app_args: dict[str, Any] = {
         "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size,
                 "placement": placement or args.ner_placement, "concurrent_passes": args.concurrent_passes,
+                "pass_workers": args.pass_workers,
                 **({} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s})},
         "llm_pool": {"enabled": False},
     }
@@ -382,7 +398,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['threads']} torch thread(s); {report['seconds_per_level']:.0f} s per level; "
              f"Ray Serve throughput-optimized: {report['throughput_optimized']}; ingress: {report.get('ingress')}; "
              f"local model (`local` rows): {report.get('ner_placement', 'pool')}, "
-             f"{report.get('concurrent_passes', 1)} concurrent pass(es) when embedded", ""]
+             f"{report.get('concurrent_passes', 1)} concurrent pass(es) in worker "
+             f"{report.get('pass_workers', 'thread')}s when embedded", ""]
     if report.get("inprocess"):
         lines += ["| in-process | sentences/s | ms / sentence |", "|---|---|---|"]
         for row in report["inprocess"]:
@@ -421,8 +438,10 @@ def summarise(report: dict[str, Any]) -> None:
     inprocess = {row["name"]: row for row in report.get("inprocess", [])}
     c32 = local.get(32)
     batched = inprocess.get("batched")
-    # with several concurrent passes the model uses that many threads: compare with the same in process
-    same_threads = inprocess.get("batched-passes", batched)
+    # with several concurrent passes the model uses that many threads (or worker processes): compare
+    # with the same in process
+    same_threads = inprocess.get("batched-processes" if report.get("pass_workers") == "process"
+                                 else "batched-passes", batched)
     if c32 and batched:
         report["served_vs_inprocess_c32"] = c32["sentences_per_s"] / same_threads["sentences_per_s"]
         report["served_vs_inprocess_one_pass_c32"] = c32["sentences_per_s"] / batched["sentences_per_s"]
@@ -457,7 +476,7 @@ def inprocess_rows(args: argparse.Namespace, sentences: list) -> list[dict[str, 
     hf_folder = hf_token_head(args.data_dir / "train.txt", 300 if args.quick else 2000, show=True)
     passes = args.concurrent_passes if args.ner_placement == "embedded" else 1
     rows, _ = run_benchmark(args.model, sentences, args.max_batch_size, 1 if args.quick else 3, hf_folder,
-                            passes=passes)
+                            passes=passes, pass_workers=args.pass_workers)
     return [row.summary() for row in rows]
 
 
@@ -472,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                               "batch_wait_s": args.batch_wait_s,
                               "throughput_optimized": args.throughput_optimized, "ingress": args.ingress,
                               "ner_placement": args.ner_placement, "concurrent_passes": args.concurrent_passes,
+                              "pass_workers": args.pass_workers,
                               "model": str(args.model)}
     if not args.no_inprocess:
         report["inprocess"] = inprocess_rows(args, [s.tokens for s in sentences])

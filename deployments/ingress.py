@@ -25,6 +25,7 @@ from deployments.grpc_deadlines import DEADLINE_METADATA
 from deployments.handles import CoalescingRecognizer, HandleBackend, NERClient, NERPool
 from deployments.metrics import IngressMetrics
 from linkner.llm.factory import candidate_count
+from linkner.model.processes import WorkerLost
 from linkner.routing.linker import DeadlineExceeded, RDCLinker
 from linkner.service.api import InvalidRequest
 from linkner.service.calibration_state import calibration_state
@@ -84,7 +85,8 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(error) or "deadline exceeded"
     if isinstance(error, BackPressureError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, f"overloaded, try again later: {error.message}"
-    if isinstance(error, (DeploymentUnavailableError, ActorDiedError, ActorUnavailableError, RayActorError)):
+    if isinstance(error, (DeploymentUnavailableError, ActorDiedError, ActorUnavailableError, RayActorError,
+                          WorkerLost)):
         return grpc.StatusCode.UNAVAILABLE, f"a replica is unavailable, retry: {type(error).__name__}"
     log.exception("request failed", exc_info=error)
     return grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"

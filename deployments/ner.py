@@ -36,8 +36,16 @@ class LocalNER:
             os.environ["TOKENIZERS_PARALLELISM"] = "true" if config.threads > 1 else "false"
         # where this model runs: on its spans, so a trace shows which replica and node answered
         self.replica_id, self.node_id = replica_id, node_id
-        self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, mc_samples=config.mc_samples,
-                                                       consistency=config.document_consistency)
+        options = {"mc_samples": config.mc_samples, "consistency": config.document_consistency}
+        self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, **options)
+        # embedded with worker processes: the passes run there, this process keeps the model for
+        # describe() and embed()
+        self.processes = None
+        if config.placement == "embedded" and config.pass_workers == "process":
+            from linkner.model.processes import PredictorProcesses, PredictorSpec
+
+            spec = PredictorSpec(config.checkpoint, str(self.predictor.device), config.threads or 1, options)
+            self.processes = PredictorProcesses(spec, config.concurrent_passes)
 
     @classmethod
     def in_this_replica(cls, config: NERConfig) -> "LocalNER":
@@ -85,8 +93,11 @@ class LocalNER:
         self.metrics.batch(len(items), len(flat), waits)
         with traced("linkner.ner.batch", items[0][2], requests=len(items), sentences=len(flat),
                     queue_wait_ms=round(1000 * max(waits), 3)):
-            predictions = await asyncio.to_thread(self.predictor.predict, flat, estimators,
-                                                  [numbering[key] for key in keys])
+            documents = [numbering[key] for key in keys]
+            if self.processes is not None:
+                predictions = await self.processes.predict(flat, estimators, documents)
+            else:
+                predictions = await asyncio.to_thread(self.predictor.predict, flat, estimators, documents)
         results, cursor = [], 0
         for sentences, _, _, _, _ in items:
             results.append(predictions[cursor : cursor + len(sentences)])

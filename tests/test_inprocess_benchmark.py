@@ -68,3 +68,20 @@ def test_concurrent_passes_cover_every_sentence_once(tiny_checkpoint, toy_dev) -
         predictor, sentences, 4)
     rows, _ = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=1, passes=2)
     assert [row.name for row in rows] == ["encoder", "one", "batched", "batched-passes"]
+
+
+def test_passes_in_worker_processes_cover_every_sentence_once(tiny_checkpoint, toy_dev) -> None:
+    from linkner.model.processes import PredictorProcesses, PredictorSpec
+
+    sentences = [list(s.tokens) for s in toy_dev[:9]]
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=4)
+    processes = PredictorProcesses(PredictorSpec(str(tiny_checkpoint), "cpu", 1, {"batch_size": 4}), 2)
+    try:
+        assert inprocess.process_passes(processes, sentences, 4, passes=2) == inprocess.predictor_pass(
+            predictor, sentences, 4)
+    finally:
+        processes.close()
+    rows, _ = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=1, passes=2,
+                                      pass_workers="process")
+    assert [row.name for row in rows] == ["encoder", "one", "batched", "batched-passes", "batched-processes"]
+    assert all(row.sentences_per_s > 0 for row in rows)

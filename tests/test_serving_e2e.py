@@ -80,7 +80,8 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     serve.run(build_app(main), name="main", route_prefix="/main")
     stale = stale_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("stale") / "model")
     down = app_args(stale, f"http://127.0.0.1:{closed_port()}/v1")
-    down["ner"].update(placement="embedded", concurrent_passes=2)  # the model in the ingress: no NER pool
+    # the model in the ingress (no NER pool), its passes in worker processes, as shipped
+    down["ner"].update(placement="embedded", concurrent_passes=2, pass_workers="process")
     serve.run(build_app(down), name="down", route_prefix="/down")
     # the slow LLM takes 5 s; the server answers by 4 s without a caller deadline, and takes one
     # call at a time with one more queued (the rest are refused at once)
@@ -252,6 +253,40 @@ def test_an_embedded_model_answers_as_the_pool_does_without_an_ner_deployment(cl
 
     assert spans(embedded) == spans(pooled) and embedded.entities  # the same checkpoint weights, same answer
     assert len(batch) == 2 and all(item.entities for item in batch)
+
+
+def pass_workers(app: str) -> list:
+    """The worker processes of ``app``'s ingress replica (its embedded model's passes)."""
+    import psutil
+
+    replicas = [process for process in psutil.process_iter(["cmdline"])
+                if f"ServeReplica:{app}:ingress" in " ".join(process.info["cmdline"] or [])]
+    return [child for replica in replicas for child in replica.children()
+            if "spawn_main" in " ".join(child.cmdline())]
+
+
+def test_a_killed_pass_worker_is_replaced_and_the_service_keeps_answering(cluster):
+    from clients.client import LinkNERError
+
+    workers = pass_workers("down")
+    assert len(workers) == 2  # ner.concurrent_passes worker processes
+    killed = workers[0]
+    killed.kill()  # (a zombie until the ingress notices: it is not this process's child to wait for)
+    codes = []
+    with client(cluster, "down") as c:
+        for _ in range(6):
+            try:
+                codes.append("OK" if c.recognize(TEXT, policy="none").entities else "EMPTY")
+            except LinkNERError as error:  # a call sent to the dead worker: retry it
+                codes.append(error.code.name)
+        stop_at = time.monotonic() + 60
+        while time.monotonic() < stop_at and len(pass_workers("down")) < 2:
+            time.sleep(0.5)
+        replaced = pass_workers("down")
+        after = c.recognize(TEXT, policy="none")
+    assert set(codes) <= {"OK", "UNAVAILABLE"} and codes[-1] == "OK", codes
+    assert len(replaced) == 2 and killed.pid not in {worker.pid for worker in replaced}
+    assert after.entities
 
 
 def test_deadline_shorter_than_the_llm(cluster):
