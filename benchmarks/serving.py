@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "in-process rows then also run that many batched calls at once")
     parser.add_argument("--pass-workers", choices=["thread", "process"], default=None,
                         help="ner.pass_workers of the embedded model (default: serve_config.yaml's)")
+    parser.add_argument("--compare-pass-workers", action="store_true",
+                        help="also measure the local path with the embedded model's other ner.pass_workers")
     parser.add_argument("--compare-placement", action="store_true",
                         help="also measure the local path with the other ner.placement, side by side")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
@@ -293,7 +295,7 @@ def measured_levels(name: str, address: str, texts: list[str], words: list[int],
 
 
 def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
-              placement: str | None = None) -> None:
+              placement: str | None = None, pass_workers: str | None = None) -> None:
     from ray import serve
 
     from serve.app import build_app
@@ -301,7 +303,7 @@ def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None
     app_args: dict[str, Any] = {
         "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size,
                 "placement": placement or args.ner_placement, "concurrent_passes": args.concurrent_passes,
-                "pass_workers": args.pass_workers,
+                "pass_workers": pass_workers or args.pass_workers,
                 **({} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s})},
         "llm_pool": {"enabled": False},
     }
@@ -351,9 +353,10 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
                 grpc_options=gRPCOptions(port=int(proxy.rsplit(":", 1)[1]), grpc_servicer_functions=[GRPC_SERVICER]))
 
-    def deployed(llm: bool, router: dict[str, Any] | None = None, placement: str | None = None) -> str:
+    def deployed(llm: bool, router: dict[str, Any] | None = None, placement: str | None = None,
+                 pass_workers: str | None = None) -> str:
         """Run the app; the address callers dial (its ingress replica, or the proxy)."""
-        serve_app(args, llm, router, placement)
+        serve_app(args, llm, router, placement, pass_workers)
         return grpc_targets(APP)[0] if direct else proxy
 
     rows = []
@@ -375,6 +378,11 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
             name = f"local, NER {'embedded in the ingress' if other == 'embedded' else 'pool'}"
             rows += measured_levels(name, deployed(False, placement=other), texts, words, args.concurrency,
                                     args.seconds, pb.Options(policy="none"))
+            serve.delete(APP)
+        if args.compare_pass_workers and args.ner_placement == "embedded":
+            other = "thread" if args.pass_workers == "process" else "process"
+            rows += measured_levels(f"local, passes in worker {other}s", deployed(False, pass_workers=other), texts,
+                                    words, args.concurrency, args.seconds, pb.Options(policy="none"))
             serve.delete(APP)
         if args.long_document_words:
             long_text = long_document(texts, args.long_document_words)
@@ -426,7 +434,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("")
     for key in ("served_vs_inprocess_c32", "served_vs_inprocess_one_pass_c32", "served_vs_hf_pipeline_c32", "stack_cpu_ms_per_request",
                 "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms", "direct_vs_proxy_c32",
-                "cpu_ms_saved_by_direct_ingress", "other_placement_vs_local_c32"):
+                "cpu_ms_saved_by_direct_ingress", "other_placement_vs_local_c32", "other_pass_workers_vs_local_c32"):
         if report.get(key) is not None:
             lines.append(f"- {key}: {report[key]:.2f}")
     return "\n".join(lines)
@@ -457,6 +465,9 @@ def summarise(report: dict[str, Any]) -> None:
     other = {row["concurrency"]: row for row in report["served"] if row["path"].startswith("local, NER ")}
     if c32 and other.get(32):
         report["other_placement_vs_local_c32"] = other[32]["requests_per_s"] / c32["requests_per_s"]
+    workers = {row["concurrency"]: row for row in report["served"] if row["path"].startswith("local, passes in ")}
+    if c32 and workers.get(32):
+        report["other_pass_workers_vs_local_c32"] = workers[32]["requests_per_s"] / c32["requests_per_s"]
     for level in (64, 128):
         if c32 and local.get(level):
             report[f"c{level}_vs_c32"] = local[level]["requests_per_s"] / c32["requests_per_s"]
