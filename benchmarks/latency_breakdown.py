@@ -48,6 +48,7 @@ CONFIGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "pool+wait0": ({}, {"placement": "pool", "batch_wait_timeout_s": 0.0}),
     "pool+optimized": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {"placement": "pool"}),
     "embedded": ({}, {"placement": "embedded"}),
+    "embedded+processes": ({}, {"placement": "embedded", "concurrent_passes": 2, "pass_workers": "process"}),
     "embedded+optimized": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {"placement": "embedded"}),
 }
 
@@ -56,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     serving.add_data_arguments(parser, 200)
     parser.add_argument("--requests", type=int, default=200, help="sequential traced requests per configuration")
-    parser.add_argument("--configs", default="pool,embedded", help=f"comma-separated, of: {', '.join(CONFIGS)}")
+    parser.add_argument("--configs", default="pool,embedded,embedded+processes", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the NER replica (and in process)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latency_breakdown.json")
     args = parser.parse_args(argv)

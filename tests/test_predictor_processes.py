@@ -65,3 +65,20 @@ def test_a_killed_worker_fails_its_call_and_is_replaced(processes, toy_dev):
     assert len(meanwhile) == 5 and all(len(answer) == 5 for answer in both)
     assert killed not in processes._workers and len(processes._workers) == 2
     assert all(worker.process.is_alive() for worker in processes._workers)
+
+
+def test_large_calls_under_uvloop_as_ray_serve_runs_them(processes, toy_dev):
+    """Ray Serve's replicas run uvloop, whose readers make the pipe non-blocking: a call and an
+    answer far larger than a pipe's buffer must still go through whole."""
+    uvloop = pytest.importorskip("uvloop")
+    sentences = [list(s.tokens) for s in toy_dev] * 60  # thousands of sentences: megabytes each way
+
+    async def calls():
+        return await asyncio.gather(processes.predict(sentences, ["confidence"]),
+                                    processes.predict(sentences[:7], ["confidence"]))
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        big, small = runner.run(calls())
+    assert len(big) == len(sentences) and len(small) == 7
+    assert big[:7] == small
+    assert all(worker.process.is_alive() for worker in processes._workers)

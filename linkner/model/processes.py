@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Sequence
@@ -113,12 +114,21 @@ class PredictorProcesses:
             # less than taking turns)
             self._loop, self._idle = loop, asyncio.LifoQueue()
             for worker in self._workers:
-                loop.add_reader(worker.connection.fileno(), self._on_answer, worker)
+                self._watch(loop, worker)
                 if worker.pending is None:
                     self._idle.put_nowait(worker)
                 else:  # busy with a call of the finished loop: idle once that answer is dropped
                     worker.pending = STALE
         return self._idle
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, worker: _Worker) -> None:
+        """Answers of ``worker`` are read by ``loop`` when they arrive. The pipe stays blocking:
+        uvloop (Ray Serve's loop) makes a watched descriptor non-blocking, and a message larger
+        than the pipe's buffer would then fail half-sent; blocking, a send or receive waits for the
+        other end, which is always ready for it."""
+        fileno = worker.connection.fileno()
+        loop.add_reader(fileno, self._on_answer, worker)
+        os.set_blocking(fileno, True)
 
     async def predict(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str],
                       documents: Sequence[int] | None = None) -> list[list[Entity]]:
@@ -169,7 +179,7 @@ class PredictorProcesses:
                 log.exception("could not replace the NER worker process")
                 return
             self._workers.append(fresh)
-            loop.add_reader(fresh.connection.fileno(), self._on_answer, fresh)
+            self._watch(loop, fresh)
             self._idle.put_nowait(fresh)
 
         asyncio.ensure_future(restart())
