@@ -407,7 +407,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"Ray Serve throughput-optimized: {report['throughput_optimized']}; ingress: {report.get('ingress')}; "
              f"local model (`local` rows): {report.get('ner_placement', 'pool')}, "
              f"{report.get('concurrent_passes', 1)} concurrent pass(es) in worker "
-             f"{report.get('pass_workers', 'thread')}s when embedded", ""]
+             f"{'processes' if report.get('pass_workers') == 'process' else 'threads'} when embedded", ""]
     if report.get("inprocess"):
         lines += ["| in-process | sentences/s | ms / sentence |", "|---|---|---|"]
         for row in report["inprocess"]:

@@ -46,7 +46,7 @@ class NERConfig(BaseModel):
     pass_workers: Literal["thread", "process"] = Field(
         "thread", description="embedded: where each concurrent pass runs: a worker thread of the ingress, or a "
         "worker process of its own with its own copy of the model (no interpreter lock shared with the request "
-        "handling: 1.2x the requests/s on 2 CPU cores, README \"Serving\")")
+        "handling: 1.3x the requests/s of threads on 2 CPU cores, README \"Serving\")")
     max_batch_size: int = Field(16, ge=1, description="requests merged into one forward pass")
     batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill; the ingress "
                                         "already coalesces concurrent requests, so this stays short")
