@@ -34,6 +34,7 @@ from serve.ports import free_port  # noqa: E402 (after the path insert)
 def _loopback_env() -> None:
     """Every Ray process stays on loopback and can import the project (set before Ray starts)."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # nodes start by fork + exec under gRPC load
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if str(ROOT) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *[p for p in paths if p]])

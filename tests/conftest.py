@@ -7,6 +7,10 @@ import random
 
 # Ray reads this when it is imported: keep every Ray node of the tests on loopback.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# The tests start Ray nodes (fork + exec) from a process with gRPC calls in flight (the load of the
+# reliability tests): gRPC's own fork handlers are for a child that goes on using gRPC, and with calls
+# in flight a node's child once crashed (SIGSEGV) in CI. gRPC's advice for fork + exec: switch them off.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from pathlib import Path
 
 import pytest

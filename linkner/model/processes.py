@@ -69,6 +69,8 @@ def _serve(connection: Connection, spec: PredictorSpec) -> None:
 
 
 class _Worker:
+    """One worker process, the parent's end of its pipe, and the call it is answering."""
+
     def __init__(self, context: Any, spec: PredictorSpec) -> None:
         self.connection, child = context.Pipe()
         self.process = context.Process(target=_serve, args=(child, spec), daemon=True, name="linkner-ner-pass")
