@@ -174,7 +174,7 @@ def stack_processes() -> dict[str, list[int]]:
         elif "ServeController" in title:
             part = "serve controller"
         elif "ServeReplica:" in title:
-            part = title.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[-1]
+            part = deployment_of(title)
         elif "VLLM" in title:
             part = "llm"  # the engine's own processes, started by the LLM replica
         elif title.startswith("ray::"):
@@ -187,12 +187,17 @@ def stack_processes() -> dict[str, list[int]]:
     return parts
 
 
+def deployment_of(title: str) -> str:
+    """The deployment of a replica's process title (``ray::ServeReplica:APP:DEPLOYMENT``)."""
+    return title.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[-1]
+
+
 def owner_part(process: Any) -> str:
     """The deployment whose replica started ``process`` ("ray daemons" when none did)."""
     for parent in process.parents():
         title = " ".join(parent.cmdline())
         if "ServeReplica:" in title:
-            return title.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[-1]
+            return deployment_of(title)
     return "ray daemons"
 
 

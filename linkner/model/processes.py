@@ -84,7 +84,7 @@ class PredictorProcesses:
     call on an idle one (waiting for one when all are busy)."""
 
     def __init__(self, spec: PredictorSpec, count: int, start_timeout_s: float = 300.0) -> None:
-        self.spec, self.count, self.start_timeout_s = spec, count, start_timeout_s
+        self.spec, self.start_timeout_s = spec, start_timeout_s
         self._context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
         self._workers = [self._start() for _ in range(count)]
         self._idle: asyncio.Queue[_Worker] | None = None
