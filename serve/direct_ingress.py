@@ -18,14 +18,21 @@ PORT_SPAN = 16
 """Ports reserved for ingress replicas (one per application replica on a node), from the
 configured gRPC port on."""
 
+DRAIN_S = 2.0
+"""How long a stopping ingress replica keeps its gRPC server open before it drains and closes.
+Ray's default (30 s) gives an external load balancer time to deregister the replica; callers that
+dial the replicas themselves reconnect when the server closes, and 30 s made every shutdown,
+redeploy and scale-down wait half a minute. Behind a load balancer, set its deregistration time."""
 
-def direct_ingress_env(grpc_port: int, span: int = PORT_SPAN) -> dict[str, str]:
+
+def direct_ingress_env(grpc_port: int, span: int = PORT_SPAN, drain_s: float = DRAIN_S) -> dict[str, str]:
     """Environment for Ray's processes (set before Ray starts) that makes ingress replicas serve
-    gRPC themselves on ``grpc_port`` onwards."""
+    gRPC themselves on ``grpc_port`` onwards, keeping it open ``drain_s`` seconds when they stop."""
     return {
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc_port),
         "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc_port + span - 1),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(drain_s),
     }
 
 

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from serve.direct_ingress import DRAIN_S
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("LINKNER_CONLL_DIR", ROOT.parent / "shared" / "data" / "conll2003"))
 SAMPLE = "Peter Blackburn of the European Commission spoke in Brussels about German beef."
@@ -34,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--proxy-only", action="store_true",
                         help="serve gRPC through Ray's proxy only (default: the ingress replica answers on the "
                              "configured port itself, Ray's direct ingress, one process hop less)")
+    parser.add_argument("--drain-s", type=float, default=DRAIN_S,
+                        help="seconds a stopping ingress replica keeps answering before it closes (Ray's "
+                             "default, 30, suits a load balancer's deregistration; %(default)s: a quick stop)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="port of Ray's Prometheus endpoint (default: telemetry.metrics_export_port, 8080)")
     return parser
@@ -218,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     grpc_port = int(serve_config.get("grpc_options", {}).get("port", 9000))
     metrics_port = args.metrics_port or config.telemetry.metrics_export_port
-    start_ray(env=None if args.proxy_only else direct_ingress_env(grpc_port), metrics_port=metrics_port)
+    start_ray(env=None if args.proxy_only else direct_ingress_env(grpc_port, drain_s=args.drain_s),
+              metrics_port=metrics_port)
     name, target = deploy(serve_config, direct=not args.proxy_only)
     via = "Ray's gRPC proxy" if args.proxy_only else (
         f"the ingress replica itself; Ray's proxy on 127.0.0.1:{proxy_port(grpc_port)}")

@@ -540,3 +540,24 @@ def test_client_command_line_file_and_recognize(cluster, tmp_path, capsys):
     assert main(["--target", target(cluster, "main"), "--application", "main", "--policy", "none",
                  "recognize", "Mary Jones visited Cairo ."]) == 0
     assert "Mary Jones\tPER\tlocal" in capsys.readouterr().out
+
+
+def test_a_deleted_application_stops_after_the_short_drain_not_rays_30_seconds(cluster, tiny_checkpoint):
+    """The main job's direct-ingress environment sets the drain (2 s): Ray's default kept every
+    stopping ingress replica open for 30 s, so each shutdown, redeploy and scale-down waited that."""
+    from ray import serve
+
+    from clients.client import LinkNERClient
+    from serve.app import build_app
+    from serve.direct_ingress import DRAIN_S, grpc_targets
+
+    assert os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == str(DRAIN_S)
+    quick = app_args(tiny_checkpoint, f"http://127.0.0.1:{closed_port()}/v1")
+    quick["ner"].update(placement="embedded")
+    serve.run(build_app(quick), name="quick", route_prefix="/quick")
+    target = grpc_targets("quick")[0]
+    with LinkNERClient(target, "quick", timeout_s=30) as client:
+        assert client.recognize("Angela Merkel visited Paris.").model  # answered
+    started = time.monotonic()
+    serve.delete("quick")
+    assert DRAIN_S <= time.monotonic() - started < 20
