@@ -37,15 +37,17 @@ class LocalNER:
         # where this model runs: on its spans, so a trace shows which replica and node answered
         self.replica_id, self.node_id = replica_id, node_id
         options = {"mc_samples": config.mc_samples, "consistency": config.document_consistency}
-        self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, **options)
-        # embedded with worker processes: the passes run there, this process keeps the model for
-        # describe() and embed()
+        # embedded with worker processes: the model lives in the workers alone (they also answer
+        # describe() and embed()); otherwise in this process
+        self.predictor: SpanPredictor | None = None
         self.processes = None
         if config.placement == "embedded" and config.pass_workers == "process":
             from linkner.model.processes import PredictorProcesses, PredictorSpec
 
-            spec = PredictorSpec(config.checkpoint, str(self.predictor.device), config.threads or 1, options)
+            spec = PredictorSpec(config.checkpoint, config.device, config.threads or 1, options)
             self.processes = PredictorProcesses(spec, config.concurrent_passes)
+        else:
+            self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, **options)
 
     @classmethod
     def in_this_replica(cls, config: NERConfig) -> "LocalNER":
@@ -60,12 +62,12 @@ class LocalNER:
 
     async def describe(self) -> dict:
         """Labels, estimators, objective and device of the served model."""
-        config = self.predictor.model.config
-        return {"labels": config.labels, "objective": config.objective, "encoder": config.encoder,
-                "estimators": self.predictor.estimators, "device": str(self.predictor.device)}
+        return self.processes.description if self.processes is not None else self.predictor.describe()
 
     async def embed(self, items: list[tuple[list[str], int, int]]):
         """Span embeddings (for retrieved demonstrations) of ``(words, start, end)`` items."""
+        if self.processes is not None:
+            return await self.processes.span_embeddings(items)
         return await asyncio.to_thread(self.predictor.span_embeddings, items)
 
     async def predict(self, sentences: list[list[str]], estimators: list[str],

@@ -33,6 +33,24 @@ def test_worker_processes_answer_as_the_predictor_in_this_process(processes, tin
     assert any(entities for entities in local.predict(sentences))  # the tiny model does find entities
 
 
+def test_workers_describe_their_model_and_answer_span_embeddings_so_the_owner_needs_no_copy(processes,
+                                                                                             tiny_checkpoint, toy_dev):
+    import torch
+
+    local = SpanPredictor.from_checkpoint(tiny_checkpoint, "cpu", mc_samples=2)
+    assert processes.description == local.describe()
+    assert processes.description["labels"] and processes.description["device"] == "cpu"
+    items = [(list(s.tokens), 0, 1) for s in toy_dev[:6]]
+    embeddings = asyncio.run(processes.span_embeddings(items))
+    assert torch.allclose(embeddings, local.span_embeddings(items), atol=1e-5)
+
+
+def test_a_worker_answers_only_the_predictor_methods_it_names(processes):
+    with pytest.raises(ValueError, match="not 'train'"):
+        asyncio.run(processes._call("train", []))
+    assert all(worker.process.is_alive() for worker in processes._workers)
+
+
 def test_an_error_in_a_worker_reaches_the_caller_and_the_worker_goes_on(processes, toy_dev):
     async def calls():
         with pytest.raises(ValueError, match="no-such-estimator"):

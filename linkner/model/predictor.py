@@ -84,6 +84,12 @@ class SpanPredictor:
     def labels(self) -> list[str]:
         return self.model.config.labels
 
+    def describe(self) -> dict:
+        """Labels, objective, encoder, estimators and device of this predictor (plain values)."""
+        config = self.model.config
+        return {"labels": list(config.labels), "objective": config.objective, "encoder": config.encoder,
+                "estimators": self.estimators, "device": str(self.device)}
+
     def predict(
         self, sentences: Sequence[Sequence[str]], estimators: Iterable[str] = ("confidence",),
         documents: Sequence[int] | None = None,

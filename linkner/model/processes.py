@@ -8,7 +8,9 @@ instead. A call is one pickled message each way over a pipe, read by the event l
 helper thread), so a batch costs a fraction of a millisecond more than in a thread.
 
 A worker that dies (killed, out of memory) fails the call it had with :class:`WorkerLost` and is
-replaced; the calls after it go to the other workers and then to the new one.
+replaced; the calls after it go to the other workers and then to the new one. The workers also
+answer span embeddings and say what they loaded (:attr:`PredictorProcesses.description`), so the
+owner needs no copy of the model of its own.
 """
 
 from __future__ import annotations
@@ -44,8 +46,12 @@ class PredictorSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+METHODS = ("predict", "span_embeddings")
+"""The :class:`SpanPredictor` methods a worker answers."""
+
+
 def _serve(connection: Connection, spec: PredictorSpec) -> None:
-    """A worker's life: load the model, say so, then answer ``(sentences, estimators, documents)``
+    """A worker's life: load the model, say what it loaded, then answer ``(method, args)``
     messages until the pipe closes."""
     import torch
 
@@ -53,14 +59,16 @@ def _serve(connection: Connection, spec: PredictorSpec) -> None:
 
     torch.set_num_threads(spec.threads)
     predictor = SpanPredictor.from_checkpoint(spec.checkpoint, spec.device, **spec.options)
-    connection.send(("ready", None))
+    connection.send(("ready", predictor.describe()))
     while True:
         try:
-            sentences, estimators, documents = connection.recv()
+            method, args = connection.recv()
         except (EOFError, OSError):  # the owner is gone
             return
         try:
-            connection.send(("ok", predictor.predict(sentences, estimators, documents)))
+            if method not in METHODS:
+                raise ValueError(f"a worker answers {', '.join(METHODS)}, not {method!r}")
+            connection.send(("ok", getattr(predictor, method)(*args)))
         except Exception as error:  # noqa: BLE001 (the caller gets it; the worker goes on)
             try:
                 connection.send(("error", error))
@@ -86,6 +94,8 @@ class PredictorProcesses:
     def __init__(self, spec: PredictorSpec, count: int, start_timeout_s: float = 300.0) -> None:
         self.spec, self.start_timeout_s = spec, start_timeout_s
         self._context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
+        self.description: dict = {}
+        """What the workers loaded (:meth:`SpanPredictor.describe`)."""
         self._workers = [self._start() for _ in range(count)]
         self._idle: asyncio.Queue[_Worker] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,11 +107,12 @@ class PredictorProcesses:
             raise RuntimeError(f"an NER worker process did not load {self.spec.checkpoint} in "
                                f"{self.start_timeout_s:.0f} s")
         try:
-            kind, _ = worker.connection.recv()
+            kind, description = worker.connection.recv()
         except EOFError:
             raise RuntimeError(f"an NER worker process died loading {self.spec.checkpoint} "
                                f"(exit code {worker.process.exitcode})") from None
         assert kind == "ready", kind
+        self.description = description
         return worker
 
     def _queue(self) -> asyncio.Queue:
@@ -135,12 +146,20 @@ class PredictorProcesses:
     async def predict(self, sentences: Sequence[Sequence[str]], estimators: Sequence[str],
                       documents: Sequence[int] | None = None) -> list[list[Entity]]:
         """Entities of each sentence, as :meth:`SpanPredictor.predict`, from a worker process."""
+        return await self._call("predict", [list(s) for s in sentences], list(estimators),
+                                None if documents is None else list(documents))
+
+    async def span_embeddings(self, items: Sequence[tuple[Sequence[str], int, int]]) -> Any:
+        """Span embeddings of ``(words, start, end)`` items, as :meth:`SpanPredictor.span_embeddings`."""
+        return await self._call("span_embeddings", [(list(words), start, end) for words, start, end in items])
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        """``method(*args)`` on an idle worker (waiting for one when all are busy)."""
         idle = self._queue()
         worker = await idle.get()
         worker.pending = asyncio.get_running_loop().create_future()
         try:
-            worker.connection.send(([list(s) for s in sentences], list(estimators),
-                                    None if documents is None else list(documents)))
+            worker.connection.send((method, args))
         except (OSError, ValueError):
             self._replace(worker)
             raise WorkerLost("an NER worker process is gone") from None
