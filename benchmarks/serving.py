@@ -217,6 +217,22 @@ def cpu_seconds(parts: dict[str, list[int]]) -> dict[str, float]:
     return totals
 
 
+def resident_mb(parts: dict[str, list[int]]) -> dict[str, float]:
+    """Resident memory (RSS, MB) of each part of the stack (a replica's worker processes included)."""
+    import psutil
+
+    totals = {}
+    for part, pids in parts.items():
+        total = 0
+        for pid in pids:
+            try:
+                total += psutil.Process(pid).memory_info().rss
+            except psutil.Error:
+                pass
+        totals[part] = total / 2**20
+    return totals
+
+
 async def warm_up(target: str, texts: list[str], options: Any, calls: int = 8, app: str = APP) -> None:
     """A few calls before measuring: the ingress builds its service, the LLM engine warms up."""
     import grpc
@@ -238,6 +254,7 @@ def run_level(target: str, texts: list[str], words: list[int], concurrency: int,
     before, client_before, machine_before = cpu_seconds(parts), psutil.Process().cpu_times(), psutil.cpu_times()
     result = asyncio.run(closed_loop(target, texts, words, concurrency, seconds, options))
     after, client_after, machine_after = cpu_seconds(parts), psutil.Process().cpu_times(), psutil.cpu_times()
+    result["resident_mb"] = resident_mb(parts)
     answered = max(1, result["answered"] + sum(v for k, v in result["statuses"].items() if k != "OK"))
     result["cpu_ms_per_request"] = {part: 1000 * (after[part] - before[part]) / answered for part in parts}
     result["cpu_ms_per_request_total"] = sum(result["cpu_ms_per_request"].values())
@@ -429,6 +446,14 @@ def markdown(report: dict[str, Any]) -> str:
                      f"| {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {errors} | {parts} "
                      f"| {row.get('client_cpu_ms_per_request', float('nan')):.1f} "
                      f"| {row.get('machine_busy_cores', float('nan')):.2f} |")
+    last_of_path = {row["path"]: row for row in report["served"] if row.get("resident_mb")}
+    if last_of_path:
+        lines += ["", "| served | resident MB: proxy, ingress (with its worker processes), ner, llm, ray daemons |",
+                  "|---|---|"]
+        for path, row in last_of_path.items():
+            memory = row["resident_mb"]
+            lines.append(f"| {path} | " + ", ".join(f"{memory.get(p, 0.0):.0f}" for p in
+                                                     ("grpc proxy", "ingress", "ner", "llm", "ray daemons")) + " |")
     if report.get("long_documents"):
         lines += ["", "| documents to NER | short requests (16 callers) p50 ms | p99 ms | "
                       "long documents (2 callers) answered | p50 ms |", "|---|---|---|---|---|"]
