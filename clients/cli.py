@@ -54,7 +54,8 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linkner-client", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", default=DEFAULT_TARGET, help="host:port of the gRPC service")
+    parser.add_argument("--target", default=DEFAULT_TARGET, help="host:port of the gRPC service, or several "
+                        "ingress replicas to spread calls over: ipv4:HOST:PORT,HOST:PORT")
     parser.add_argument("--application", default=DEFAULT_APPLICATION, help="Ray Serve application name")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     parser.add_argument("--estimator")

@@ -24,6 +24,10 @@ DEFAULT_TARGET = "127.0.0.1:9000"
 DEFAULT_APPLICATION = "linkner"
 # The request did not run: a replica was unavailable, or a queue was full (refused before any work).
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# gRPC's own client-side balancing: a target naming several ingress replicas
+# ("ipv4:127.0.0.1:9000,127.0.0.1:9001", or a DNS name with several addresses) spreads calls over
+# all of them and skips one that is down; with one address it is a plain connection
+CHANNEL_OPTIONS = [("grpc.lb_policy_name", "round_robin")]
 
 
 class RetryBudget:
@@ -105,7 +109,7 @@ class LinkNERClient(_Common):
     def __init__(self, target: str = DEFAULT_TARGET, application: str = DEFAULT_APPLICATION, timeout_s: float = 30.0,
                  retries: int = 3, backoff_s: float = 0.2) -> None:
         super().__init__(target, application, timeout_s, retries, backoff_s)
-        self.channel = grpc.insecure_channel(target)
+        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.LinkNERStub(self.channel)
 
     def __enter__(self) -> "LinkNERClient":
@@ -179,7 +183,7 @@ class AsyncLinkNERClient(_Common):
     def __init__(self, target: str = DEFAULT_TARGET, application: str = DEFAULT_APPLICATION, timeout_s: float = 30.0,
                  retries: int = 3, backoff_s: float = 0.2) -> None:
         super().__init__(target, application, timeout_s, retries, backoff_s)
-        self.channel = grpc.aio.insecure_channel(target)
+        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.LinkNERStub(self.channel)
 
     async def __aenter__(self) -> "AsyncLinkNERClient":

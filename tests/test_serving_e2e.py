@@ -561,3 +561,51 @@ def test_a_deleted_application_stops_after_the_short_drain_not_rays_30_seconds(c
     started = time.monotonic()
     serve.delete("quick")
     assert DRAIN_S <= time.monotonic() - started < 20
+
+
+def test_two_ingress_replicas_each_answer_and_a_round_robin_client_rides_out_losing_one(cluster, tiny_checkpoint):
+    """With several ingress replicas each serves gRPC on its own port of the range; a client in
+    any language spreads calls over them with gRPC's own round_robin policy over the list of
+    addresses, and keeps answering when one replica dies (Serve brings it back)."""
+    import psutil
+    from ray import serve
+
+    from clients.client import LinkNERClient
+    from protos.linkner.v1 import linkner_pb2 as pb
+    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
+    from serve.app import build_app
+    from serve.direct_ingress import grpc_targets
+
+    pair = app_args(tiny_checkpoint, f"http://127.0.0.1:{closed_port()}/v1")
+    pair["ner"].update(placement="embedded")
+    pair["router"]["resources"] = {"num_replicas": 2, "num_cpus": 0}
+    serve.run(build_app(pair), name="pair", route_prefix="/pair")
+    try:
+        targets = sorted(grpc_targets("pair"))
+        stop_at = time.monotonic() + 60
+        while len(targets) < 2 and time.monotonic() < stop_at:
+            time.sleep(0.5)
+            targets = sorted(grpc_targets("pair"))
+        assert len(targets) == 2 and len(set(targets)) == 2, targets
+        request = pb.RecognizeRequest(text=TEXT, options=pb.Options(policy="none"))
+        for address in targets:  # each replica answers on its own port
+            with grpc.insecure_channel(address) as channel:
+                assert pb_grpc.LinkNERStub(channel).Recognize(request, timeout=30).entities
+        spread = "ipv4:" + ",".join(targets)
+        with grpc.insecure_channel(spread, options=[("grpc.lb_policy_name", "round_robin")]) as channel:
+            stub = pb_grpc.LinkNERStub(channel)
+            assert all(stub.Recognize(request, timeout=30).entities for _ in range(6))
+            [victim] = [process for process in psutil.process_iter(["cmdline"])
+                        if "ServeReplica:pair:ingress" in " ".join(process.info["cmdline"] or [])][:1]
+            victim.kill()
+            codes = []
+            for _ in range(12):
+                try:
+                    codes.append("OK" if stub.Recognize(request, timeout=30).entities else "EMPTY")
+                except grpc.RpcError as error:  # a call that was on the dead replica's connection
+                    codes.append(error.code().name)
+        assert set(codes) <= {"OK", "UNAVAILABLE"} and codes[-6:] == ["OK"] * 6, codes
+        with LinkNERClient(spread, "pair", timeout_s=30) as ours:  # our client: round_robin, and retries
+            assert all(ours.recognize(TEXT, policy="none").entities for _ in range(4))
+    finally:
+        serve.delete("pair")
