@@ -201,7 +201,8 @@ def owner_part(process: Any) -> str:
     return "ray daemons"
 
 
-def cpu_seconds(parts: dict[str, list[int]]) -> dict[str, float]:
+def per_part(parts: dict[str, list[int]], measure: Any) -> dict[str, float]:
+    """``measure(process)`` summed over each part's processes (those gone meanwhile count 0)."""
     import psutil
 
     totals = {}
@@ -209,28 +210,21 @@ def cpu_seconds(parts: dict[str, list[int]]) -> dict[str, float]:
         total = 0.0
         for pid in pids:
             try:
-                times = psutil.Process(pid).cpu_times()
-                total += times.user + times.system
+                total += measure(psutil.Process(pid))
             except psutil.Error:
                 pass
         totals[part] = total
     return totals
 
 
+def cpu_seconds(parts: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) each part of the stack has used."""
+    return per_part(parts, lambda process: process.cpu_times().user + process.cpu_times().system)
+
+
 def resident_mb(parts: dict[str, list[int]]) -> dict[str, float]:
     """Resident memory (RSS, MB) of each part of the stack (a replica's worker processes included)."""
-    import psutil
-
-    totals = {}
-    for part, pids in parts.items():
-        total = 0
-        for pid in pids:
-            try:
-                total += psutil.Process(pid).memory_info().rss
-            except psutil.Error:
-                pass
-        totals[part] = total / 2**20
-    return totals
+    return per_part(parts, lambda process: process.memory_info().rss / 2**20)
 
 
 async def warm_up(target: str, texts: list[str], options: Any, calls: int = 8, app: str = APP) -> None:
