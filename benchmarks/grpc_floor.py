@@ -1,0 +1,112 @@
+"""The floor of a Python gRPC service: a bare ``grpc.aio`` server of the same ``linkner.v1.LinkNER``
+contract that does no work (an empty answer), under the serving benchmark's closed loop.
+
+Its CPU per request is what any Python gRPC front end pays before Ray Serve's request handling,
+routing and the model; set against ``benchmarks/serving.py``'s ingress CPU per request, it tells
+how much of the stack is the server framework and how much is the rest.
+
+    python benchmarks/grpc_floor.py [--seconds 8] [--concurrency 1,32]
+
+Writes ``benchmarks/results/grpc_floor.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+TEXT = "EU rejects German call to boycott British lamb ."
+
+
+def bare_server(port: int, ready: Any, use_uvloop: bool) -> None:
+    """Serve ``LinkNER.Recognize`` on ``port`` with an empty answer until killed."""
+    import grpc
+
+    from protos.linkner.v1 import linkner_pb2 as pb
+    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
+
+    class Bare(pb_grpc.LinkNERServicer):
+        async def Recognize(self, request: Any, context: Any) -> Any:  # noqa: N802 (the RPC's name)
+            return pb.RecognizeResponse(model="bare")
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        pb_grpc.add_LinkNERServicer_to_server(Bare(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        ready.set()
+        await server.wait_for_termination()
+
+    if use_uvloop:
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(main())
+
+
+def measure(use_uvloop: bool, levels: list[int], seconds: float) -> list[dict[str, Any]]:
+    """One bare server (in a process of its own); a row per concurrency level."""
+    import psutil
+
+    from serve.ports import free_port
+    from serving import closed_loop
+
+    context = multiprocessing.get_context("spawn")
+    port, ready = free_port(), context.Event()
+    server = context.Process(target=bare_server, args=(port, ready, use_uvloop), daemon=True)
+    server.start()
+    ready.wait(60)
+    process, client = psutil.Process(server.pid), psutil.Process()
+    target, texts = f"127.0.0.1:{port}", [TEXT] * 50
+    rows = []
+    try:
+        asyncio.run(closed_loop(target, texts, [9] * 50, 8, 2.0))  # warm up
+        for concurrency in levels:
+            server_before, client_before = sum(process.cpu_times()[:2]), sum(client.cpu_times()[:2])
+            result = asyncio.run(closed_loop(target, texts, [9] * 50, concurrency, seconds))
+            server_after, client_after = sum(process.cpu_times()[:2]), sum(client.cpu_times()[:2])
+            answered = max(1, result["answered"])
+            rows.append({"event_loop": "uvloop" if use_uvloop else "asyncio", "concurrency": concurrency,
+                         "requests_per_s": result["requests_per_s"], "statuses": result["statuses"],
+                         "server_cpu_ms_per_request": 1000 * (server_after - server_before) / answered,
+                         "client_cpu_ms_per_request": 1000 * (client_after - client_before) / answered})
+            print(rows[-1], flush=True)
+    finally:
+        server.kill()
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["Bare grpc.aio server of linkner.v1.LinkNER (empty answers), closed loop from a grpc.aio stub", "",
+             "| server event loop | callers | requests/s | server CPU ms / request | load generator CPU ms / request |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['event_loop']} | {row['concurrency']} | {row['requests_per_s']:.0f} | "
+                     f"{row['server_cpu_ms_per_request']:.2f} | {row['client_cpu_ms_per_request']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "grpc_floor.json")
+    args = parser.parse_args(argv)
+    from serving import write_results
+
+    levels = [int(level) for level in args.concurrency.split(",")]
+    rows = measure(False, levels, args.seconds) + measure(True, levels, args.seconds)
+    write_results(args.out, {"rows": rows}, markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
