@@ -219,7 +219,7 @@ def per_part(parts: dict[str, list[int]], measure: Any) -> dict[str, float]:
 
 def cpu_seconds(parts: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds (user + system) each part of the stack has used."""
-    return per_part(parts, lambda process: process.cpu_times().user + process.cpu_times().system)
+    return per_part(parts, lambda process: sum(process.cpu_times()[:2]))
 
 
 def resident_mb(parts: dict[str, list[int]]) -> dict[str, float]:

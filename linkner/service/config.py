@@ -41,12 +41,12 @@ class NERConfig(BaseModel):
     device: str = "auto"
     threads: int | None = Field(1, ge=1, description="torch threads per replica (per forward pass)")
     concurrent_passes: int = Field(1, ge=1, description="embedded: forward passes the ingress runs at once, each "
-                                   "in its own worker thread with `threads` torch threads (the pool runs one per "
-                                   "replica: add replicas instead)")
+                                   "in a worker thread or process of its own (`pass_workers`) with `threads` torch "
+                                   "threads (the pool runs one per replica: add replicas instead)")
     pass_workers: Literal["thread", "process"] = Field(
         "thread", description="embedded: where each concurrent pass runs: a worker thread of the ingress, or a "
         "worker process of its own with its own copy of the model (no interpreter lock shared with the request "
-        "handling: 1.3x the requests/s of threads on 2 CPU cores, README \"Serving\")")
+        "handling: 1.2-1.4x the requests/s of threads at 8-128 callers on 2 CPU cores, README \"Serving\")")
     max_batch_size: int = Field(16, ge=1, description="requests merged into one forward pass")
     batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill; the ingress "
                                         "already coalesces concurrent requests, so this stays short")
