@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "in-process rows then also run that many batched calls at once")
     parser.add_argument("--pass-workers", choices=["thread", "process"], default=None,
                         help="ner.pass_workers of the embedded model (default: serve_config.yaml's)")
+    parser.add_argument("--lone-pass-borrows", action=argparse.BooleanOptionalAction, default=None,
+                        help="ner.lone_pass_borrows of the embedded worker processes (default: serve_config.yaml's)")
     parser.add_argument("--compare-pass-workers", action="store_true",
                         help="also measure the local path with the embedded model's other ner.pass_workers")
     parser.add_argument("--compare-placement", action="store_true",
@@ -89,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.concurrent_passes = shipped.get("concurrent_passes", 1)
     if args.pass_workers is None:
         args.pass_workers = shipped.get("pass_workers", "thread")
+    if args.lone_pass_borrows is None:
+        args.lone_pass_borrows = shipped.get("lone_pass_borrows", True)
     return args
 
 
@@ -320,6 +324,7 @@ def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None
         "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size,
                 "placement": placement or args.ner_placement, "concurrent_passes": args.concurrent_passes,
                 "pass_workers": pass_workers or args.pass_workers,
+                "lone_pass_borrows": args.lone_pass_borrows,
                 **({} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s})},
         "llm_pool": {"enabled": False},
     }
@@ -526,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
                               "batch_wait_s": args.batch_wait_s,
                               "throughput_optimized": args.throughput_optimized, "ingress": args.ingress,
                               "ner_placement": args.ner_placement, "concurrent_passes": args.concurrent_passes,
-                              "pass_workers": args.pass_workers,
+                              "pass_workers": args.pass_workers, "lone_pass_borrows": args.lone_pass_borrows,
                               "model": str(args.model)}
     if not args.no_inprocess:
         report["inprocess"] = inprocess_rows(args, [s.tokens for s in sentences])

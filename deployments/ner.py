@@ -45,7 +45,7 @@ class LocalNER:
             from linkner.model.processes import PredictorProcesses, PredictorSpec
 
             spec = PredictorSpec(config.checkpoint, config.device, config.threads or 1, options)
-            self.processes = PredictorProcesses(spec, config.concurrent_passes)
+            self.processes = PredictorProcesses(spec, config.concurrent_passes, borrow_idle=config.lone_pass_borrows)
         else:
             self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, **options)
 

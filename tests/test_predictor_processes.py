@@ -100,3 +100,62 @@ def test_large_calls_under_uvloop_as_ray_serve_runs_them(processes, toy_dev):
     assert len(big) == len(sentences) and len(small) == 7
     assert big[:7] == small
     assert all(worker.process.is_alive() for worker in processes._workers)
+
+
+def _threads_of(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_a_lone_call_runs_on_every_workers_cores_and_overlapping_calls_each_on_their_own(tiny_checkpoint, toy_dev):
+    """Idle, a call borrows the other workers (their cores run its pass); once calls overlap, each
+    worker runs a pass of its own again, and borrowing comes back when the load goes."""
+    pool = PredictorProcesses(PredictorSpec(str(tiny_checkpoint), "cpu", 1, {"mc_samples": 2}), count=2)
+    sentences = [list(s.tokens) for s in toy_dev] * 4
+
+    async def held(call: asyncio.Future) -> list[int]:
+        """Workers borrowed by each call in flight, once ``call`` is sent."""
+        await asyncio.sleep(0)
+        return [len(worker.borrowed) for worker in pool._workers if worker.pending is not None]
+
+    async def scenario():
+        pool.borrow_idle = False  # the control: a pass on the worker's own thread
+        await asyncio.gather(*[pool.predict(sentences, ["confidence"]) for _ in range(2)])
+        threads_before = {worker.process.pid: _threads_of(worker.process.pid) for worker in pool._workers}
+        assert [len(worker.borrowed) for worker in pool._workers] == [0, 0]
+        await pool.predict(sentences, ["confidence"])
+        threads_unborrowed = {pid: _threads_of(pid) for pid in threads_before}
+        pool.borrow_idle = True
+        lone = asyncio.ensure_future(pool.predict(sentences, ["confidence"]))
+        lone_held = await held(lone)
+        assert pool._idle.empty()  # the other worker is lent to the lone call
+        await lone
+        threads_after = {pid: _threads_of(pid) for pid in threads_before}
+        assert pool._idle.qsize() == 2
+        # calls arriving together: the first may borrow, the ones that waited never do
+        rounds = []
+        for _ in range(6):
+            calls = [asyncio.ensure_future(pool.predict(sentences, ["confidence"])) for _ in range(3)]
+            await calls[0]
+            rounds.append(await held(calls[1]))
+            await asyncio.gather(*calls)
+        overlapped_lone = await held(call := asyncio.ensure_future(pool.predict(sentences, ["confidence"])))
+        await call
+        for _ in range(12):  # quiet again: one call at a time
+            await pool.predict(sentences[:2], ["confidence"])
+        quiet_lone = await held(call := asyncio.ensure_future(pool.predict(sentences, ["confidence"])))
+        await call
+        return lone_held, (threads_before, threads_unborrowed, threads_after), rounds, overlapped_lone, quiet_lone
+
+    try:
+        lone_held, (before, unborrowed, after), rounds, overlapped_lone, quiet_lone = asyncio.run(scenario())
+    finally:
+        pool.close()
+    assert lone_held == [1]
+    # the lone call's worker ran its pass on 2 torch threads: its thread pools grew (a pass on one did not)
+    assert unborrowed == before
+    grown = sorted(after[pid] - before[pid] for pid in before)
+    assert grown[0] == 0 and grown[1] >= 1, grown
+    assert rounds[0] == [0, 0], rounds  # the two calls that waited for the lone one run side by side
+    assert not any(any(held) for held in rounds), rounds  # and no call that waited ever borrows
+    assert overlapped_lone == [0]  # calls have been overlapping: no borrowing
+    assert quiet_lone == [1]
