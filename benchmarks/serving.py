@@ -192,8 +192,9 @@ def stack_processes() -> dict[str, list[int]]:
 
 
 def deployment_of(title: str) -> str:
-    """The deployment of a replica's process title (``ray::ServeReplica:APP:DEPLOYMENT``)."""
-    return title.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[-1]
+    """The deployment of a replica's process title (``ray::ServeReplica:APP:DEPLOYMENT``, with
+    ``.METHOD`` appended while the replica runs a method, e.g. ``ingress.check_health``)."""
+    return title.split("ServeReplica:", 1)[1].split()[0].rsplit(":", 1)[-1].split(".", 1)[0]
 
 
 def owner_part(process: Any) -> str:

@@ -53,8 +53,8 @@ class PredictorSpec:
 
 OVERLAP_TO_BORROW = 0.25
 """A lone call borrows idle workers only while fewer than this share of recent calls had another
-call arrive during them: borrowing makes such a call wait for the whole pass (at 2 callers on 2
-cores, -15% requests/s when every lone call borrowed)."""
+call arrive during them: when calls overlap, a call arriving during a borrowed pass waits for all of
+it instead of starting on a core of its own."""
 OVERLAP_WEIGHT = 0.2
 """Weight of the newest call in that moving share (about the last 5 calls count)."""
 
