@@ -144,7 +144,7 @@ class LinkNERIngress:
         self.router = config.router
         if ner is not None:
             self.ner: NERClient = NERPool(ner)
-        else:  # imported here: with the pool, the ingress never loads torch
+        else:  # imported here: with the pool or passes in worker processes, the ingress loads no torch for the model
             from deployments.ner import LocalNER
 
             self.ner = LocalNER.in_this_replica(config.ner)

@@ -7,15 +7,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ray import serve
 
 from deployments.metrics import NERMetrics
 from linkner.data.spans import Entity
-from linkner.model.predictor import SpanPredictor
 from linkner.service.config import NERConfig
 from linkner.telemetry import TelemetryConfig, current_carrier, setup_tracing, traced
+
+if TYPE_CHECKING:  # torch comes with it: an ingress whose passes run in worker processes never loads it
+    from linkner.model.predictor import SpanPredictor
 
 CallItem = tuple[list[list[str]], tuple[str, ...], dict[str, str], list[int], float]
 """One call's sentences, estimators, trace carrier, document ids and the time it was queued."""
@@ -26,12 +28,10 @@ class LocalNER:
     embedded one is called directly, the pool's through :class:`NERReplica`."""
 
     def __init__(self, config: NERConfig, replica_id: str = "", node_id: str = "") -> None:
-        import torch
-
         self.metrics = NERMetrics()
         if config.threads:
-            torch.set_num_threads(config.threads)
-            # the fast tokenizer's own thread pool would otherwise take every core for each batch
+            # the fast tokenizer's own thread pool would otherwise take every core for each batch (worker
+            # processes inherit these; they set their torch threads themselves)
             os.environ["RAYON_NUM_THREADS"] = str(config.threads)
             os.environ["TOKENIZERS_PARALLELISM"] = "true" if config.threads > 1 else "false"
         # where this model runs: on its spans, so a trace shows which replica and node answered
@@ -47,6 +47,12 @@ class LocalNER:
             spec = PredictorSpec(config.checkpoint, config.device, config.threads or 1, options)
             self.processes = PredictorProcesses(spec, config.concurrent_passes, borrow_idle=config.lone_pass_borrows)
         else:
+            import torch
+
+            from linkner.model.predictor import SpanPredictor
+
+            if config.threads:
+                torch.set_num_threads(config.threads)
             self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, **options)
 
     @classmethod

@@ -265,6 +265,23 @@ def pass_workers(app: str) -> list:
             if "spawn_main" in " ".join(child.cmdline())]
 
 
+def test_an_ingress_whose_passes_run_in_worker_processes_never_loads_torch(cluster):
+    """The model lives in the worker processes alone: the ingress replica maps no torch library
+    (its workers do), so it holds half the memory it did."""
+    import psutil
+
+    with client(cluster, "down") as c:
+        assert c.recognize(TEXT, policy="none").entities  # answered through the workers
+    [replica] = [process for process in psutil.process_iter(["cmdline"])
+                 if "ServeReplica:down:ingress" in " ".join(process.info["cmdline"] or [])]
+
+    def maps_torch(process) -> bool:
+        return any("libtorch" in region.path for region in process.memory_maps())
+
+    assert not maps_torch(replica)
+    assert all(maps_torch(worker) for worker in pass_workers("down"))
+
+
 def test_a_killed_pass_worker_is_replaced_and_the_service_keeps_answering(cluster):
     from clients.client import LinkNERError
 

@@ -49,8 +49,8 @@ class NERConfig(BaseModel):
         "handling: 1.1-1.4x the requests/s of threads at 8-128 callers on 2 CPU cores, README \"Serving\")")
     lone_pass_borrows: bool = Field(True, description="embedded, worker processes: a pass that finds every worker "
                                     "idle, no call waiting and few recent calls overlapping also runs on the other "
-                                    "workers' threads (a lone caller's sentence on 2 cores: 7 ms instead of 11); a call "
-                                    "that waited never does, so under load each worker runs its own")
+                                    "workers' threads (a lone caller's sentence on 2 cores: 7 ms instead of 11); a "
+                                    "call that waited never does, so under load each worker runs its own")
     max_batch_size: int = Field(16, ge=1, description="requests merged into one forward pass")
     batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill; the ingress "
                                         "already coalesces concurrent requests, so this stays short")
