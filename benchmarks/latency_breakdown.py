@@ -103,24 +103,19 @@ def measure_config(name: str, args: argparse.Namespace, texts: list[str], receiv
     import grpc
     import ray
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
     from protos.linkner.v1 import linkner_pb2 as pb
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
-    from serve.app import GRPC_SERVICER, build_app
+    from serve.app import build_app
     from serve.direct_ingress import PORT_SPAN, direct_ingress_env, grpc_targets, proxy_port
 
     environment, ner = CONFIGS[name]
     port = serving.free_ports(PORT_SPAN + 1)
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **direct_ingress_env(port), **environment}
     saved = {key: os.environ.get(key) for key in env}
-    os.environ.update({key: value for key, value in env.items() if key.startswith("RAY_")})
-    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 * 1024 * 1024, runtime_env={"env_vars": env})
     client_ms: dict[str, float] = {}
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": serving.free_port()},
-                    grpc_options=gRPCOptions(port=proxy_port(port), grpc_servicer_functions=[GRPC_SERVICER]))
+        serving.start_local_serve(env, proxy_port(port))
         telemetry = {"exporter": "otlp", "otlp_endpoint": receiver, "sampler_ratio": 1.0}
         serve.run(build_app({"ner": {"checkpoint": str(args.model), "threads": args.threads, **ner},
                              "llm_pool": {"enabled": False}, "telemetry": telemetry}),

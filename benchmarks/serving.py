@@ -315,6 +315,22 @@ def measured_levels(name: str, address: str, texts: list[str], words: list[int],
     return rows
 
 
+def start_local_serve(env: dict[str, str], grpc_port: int) -> None:
+    """A Ray instance of this process's own on loopback, ``env`` in every worker (its ``RAY_*`` keys
+    also here, where Ray reads them at start), and Serve with its gRPC proxy on ``grpc_port``."""
+    import ray
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    from serve.app import GRPC_SERVICER
+
+    os.environ.update({key: value for key, value in env.items() if key.startswith("RAY_")})
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
+             object_store_memory=256 * 1024 * 1024, runtime_env={"env_vars": env})
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
+                grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER]))
+
+
 def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
               placement: str | None = None, pass_workers: str | None = None) -> None:
     from ray import serve
@@ -352,11 +368,8 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
                 report_long: list[dict[str, Any]]) -> list[dict[str, Any]]:
     import ray
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
     from protos.linkner.v1 import linkner_pb2 as pb
-    from serve.app import GRPC_SERVICER
-
     from serve.direct_ingress import PORT_SPAN, direct_ingress_env, grpc_targets, proxy_port
 
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
@@ -368,12 +381,8 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
     direct = args.ingress in ("direct", "both")
     if direct:
         env.update(direct_ingress_env(port))
-    os.environ.update({key: value for key, value in env.items() if key.startswith("RAY_")})
-    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 * 1024 * 1024, runtime_env={"env_vars": env})
     proxy = f"127.0.0.1:{proxy_port(port) if direct else port}"
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
-                grpc_options=gRPCOptions(port=int(proxy.rsplit(":", 1)[1]), grpc_servicer_functions=[GRPC_SERVICER]))
+    start_local_serve(env, int(proxy.rsplit(":", 1)[1]))
 
     def deployed(llm: bool, router: dict[str, Any] | None = None, placement: str | None = None,
                  pass_workers: str | None = None) -> str:

@@ -49,11 +49,11 @@ class LocalNER:
         else:
             import torch
 
-            from linkner.model.predictor import SpanPredictor
+            from linkner.model import predictor
 
             if config.threads:
                 torch.set_num_threads(config.threads)
-            self.predictor = SpanPredictor.from_checkpoint(config.checkpoint, config.device, **options)
+            self.predictor = predictor.SpanPredictor.from_checkpoint(config.checkpoint, config.device, **options)
 
     @classmethod
     def in_this_replica(cls, config: NERConfig) -> "LocalNER":
