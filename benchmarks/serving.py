@@ -85,14 +85,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.seconds, args.sentences, args.concurrency, args.llm_concurrency = 3.0, 300, "1,32,64", "8"
     shipped = shipped_ner_settings()
-    if args.ner_placement is None:
-        args.ner_placement = shipped.get("placement", "pool")
-    if args.concurrent_passes is None:
-        args.concurrent_passes = shipped.get("concurrent_passes", 1)
-    if args.pass_workers is None:
-        args.pass_workers = shipped.get("pass_workers", "thread")
-    if args.lone_pass_borrows is None:
-        args.lone_pass_borrows = shipped.get("lone_pass_borrows", True)
+    for option, setting in (("ner_placement", "placement"), ("concurrent_passes", "concurrent_passes"),
+                            ("pass_workers", "pass_workers"), ("lone_pass_borrows", "lone_pass_borrows")):
+        if getattr(args, option) is None:
+            setattr(args, option, shipped[setting])
     return args
 
 
@@ -105,8 +101,10 @@ def shipped_application() -> dict[str, Any]:
 
 
 def shipped_ner_settings() -> dict[str, Any]:
-    """The ``ner`` args of the shipped serve_config.yaml."""
-    return shipped_application().get("args", {}).get("ner", {})
+    """The ``ner`` settings of the shipped serve_config.yaml (NERConfig's defaults where it names none)."""
+    from linkner.service.config import NERConfig
+
+    return NERConfig(**shipped_application().get("args", {}).get("ner", {})).model_dump()
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -148,7 +148,6 @@ class PredictorProcesses:
             self._loop, self._idle = loop, asyncio.LifoQueue()
             for worker in self._workers:
                 worker.borrowed = []  # a stale call's borrowed workers are idle again
-            for worker in self._workers:
                 self._watch(loop, worker)
                 if worker.pending is None:
                     self._idle.put_nowait(worker)
@@ -219,10 +218,14 @@ class PredictorProcesses:
 
     def _release(self, worker: _Worker) -> None:
         """``worker`` and the workers it borrowed are idle again."""
+        self._return_borrowed(worker)
+        self._idle.put_nowait(worker)
+
+    def _return_borrowed(self, worker: _Worker) -> None:
+        """The workers ``worker``'s call borrowed are idle again."""
         for lent in worker.borrowed:
             self._idle.put_nowait(lent)
         worker.borrowed = []
-        self._idle.put_nowait(worker)
 
     def _replace(self, worker: _Worker) -> None:
         """Fail the dead worker's call and start another in its place (in a thread: it loads a model)."""
@@ -234,9 +237,7 @@ class PredictorProcesses:
         log.warning("NER worker process %s ended (exit code %s); starting another", worker.process.pid, code)
         if worker.pending not in (None, STALE) and not worker.pending.done():
             worker.pending.set_exception(WorkerLost(f"the NER worker process ended (exit code {code})"))
-        for lent in worker.borrowed:  # the workers it had borrowed go on answering
-            self._idle.put_nowait(lent)
-        worker.borrowed = []
+        self._return_borrowed(worker)  # they go on answering
         self._workers.remove(worker)
 
         async def restart() -> None:
