@@ -133,29 +133,31 @@ class CoalescingRecognizer:
             asyncio.ensure_future(self._send(batch))
 
     async def _send(self, items: list[_Pending]) -> None:
-        """One NER call for ``items``; each gets its own sentences' predictions (or the error)."""
+        """One NER call for ``items``; each gets its own sentences' predictions (or the error).
+
+        The next call is sent before the answered requests are woken: their responses take the
+        event loop a while, and the pass behind the freed slot would wait for all of them."""
+        sentences = [sentence for item in items for sentence in item.sentences]
+        estimators = sorted({name for item in items for name in item.estimators})
+        # each request is a document of its own (only the learned estimator looks across sentences)
+        documents = [number for number, item in enumerate(items) for _ in item.sentences] \
+            if LEARNED in estimators else None
+        failure: Exception | None = None
         try:
-            sentences = [sentence for item in items for sentence in item.sentences]
-            estimators = sorted({name for item in items for name in item.estimators})
-            # each request is a document of its own (only the learned estimator looks across sentences)
-            documents = [number for number, item in enumerate(items) for _ in item.sentences] \
-                if LEARNED in estimators else None
-            try:
-                predictions = await self.ner.predict(sentences, estimators, items[0].carrier, documents)
-            except Exception as error:  # noqa: BLE001 (every waiting request learns of it)
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-                return
-            cursor = 0
-            for item in items:
-                part = predictions[cursor : cursor + len(item.sentences)]
-                cursor += len(item.sentences)
-                if not item.future.done():
-                    item.future.set_result(part)
-        finally:
+            predictions = await self.ner.predict(sentences, estimators, items[0].carrier, documents)
+        except Exception as error:  # noqa: BLE001 (every waiting request learns of it)
+            failure = error
+        finally:  # the slot is free, and the next call on its way, before any request is woken
             self._in_flight -= 1
             self._dispatch()
+        cursor = 0
+        for item in items:
+            if not item.future.done():
+                if failure is not None:
+                    item.future.set_exception(failure)
+                else:
+                    item.future.set_result(predictions[cursor : cursor + len(item.sentences)])
+            cursor += len(item.sentences)
 
 
 def len_words(item: _Pending) -> int:

@@ -73,3 +73,27 @@ def test_a_failing_call_fails_every_request_in_it_and_the_next_call_still_goes()
     assert isinstance(first, RuntimeError) and "replica died" in str(first)
     assert second == [["c"]] and third == [["e"]]  # waited, then went together in the next call
     assert ner.calls == 2
+
+
+def test_the_next_call_goes_before_the_answered_requests_are_woken():
+    """Answering the finished call's requests takes the event loop a while (responses, metrics):
+    the freed pass must not sit idle behind them."""
+    events = []
+
+    class Recording:
+        async def predict(self, sentences, estimators, carrier, documents=None):
+            events.append(f"call {sentences[0][0]}")
+            await asyncio.sleep(0.01)
+            return [[sentence[0]] for sentence in sentences]
+
+    recognizer = CoalescingRecognizer(Recording(), ["PER"], calls_in_flight=1)
+
+    async def request(word):
+        assert await recognizer.recognize([[word]], ["confidence"]) == [[word]]
+        events.append(f"answered {word}")
+
+    async def main():
+        await asyncio.gather(request("a"), request("b"))
+
+    asyncio.run(asyncio.wait_for(main(), 5))
+    assert events == ["call a", "call b", "answered a", "answered b"]
