@@ -4,12 +4,8 @@ request is measured and written out."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import grpc_floor  # noqa: E402
+import grpc_floor
 
 
 def test_a_bare_server_answers_every_call_and_its_cpu_per_request_is_measured(tmp_path) -> None:

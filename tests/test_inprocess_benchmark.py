@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import inprocess
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import inprocess  # noqa: E402
-
-from linkner.data.readers import write_dataset  # noqa: E402
-from linkner.model.predictor import SpanPredictor  # noqa: E402
+from linkner.data.readers import write_dataset
+from linkner.model.predictor import SpanPredictor
 
 
 def test_rows_and_ratios_on_the_tiny_checkpoint(tiny_checkpoint, toy_dev) -> None:

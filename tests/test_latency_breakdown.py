@@ -1,12 +1,7 @@
 """benchmarks/latency_breakdown.py cuts one request's spans into stages that add up to what the
 caller measured."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import latency_breakdown  # noqa: E402
+import latency_breakdown
 
 
 def span(name, start_ms, end_ms):

@@ -112,8 +112,8 @@ def test_a_lone_call_runs_on_every_workers_cores_and_overlapping_calls_each_on_t
     pool = PredictorProcesses(PredictorSpec(str(tiny_checkpoint), "cpu", 1, {"mc_samples": 2}), count=2)
     sentences = [list(s.tokens) for s in toy_dev] * 4
 
-    async def held(call: asyncio.Future) -> list[int]:
-        """Workers borrowed by each call in flight, once ``call`` is sent."""
+    async def held() -> list[int]:
+        """Workers borrowed by each call in flight, once the call just made is sent."""
         await asyncio.sleep(0)
         return [len(worker.borrowed) for worker in pool._workers if worker.pending is not None]
 
@@ -126,7 +126,7 @@ def test_a_lone_call_runs_on_every_workers_cores_and_overlapping_calls_each_on_t
         threads_unborrowed = {pid: _threads_of(pid) for pid in threads_before}
         pool.borrow_idle = True
         lone = asyncio.ensure_future(pool.predict(sentences, ["confidence"]))
-        lone_held = await held(lone)
+        lone_held = await held()
         assert pool._idle.empty()  # the other worker is lent to the lone call
         await lone
         threads_after = {pid: _threads_of(pid) for pid in threads_before}
@@ -136,13 +136,15 @@ def test_a_lone_call_runs_on_every_workers_cores_and_overlapping_calls_each_on_t
         for _ in range(6):
             calls = [asyncio.ensure_future(pool.predict(sentences, ["confidence"])) for _ in range(3)]
             await calls[0]
-            rounds.append(await held(calls[1]))
+            rounds.append(await held())
             await asyncio.gather(*calls)
-        overlapped_lone = await held(call := asyncio.ensure_future(pool.predict(sentences, ["confidence"])))
+        call = asyncio.ensure_future(pool.predict(sentences, ["confidence"]))
+        overlapped_lone = await held()
         await call
         for _ in range(12):  # quiet again: one call at a time
             await pool.predict(sentences[:2], ["confidence"])
-        quiet_lone = await held(call := asyncio.ensure_future(pool.predict(sentences, ["confidence"])))
+        call = asyncio.ensure_future(pool.predict(sentences, ["confidence"]))
+        quiet_lone = await held()
         await call
         return lone_held, (threads_before, threads_unborrowed, threads_after), rounds, overlapped_lone, quiet_lone
 

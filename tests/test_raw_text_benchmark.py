@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from raw_text import detokenize, evaluate, load_documents, markdown  # noqa: E402
+from raw_text import detokenize, evaluate, load_documents, markdown
 
 
 def test_detokenize_glues_punctuation_and_keeps_offsets() -> None:

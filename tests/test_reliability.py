@@ -9,16 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import cluster_harness as harness  # noqa: E402
 from openai_peer import OpenAIPeer  # noqa: E402

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import robust_training
 
-import robust_training  # noqa: E402
-
-from linkner.data.readers import write_dataset  # noqa: E402
-from linkner.model.predictor import SpanPredictor  # noqa: E402
+from linkner.data.readers import write_dataset
+from linkner.model.predictor import SpanPredictor
 
 
 def test_baseline_and_robust_side_by_side_in_two_processes(tiny_encoder, toy_train, toy_dev, tmp_path) -> None:

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import serving  # noqa: E402
+import serving
 
 
 def test_a_replica_counts_for_its_deployment_whatever_method_its_title_shows() -> None:

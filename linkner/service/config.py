@@ -46,7 +46,7 @@ class NERConfig(BaseModel):
     pass_workers: Literal["thread", "process"] = Field(
         "thread", description="embedded: where each concurrent pass runs: a worker thread of the ingress, or a "
         "worker process of its own with its own copy of the model (no interpreter lock shared with the request "
-        "handling: 1.1-1.4x the requests/s of threads at 8-128 callers on 2 CPU cores, README \"Serving\")")
+        "handling: 1.1-1.9x the requests/s of threads at 8-128 callers on 2 CPU cores, README \"Serving\")")
     lone_pass_borrows: bool = Field(True, description="embedded, worker processes: a pass that finds every worker "
                                     "idle, no call waiting and few recent calls overlapping also runs on the other "
                                     "workers' threads (a lone caller's sentence on 2 cores: 7 ms instead of 11); a "
