@@ -213,6 +213,24 @@ class JsonLinesSpanExporter:
         return True
 
 
+_recording_provider = False
+
+
+def tracing_on() -> bool:
+    """Whether this process has a tracer provider that records spans (the one :func:`setup_tracing`
+    installs, or one set by whoever embeds the library), not OpenTelemetry's default no-op."""
+    global _recording_provider
+    if not _recording_provider:
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            return False
+        # a provider is set once per process: once found, it stays
+        _recording_provider = not isinstance(trace.get_tracer_provider(),
+                                             (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+    return _recording_provider
+
+
 def setup_tracing(config: TelemetryConfig, component: str) -> None:
     """Install this process's tracer provider once (nothing for exporter ``none``)."""
     global _configured
@@ -229,7 +247,13 @@ def setup_tracing(config: TelemetryConfig, component: str) -> None:
 def traced(name: str, carrier: dict[str, str] | None = None, kind: str = "internal", **attributes: Any
            ) -> Iterator[Any]:
     """A span named ``name`` (``kind``: internal, client, server), child of the context in
-    ``carrier`` (W3C headers) when given; ``attributes`` are recorded as ``linkner.<key>``."""
+    ``carrier`` (W3C headers) when given; ``attributes`` are recorded as ``linkner.<key>``.
+
+    With no tracer set up and no caller's context to continue, it yields None at once: a no-op
+    span would record nothing and carry no context (and costs tens of microseconds a request)."""
+    if not carrier and not tracing_on():
+        yield None
+        return
     try:
         from opentelemetry import context as otel_context
         from opentelemetry import trace
@@ -269,7 +293,11 @@ def server_span(name: str, carrier: dict[str, str] | None, attributes: Mapping[s
     """A SERVER span for one incoming call, child of the caller's context in ``carrier``, with
     ``attributes`` as given (semantic-convention names). It is not made the current span (it may
     stay open across an async generator's yields): it yields the span and the W3C headers its
-    children are started from."""
+    children are started from (None and no headers when there is neither a tracer nor a caller's
+    context)."""
+    if not carrier and not tracing_on():
+        yield None, {}
+        return
     try:
         from opentelemetry import trace
         from opentelemetry.propagate import extract, inject

@@ -151,6 +151,45 @@ def test_deadline_shorter_than_the_llm_keeps_local_answers(tiny_checkpoint, toy_
     assert sum(len(s) for s in result.sentences) > 0
 
 
+class SlowRecognizer:
+    """A local model that takes ``delay_s`` and notes whether its call was cancelled."""
+
+    labels = ["PER", "LOC"]
+
+    def __init__(self, delay_s):
+        self.delay_s = delay_s
+        self.cancelled = False
+
+    async def recognize(self, sentences, estimators):
+        try:
+            await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return [[] for _ in sentences]
+
+
+def test_the_local_step_ends_at_the_deadline_and_gives_its_call_back():
+    """A local model slower than the caller's deadline: DeadlineExceeded at the deadline (not
+    when the model answers), and the pending call is cancelled so its batch slot is freed."""
+    import time
+
+    from linkner.routing.linker import DeadlineExceeded
+
+    slow = SlowRecognizer(5.0)
+    linker = RDCLinker(slow, None, DetectionPolicy(kind="none"))
+    started = time.perf_counter()
+    with pytest.raises(DeadlineExceeded, match="before the local model answered"):
+        run(linker.link([["a", "b"]], deadline_at=time.time() + 0.2))
+    assert 0.15 < time.perf_counter() - started < 1.5 and slow.cancelled
+    quick = SlowRecognizer(0.01)
+    result = run(RDCLinker(quick, None, DetectionPolicy(kind="none")).link([["a"]], deadline_at=time.time() + 5))
+    assert result.sentences == [[]] and not quick.cancelled
+    late = RDCLinker(SlowRecognizer(5.0), None, DetectionPolicy(kind="none"))
+    with pytest.raises(DeadlineExceeded):  # already past: no wait at all
+        run(late.link([["a"]], deadline_at=time.time() - 1))
+
+
 def synthetic_dev(count, wrong):
     """``count`` one-entity sentences (gold PER); the local model says LOC, very uncertain, on the
     sentences in ``wrong`` and PER, fairly sure, elsewhere (distinct uncertainties, distinct words)."""

@@ -140,3 +140,41 @@ def test_an_unreachable_collector_adds_no_latency():
         assert p99 < 0.005, timings  # no span waited for the collector (its timeout is seconds)
     finally:
         hole.close()
+
+
+TRACER_LESS_PROCESS = """
+from linkner.telemetry import TelemetryConfig, build_provider, server_span, traced, tracing_on
+from opentelemetry import trace
+
+assert not tracing_on()
+with server_span("call", {}, {}) as (span, carrier):
+    assert span is None and carrier == {}
+with traced("linkner.link") as span:
+    assert span is None
+caller = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+with server_span("call", caller, {}) as (span, carrier):  # no tracer, but a caller's trace: it travels on
+    assert f"{span.get_span_context().trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+    with traced("linkner.request", carrier) as child:
+        assert f"{child.get_span_context().trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+trace.set_tracer_provider(build_provider(TelemetryConfig(exporter="console"), "test"))
+assert tracing_on()
+with server_span("call", {}, {}) as (span, carrier):
+    assert span.is_recording() and carrier["traceparent"]
+    with traced("linkner.request", carrier) as child:
+        assert child.is_recording() and child.get_span_context().trace_id == span.get_span_context().trace_id
+print("ok")
+"""
+
+
+def test_without_a_tracer_spans_cost_nothing_but_a_callers_trace_still_travels():
+    """No tracer set up (exporter none): no span objects at all unless a caller's trace context
+    must be carried on; once a tracer provider is set, every span records (own process: the
+    tracer provider is global and set once)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", TRACER_LESS_PROCESS], cwd=root, capture_output=True, text=True,
+                          timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0 and "ok" in done.stdout.splitlines(), done.stderr[-2000:]

@@ -157,8 +157,9 @@ class RDCLinker:
             return await call
         left = deadline_at - time.time()
         try:
-            return await asyncio.wait_for(call, max(left, 0.0))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(max(left, 0.0)):  # no task of its own, unlike wait_for
+                return await call
+        except TimeoutError:
             raise DeadlineExceeded(f"deadline exceeded before the local model answered "
                                    f"({max(left, 0.0):.2f}s were left for it)") from None
 
