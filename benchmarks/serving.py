@@ -33,6 +33,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 APP = "bench"
+WITHOUT_RAY = "ingress_without_ray"  # the benchmark module that runs the ingress class without Ray
 
 from serve.ports import free_port, free_ports  # noqa: E402 (after the path insert)
 
@@ -75,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also measure the local path with the embedded model's other ner.pass_workers")
     parser.add_argument("--compare-placement", action="store_true",
                         help="also measure the local path with the other ner.placement, side by side")
+    parser.add_argument("--compare-without-ray", action="store_true",
+                        help="also measure the local path with the same ingress class in a plain process on a "
+                             "grpc.aio server of its own, no Ray (benchmarks/ingress_without_ray.py)")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
     parser.add_argument("--long-document-words", type=int, default=5000,
                         help="short requests' latency while 2 callers send documents of this many words, with "
@@ -177,6 +181,8 @@ def stack_processes() -> dict[str, list[int]]:
             part = "serve controller"
         elif "ServeReplica:" in title:
             part = deployment_of(title)
+        elif WITHOUT_RAY in title:
+            part = "ingress"  # the ingress class in a plain process (--compare-without-ray)
         elif "VLLM" in title:
             part = "llm"  # the engine's own processes, started by the LLM replica
         elif title.startswith("ray::"):
@@ -201,6 +207,8 @@ def owner_part(process: Any) -> str:
         title = " ".join(parent.cmdline())
         if "ServeReplica:" in title:
             return deployment_of(title)
+        if WITHOUT_RAY in title:
+            return "ingress"
     return "ray daemons"
 
 
@@ -335,6 +343,13 @@ def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None
 
     from serve.app import build_app
 
+    serve.run(build_app(application_args(args, llm, router, placement, pass_workers)), name=APP, route_prefix=f"/{APP}",
+              logging_config=shipped_application().get("logging_config"))  # as shipped: no access log
+
+
+def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
+                     placement: str | None = None, pass_workers: str | None = None) -> dict[str, Any]:
+    """The LinkNER application's args for one measured configuration."""
     app_args: dict[str, Any] = {
         "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size,
                 "placement": placement or args.ner_placement, "concurrent_passes": args.concurrent_passes,
@@ -347,8 +362,33 @@ def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None
         app_args["llm_pool"] = {"enabled": True, "llm": {"backend": "vllm", "model": str(args.llm), "mode": "letter"}}
         app_args["router"] = {"use_calibration": False}
     app_args.setdefault("router", {}).update(router or {})
-    serve.run(build_app(app_args), name=APP, route_prefix=f"/{APP}",
-              logging_config=shipped_application().get("logging_config"))  # as shipped: no access log
+    return app_args
+
+
+def rows_without_ray(args: argparse.Namespace, texts: list[str], words: list[int]) -> list[dict[str, Any]]:
+    """The local path's levels against the same ingress class in a plain process with a gRPC server
+    of its own (``benchmarks/ingress_without_ray.py``), once Ray has shut down."""
+    import subprocess
+
+    from protos.linkner.v1 import linkner_pb2 as pb
+
+    if args.ner_placement != "embedded":
+        return []
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / f"{WITHOUT_RAY}.py"), "--port", str(port),
+                               "--app-args", json.dumps(application_args(args, False))],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        for line in server.stdout:  # the model loads in its worker processes first
+            if line.strip() == "READY":
+                break
+        else:
+            raise RuntimeError(f"{WITHOUT_RAY}.py ended before it answered (exit code {server.wait()})")
+        return measured_levels("local, the same ingress without Ray", f"127.0.0.1:{port}", texts, words,
+                               args.concurrency, args.seconds, pb.Options(policy="none"))
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def long_document(texts: list[str], words: int) -> str:
@@ -471,7 +511,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("")
     for key in ("served_vs_inprocess_c32", "served_vs_inprocess_one_pass_c32", "served_vs_hf_pipeline_c32", "stack_cpu_ms_per_request",
                 "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms", "direct_vs_proxy_c32",
-                "cpu_ms_saved_by_direct_ingress", "other_placement_vs_local_c32", "other_pass_workers_vs_local_c32"):
+                "cpu_ms_saved_by_direct_ingress", "other_placement_vs_local_c32", "other_pass_workers_vs_local_c32",
+                "local_vs_without_ray_c32", "without_ray_vs_inprocess_c32"):
         if report.get(key) is not None:
             lines.append(f"- {key}: {report[key]:.2f}")
     return "\n".join(lines)
@@ -502,6 +543,12 @@ def summarise(report: dict[str, Any]) -> None:
     other = {row["concurrency"]: row for row in report["served"] if row["path"].startswith("local, NER ")}
     if c32 and other.get(32):
         report["other_placement_vs_local_c32"] = other[32]["requests_per_s"] / c32["requests_per_s"]
+    without_ray = {row["concurrency"]: row for row in report["served"] if row["path"].endswith("without Ray")}
+    if c32 and without_ray.get(32):
+        report["local_vs_without_ray_c32"] = c32["requests_per_s"] / without_ray[32]["requests_per_s"]
+        if batched:
+            report["without_ray_vs_inprocess_c32"] = (without_ray[32]["sentences_per_s"]
+                                                      / same_threads["sentences_per_s"])
     workers = {row["concurrency"]: row for row in report["served"] if row["path"].startswith("local, passes in ")}
     if c32 and workers.get(32):
         report["other_pass_workers_vs_local_c32"] = workers[32]["requests_per_s"] / c32["requests_per_s"]
@@ -540,11 +587,13 @@ def main(argv: list[str] | None = None) -> int:
                               "throughput_optimized": args.throughput_optimized, "ingress": args.ingress,
                               "ner_placement": args.ner_placement, "concurrent_passes": args.concurrent_passes,
                               "pass_workers": args.pass_workers, "lone_pass_borrows": args.lone_pass_borrows,
-                              "model": str(args.model)}
+                              "compare_without_ray": args.compare_without_ray, "model": str(args.model)}
     if not args.no_inprocess:
         report["inprocess"] = inprocess_rows(args, [s.tokens for s in sentences])
     report["long_documents"] = []
     report["served"] = served_rows(args, texts, words, report["long_documents"])
+    if args.compare_without_ray:
+        report["served"] += rows_without_ray(args, texts, words)
     summarise(report)
     write_results(args.out, report, markdown(report))
     return 0

@@ -57,10 +57,16 @@ class LocalNER:
 
     @classmethod
     def in_this_replica(cls, config: NERConfig) -> "LocalNER":
-        """The model of the Serve replica this runs in, its spans labelled with the replica and node."""
+        """The model of the Serve replica this runs in, its spans labelled with the replica and node
+        ("local" outside Serve: ``benchmarks/ingress_without_ray.py`` runs the ingress in a plain process)."""
         import ray
+        from ray.serve.exceptions import RayServeException
 
-        return cls(config, serve.get_replica_context().replica_id.unique_id, ray.get_runtime_context().get_node_id())
+        try:
+            replica = serve.get_replica_context().replica_id.unique_id
+        except RayServeException:
+            return cls(config, "local", "local")
+        return cls(config, replica, ray.get_runtime_context().get_node_id())
 
     def request_span(self, carrier: dict[str, str] | None, sentences: int):
         """The ``linkner.ner.request`` span of one call (in the caller's trace)."""

@@ -1,0 +1,62 @@
+"""The LinkNER ingress without Ray: the same ``LinkNERIngress`` class, its embedded model in the
+same worker processes, answering on a plain ``grpc.aio`` server (uvloop) in an ordinary process.
+
+``benchmarks/serving.py --compare-without-ray`` runs it beside the served rows, under the same
+closed-loop load: what is left between served and in-process throughput once Ray Serve is out of
+the path is the per-request work of gRPC and the ingress itself. Not a way to serve: no replicas,
+queues, autoscaling, draining, health or Prometheus metrics.
+
+    python benchmarks/ingress_without_ray.py --port PORT --app-args JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+READY = "READY"  # printed on stdout once the server answers
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, required=True, help="loopback port to answer gRPC on")
+    parser.add_argument("--app-args", required=True, help="the application's args as JSON (serve_config's `args`)")
+    return parser.parse_args(argv)
+
+
+async def serve_forever(port: int, app_args: dict[str, Any]) -> None:
+    """Build the ingress from ``app_args`` (the embedded model only: no NER or LLM pool) and answer
+    ``linkner.v1.LinkNER`` on ``127.0.0.1:port`` until the process is stopped."""
+    import grpc
+
+    from deployments.grpc_deadlines import add_LinkNERServicer_to_server
+    from deployments.ingress import LinkNERIngress
+    from serve.app import validate_config
+
+    config = validate_config(app_args)
+    if config.ner.placement != "embedded" or config.llm_pool.enabled:
+        raise SystemExit("without Ray only the embedded model is measured: ner.placement embedded, llm_pool off")
+    ingress = LinkNERIngress.func_or_class(None, None, config)  # the class behind the Serve deployment
+    server = grpc.aio.server()
+    add_LinkNERServicer_to_server(ingress, server)  # on a plain server: the generated registration
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print(READY, flush=True)
+    await server.wait_for_termination()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    import uvloop  # what Ray runs a replica's event loop on
+
+    uvloop.run(serve_forever(args.port, json.loads(args.app_args)))
+    return 0
+
+
+if __name__ == "__main__":  # the embedded model's worker processes are spawned: they import this module
+    sys.exit(main())
