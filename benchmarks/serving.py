@@ -370,6 +370,7 @@ def rows_without_ray(args: argparse.Namespace, texts: list[str], words: list[int
     of its own (``benchmarks/ingress_without_ray.py``), once Ray has shut down."""
     import subprocess
 
+    from ingress_without_ray import READY
     from protos.linkner.v1 import linkner_pb2 as pb
 
     if args.ner_placement != "embedded":
@@ -380,7 +381,7 @@ def rows_without_ray(args: argparse.Namespace, texts: list[str], words: list[int
                               stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
         for line in server.stdout:  # the model loads in its worker processes first
-            if line.strip() == "READY":
+            if line.strip() == READY:
                 break
         else:
             raise RuntimeError(f"{WITHOUT_RAY}.py ended before it answered (exit code {server.wait()})")
