@@ -26,8 +26,9 @@ import os
 import random
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported
 ROOT = Path(__file__).resolve().parent.parent
@@ -365,31 +366,40 @@ def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any]
     return app_args
 
 
+@contextmanager
+def ingress_without_ray(app_args: dict[str, Any]) -> Iterator[tuple[Any, str]]:
+    """``benchmarks/ingress_without_ray.py`` serving ``app_args`` in a process of its own: yields the
+    process and the address it answers on, once its model has loaded; stops it on the way out."""
+    import subprocess
+
+    import ingress_without_ray as module
+
+    port = free_port()
+    command = [sys.executable, module.__file__, "--port", str(port), "--app-args", json.dumps(app_args)]
+    server = subprocess.Popen(command,
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        for line in server.stdout:  # the model loads in its worker processes first
+            if line.strip() == module.READY:
+                break
+        else:
+            raise RuntimeError(f"{WITHOUT_RAY}.py ended before it answered (exit code {server.wait()})")
+        yield server, f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def rows_without_ray(args: argparse.Namespace, texts: list[str], words: list[int]) -> list[dict[str, Any]]:
     """The local path's levels against the same ingress class in a plain process with a gRPC server
     of its own (``benchmarks/ingress_without_ray.py``), once Ray has shut down."""
-    import subprocess
-
-    from ingress_without_ray import READY
     from protos.linkner.v1 import linkner_pb2 as pb
 
     if args.ner_placement != "embedded":
         return []
-    port = free_port()
-    server = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / f"{WITHOUT_RAY}.py"), "--port", str(port),
-                               "--app-args", json.dumps(application_args(args, False))],
-                              stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        for line in server.stdout:  # the model loads in its worker processes first
-            if line.strip() == READY:
-                break
-        else:
-            raise RuntimeError(f"{WITHOUT_RAY}.py ended before it answered (exit code {server.wait()})")
-        return measured_levels("local, the same ingress without Ray", f"127.0.0.1:{port}", texts, words,
-                               args.concurrency, args.seconds, pb.Options(policy="none"))
-    finally:
-        server.terminate()
-        server.wait(30)
+    with ingress_without_ray(application_args(args, False)) as (_, address):
+        return measured_levels("local, the same ingress without Ray", address, texts, words, args.concurrency,
+                               args.seconds, pb.Options(policy="none"))
 
 
 def long_document(texts: list[str], words: int) -> str:
@@ -510,10 +520,10 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {how} | {row['short_p50_ms']:.0f} | {row['short_p99_ms']:.0f} | "
                          f"{row['long_documents']} | {row['long_p50_ms']:.0f} |")
     lines.append("")
-    for key in ("served_vs_inprocess_c32", "served_vs_inprocess_one_pass_c32", "served_vs_hf_pipeline_c32", "stack_cpu_ms_per_request",
-                "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms", "direct_vs_proxy_c32",
-                "cpu_ms_saved_by_direct_ingress", "other_placement_vs_local_c32", "other_pass_workers_vs_local_c32",
-                "local_vs_without_ray_c32", "without_ray_vs_inprocess_c32"):
+    for key in ("served_vs_inprocess_c32", "served_vs_inprocess_one_pass_c32", "served_vs_hf_pipeline_c32",
+                "stack_cpu_ms_per_request", "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms",
+                "direct_vs_proxy_c32", "cpu_ms_saved_by_direct_ingress", "other_placement_vs_local_c32",
+                "other_pass_workers_vs_local_c32", "local_vs_without_ray_c32", "without_ray_vs_inprocess_c32"):
         if report.get(key) is not None:
             lines.append(f"- {key}: {report[key]:.2f}")
     return "\n".join(lines)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import ingress_without_ray
 import serving
 
 
@@ -20,38 +19,24 @@ def test_the_ingress_without_ray_answers_over_grpc_and_counts_as_the_ingress(tin
     call with the embedded model's entities, and the benchmark counts it and its worker processes as
     the ingress (not as Ray's daemons)."""
     import argparse
-    import json
-    import os
-    import subprocess
-    import sys
 
     import grpc
     import psutil
 
     from protos.linkner.v1 import linkner_pb2 as pb
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
-    from serve.ports import free_port
 
     args = argparse.Namespace(model=tiny_checkpoint, threads=1, max_batch_size=16, ner_placement="embedded",
                               concurrent_passes=2, pass_workers="process", lone_pass_borrows=True, batch_wait_s=None,
                               llm=None)
-    port = free_port()
-    server = subprocess.Popen([sys.executable, str(serving.ROOT / "benchmarks" / "ingress_without_ray.py"),
-                               "--port", str(port), "--app-args", json.dumps(serving.application_args(args, False))],
-                              stdout=subprocess.PIPE, text=True, cwd=serving.ROOT,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        assert server.stdout.readline().strip() == ingress_without_ray.READY
+    with serving.ingress_without_ray(serving.application_args(args, False)) as (server, address):
         parts = serving.stack_processes()
         ours = {server.pid} | {child.pid for child in psutil.Process(server.pid).children(recursive=True)}
         assert len(ours) >= 3 and ours <= set(parts["ingress"])  # the server and its 2 workers, none elsewhere
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with grpc.insecure_channel(address) as channel:
             reply = pb_grpc.LinkNERStub(channel).Recognize(
                 pb.RecognizeRequest(text="John Smith lives in Berlin .", options=pb.Options(policy="none")), timeout=60)
             assert reply.model and not reply.degraded and reply.timings.total_ms > 0
             with pytest.raises(grpc.RpcError) as refused:
                 pb_grpc.LinkNERStub(channel).Recognize(pb.RecognizeRequest(text=""), timeout=60)
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    finally:
-        server.terminate()
-        server.wait(30)
