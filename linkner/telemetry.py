@@ -214,26 +214,36 @@ class JsonLinesSpanExporter:
 
 
 _recording_provider = False
+_provider_checked_at = -float("inf")
+PROVIDER_RECHECK_S = 1.0
+"""How long "no recording tracer provider" is believed before it is looked up again (a lookup reads
+the environment; this runs several times a request)."""
 
 
 def tracing_on() -> bool:
     """Whether this process has a tracer provider that records spans (the one :func:`setup_tracing`
-    installs, or one set by whoever embeds the library), not OpenTelemetry's default no-op."""
-    global _recording_provider
-    if not _recording_provider:
-        try:
-            from opentelemetry import trace
-        except ImportError:
-            return False
-        # a provider is set once per process: once found, it stays
-        _recording_provider = not isinstance(trace.get_tracer_provider(),
-                                             (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+    installs at once; one set by whoever embeds the library within :data:`PROVIDER_RECHECK_S`), not
+    OpenTelemetry's default no-op."""
+    global _recording_provider, _provider_checked_at
+    if _recording_provider:
+        return True
+    now = time.monotonic()
+    if now - _provider_checked_at < PROVIDER_RECHECK_S:
+        return False
+    _provider_checked_at = now
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return False
+    # a provider is set once per process: once found, it stays
+    _recording_provider = not isinstance(trace.get_tracer_provider(),
+                                         (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
     return _recording_provider
 
 
 def setup_tracing(config: TelemetryConfig, component: str) -> None:
     """Install this process's tracer provider once (nothing for exporter ``none``)."""
-    global _configured
+    global _configured, _recording_provider
     with _lock:
         if _configured or config.exporter == "none":
             return
@@ -241,6 +251,7 @@ def setup_tracing(config: TelemetryConfig, component: str) -> None:
 
         trace.set_tracer_provider(build_provider(config, component))
         _configured = True
+        _recording_provider = True
 
 
 @contextmanager
@@ -261,13 +272,18 @@ def traced(name: str, carrier: dict[str, str] | None = None, kind: str = "intern
     except ImportError:  # telemetry is optional for the core library
         yield None
         return
-    parent = extract(carrier) if carrier else otel_context.get_current()
-    tracer = trace.get_tracer(TRACER_NAME)
-    with tracer.start_as_current_span(name, context=parent, kind=_span_kind(kind)) as span:
-        for key, value in attributes.items():
-            if value is not None:
-                span.set_attribute(f"linkner.{key}", value)
-        yield span
+    # the caller's context is made current whole (its baggage too, not only its span), so what runs
+    # inside, and current_carrier() for the next process, carries it on
+    token = otel_context.attach(extract(carrier)) if carrier else None
+    try:
+        with trace.get_tracer(TRACER_NAME).start_as_current_span(name, kind=_span_kind(kind)) as span:
+            for key, value in attributes.items():
+                if value is not None:
+                    span.set_attribute(f"linkner.{key}", value)
+            yield span
+    finally:
+        if token is not None:
+            otel_context.detach(token)
 
 
 def current_carrier() -> dict[str, str]:

@@ -143,20 +143,29 @@ def test_an_unreachable_collector_adds_no_latency():
 
 
 TRACER_LESS_PROCESS = """
-from linkner.telemetry import TelemetryConfig, build_provider, server_span, traced, tracing_on
+import time
+from linkner.telemetry import (PROVIDER_RECHECK_S, TelemetryConfig, build_provider, current_carrier, server_span,
+                               traced, tracing_on)
 from opentelemetry import trace
 
 assert not tracing_on()
 with server_span("call", {}, {}) as (span, carrier):
     assert span is None and carrier == {}
 with traced("linkner.link") as span:
-    assert span is None
-caller = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    assert span is None and current_carrier() == {}
+caller = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "baggage": "tenant=acme"}
 with server_span("call", caller, {}) as (span, carrier):  # no tracer, but a caller's trace: it travels on
     assert f"{span.get_span_context().trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
     with traced("linkner.request", carrier) as child:
         assert f"{child.get_span_context().trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+        onward = current_carrier()  # what the next process gets
+        assert onward["traceparent"].split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736", onward
+        assert onward["baggage"] == "tenant=acme", onward
+with server_span("call", {"baggage": "tenant=acme"}, {}) as (span, carrier):  # baggage alone travels too
+    with traced("linkner.request", carrier):
+        assert current_carrier().get("baggage") == "tenant=acme"
 trace.set_tracer_provider(build_provider(TelemetryConfig(exporter="console"), "test"))
+time.sleep(PROVIDER_RECHECK_S)  # a provider set by whoever embeds the library is found within this
 assert tracing_on()
 with server_span("call", {}, {}) as (span, carrier):
     assert span.is_recording() and carrier["traceparent"]
