@@ -6,7 +6,11 @@ closed-loop load: what is left between served and in-process throughput once Ray
 the path is the per-request work of gRPC and the ingress itself. Not a way to serve: no replicas,
 queues, autoscaling, draining, health or Prometheus metrics.
 
-    python benchmarks/ingress_without_ray.py --port PORT --app-args JSON
+    python benchmarks/ingress_without_ray.py --port PORT --app-args JSON [--count-passes]
+
+With ``--count-passes`` it also counts the forward passes its model runs and their sentences, and
+prints ``PASSES <passes> <sentences>`` (totals so far) on stdout at each SIGUSR1
+(``benchmarks/pass_sizes.py`` reads how many sentences a pass carried at each load).
 """
 
 from __future__ import annotations
@@ -19,16 +23,33 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 READY = "READY"  # printed on stdout once the server answers
+PASSES = "PASSES"  # with --count-passes: "PASSES <passes> <sentences>" at each SIGUSR1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True, help="loopback port to answer gRPC on")
     parser.add_argument("--app-args", required=True, help="the application's args as JSON (serve_config's `args`)")
+    parser.add_argument("--count-passes", action="store_true", help="count passes and sentences (SIGUSR1 prints them)")
     return parser.parse_args(argv)
 
 
-async def serve_forever(port: int, app_args: dict[str, Any]) -> None:
+class PassCounter:
+    """The embedded model's NER metrics, also counted here: forward passes and their sentences."""
+
+    def __init__(self, metrics: Any) -> None:
+        self.metrics, self.passes, self.sentences = metrics, 0, 0
+
+    def batch(self, requests: int, sentences: int, waits_s: list[float]) -> None:
+        self.passes += 1
+        self.sentences += sentences
+        self.metrics.batch(requests, sentences, waits_s)
+
+    def report(self) -> None:
+        print(f"{PASSES} {self.passes} {self.sentences}", flush=True)
+
+
+async def serve_forever(port: int, app_args: dict[str, Any], count_passes: bool = False) -> None:
     """Build the ingress from ``app_args`` (the embedded model only: no NER or LLM pool) and answer
     ``linkner.v1.LinkNER`` on ``127.0.0.1:port`` until the process is stopped."""
     import grpc
@@ -41,6 +62,12 @@ async def serve_forever(port: int, app_args: dict[str, Any]) -> None:
     if config.ner.placement != "embedded" or config.llm_pool.enabled:
         raise SystemExit("without Ray only the embedded model is measured: ner.placement embedded, llm_pool off")
     ingress = LinkNERIngress.func_or_class(None, None, config)  # the class behind the Serve deployment
+    if count_passes:
+        import asyncio
+        import signal
+
+        counter = ingress.ner.metrics = PassCounter(ingress.ner.metrics)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, counter.report)
     server = grpc.aio.server()
     add_LinkNERServicer_to_server(ingress, server)  # on a plain server: the generated registration
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -54,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     import uvloop  # what Ray runs a replica's event loop on
 
-    uvloop.run(serve_forever(args.port, json.loads(args.app_args)))
+    uvloop.run(serve_forever(args.port, json.loads(args.app_args), args.count_passes))
     return 0
 
 

@@ -367,15 +367,17 @@ def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any]
 
 
 @contextmanager
-def ingress_without_ray(app_args: dict[str, Any]) -> Iterator[tuple[Any, str]]:
+def ingress_without_ray(app_args: dict[str, Any], count_passes: bool = False) -> Iterator[tuple[Any, str]]:
     """``benchmarks/ingress_without_ray.py`` serving ``app_args`` in a process of its own: yields the
-    process and the address it answers on, once its model has loaded; stops it on the way out."""
+    process and the address it answers on, once its model has loaded; stops it on the way out.
+    With ``count_passes``, :func:`passes_so_far` reads its passes and their sentences."""
     import subprocess
 
     import ingress_without_ray as module
 
     port = free_port()
-    command = [sys.executable, module.__file__, "--port", str(port), "--app-args", json.dumps(app_args)]
+    command = [sys.executable, module.__file__, "--port", str(port), "--app-args", json.dumps(app_args),
+               *(["--count-passes"] if count_passes else [])]
     server = subprocess.Popen(command,
                               stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
@@ -388,6 +390,21 @@ def ingress_without_ray(app_args: dict[str, Any]) -> Iterator[tuple[Any, str]]:
     finally:
         server.terminate()
         server.wait(30)
+
+
+def passes_so_far(server: Any) -> tuple[int, int]:
+    """Forward passes and their sentences so far, of an :func:`ingress_without_ray` server started
+    with ``count_passes``."""
+    import signal
+
+    import ingress_without_ray as module
+
+    server.send_signal(signal.SIGUSR1)
+    for line in server.stdout:
+        if line.startswith(module.PASSES):
+            passes, sentences = line.split()[1:]
+            return int(passes), int(sentences)
+    raise RuntimeError(f"{WITHOUT_RAY}.py ended (exit code {server.wait()})")
 
 
 def rows_without_ray(args: argparse.Namespace, texts: list[str], words: list[int]) -> list[dict[str, Any]]:

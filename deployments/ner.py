@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ray import serve
 
@@ -36,7 +36,7 @@ class LocalNER:
             os.environ["TOKENIZERS_PARALLELISM"] = "true" if config.threads > 1 else "false"
         # where this model runs: on its spans, so a trace shows which replica and node answered
         self.replica_id, self.node_id = replica_id, node_id
-        options = {"mc_samples": config.mc_samples, "consistency": config.document_consistency}
+        options = self.predictor_options(config)
         # embedded with worker processes: the model lives in the workers alone (they also answer
         # describe() and embed()); otherwise in this process
         self.predictor: SpanPredictor | None = None
@@ -54,6 +54,11 @@ class LocalNER:
             if config.threads:
                 torch.set_num_threads(config.threads)
             self.predictor = predictor.SpanPredictor.from_checkpoint(config.checkpoint, config.device, **options)
+
+    @staticmethod
+    def predictor_options(config: NERConfig) -> dict[str, Any]:
+        """:meth:`SpanPredictor.from_checkpoint`'s options for ``config`` (in this process or a worker's)."""
+        return {"mc_samples": config.mc_samples, "consistency": config.document_consistency}
 
     @classmethod
     def in_this_replica(cls, config: NERConfig) -> "LocalNER":

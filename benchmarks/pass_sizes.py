@@ -1,0 +1,189 @@
+"""How many sentences a forward pass carries under a closed-loop load, and what the model costs a
+sentence at that size.
+
+The serving benchmark compares served throughput with the in-process predictor running 16 sentences
+a pass. Served, a pass carries what arrived while the passes before it ran: with two passes at once
+and C callers, about a third of the callers wait in the queue, a third run in each pass. This
+measures both sides in one run:
+- the shipped configuration's ingress without Ray (``benchmarks/ingress_without_ray.py``, its
+  passes counted) at each level of callers: requests/s and sentences per pass;
+- in process, two passes at once in worker processes (as the ingress runs them) at fixed pass
+  sizes, among them each level's pass size rounded: sentences/s, the median of interleaved repeats.
+
+    python benchmarks/pass_sizes.py [--concurrency 8,32,64] [--seconds 10] [--sizes 4,8,12,16,24] [--quick]
+
+Prints a table, writes ``benchmarks/results/pass_sizes.json`` / ``.md`` and a plot ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import serving  # noqa: E402  (the closed loop, the ingress without Ray, the shipped config)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serving.add_data_arguments(parser, sentences=1000)
+    parser.add_argument("--concurrency", default="8,32,64", help="closed-loop callers per level")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level")
+    parser.add_argument("--sizes", default="4,8,12,16,24", help="in process: sentences per pass measured "
+                        "(each level's own pass size is added)")
+    parser.add_argument("--repeats", type=int, default=3, help="in process: interleaved repeats (median)")
+    parser.add_argument("--quick", action="store_true", help="300 sentences, 3 s a level, sizes 8,16, 1 repeat")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pass_sizes.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sentences, args.seconds, args.sizes, args.repeats = min(args.sentences, 300), 3.0, "8,16", 1
+    return args
+
+
+def ner_config(args: argparse.Namespace) -> Any:
+    """The shipped ``ner`` settings with this run's model, embedded in worker processes."""
+    from serve.app import validate_config
+
+    app_args = serving.application_args(serving.parse_args(["--model", str(args.model)]), llm=False)
+    return validate_config(app_args).ner, app_args
+
+
+def served_levels(app_args: dict[str, Any], texts: list[str], words: list[int], levels: list[int],
+                  seconds: float) -> list[dict[str, Any]]:
+    """Each level of callers against the ingress without Ray: requests/s and sentences per pass."""
+    from protos.linkner.v1 import linkner_pb2 as pb
+
+    options = pb.Options(policy="none")
+    rows = []
+    with serving.ingress_without_ray(app_args, count_passes=True) as (server, address):
+        asyncio.run(serving.warm_up(address, texts, options, calls=32))
+        for callers in levels:
+            passes_before, sentences_before = serving.passes_so_far(server)
+            result = asyncio.run(serving.closed_loop(address, texts, words, callers, seconds, options))
+            passes_after, sentences_after = serving.passes_so_far(server)
+            passes = max(1, passes_after - passes_before)
+            row = {"callers": callers, "requests_per_s": result["requests_per_s"], "p50_ms": result["p50_ms"],
+                   "p99_ms": result["p99_ms"], "statuses": result["statuses"], "passes": passes,
+                   "sentences_per_pass": (sentences_after - sentences_before) / passes}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def inprocess_sizes(config: Any, sentences: list[list[str]], sizes: list[int], repeats: int) -> dict[int, float]:
+    """Sentences/s of two passes at once in worker processes, ``size`` sentences a pass (median of
+    ``repeats`` interleaved rounds)."""
+    import torch
+
+    from deployments.ner import LocalNER
+    from inprocess import process_passes
+    from linkner.model.processes import PredictorProcesses, PredictorSpec
+
+    torch.set_num_threads(config.threads or 1)
+    spec = PredictorSpec(config.checkpoint, config.device, config.threads or 1, LocalNER.predictor_options(config))
+    processes = PredictorProcesses(spec, config.concurrent_passes, borrow_idle=config.lone_pass_borrows)
+    measured: dict[int, list[float]] = {size: [] for size in sizes}
+    try:
+        process_passes(processes, sentences[:64], 16, config.concurrent_passes)  # warm up
+        for round_ in range(repeats):
+            for size in sizes:
+                started = time.perf_counter()
+                process_passes(processes, sentences, size, config.concurrent_passes)
+                measured[size].append(len(sentences) / (time.perf_counter() - started))
+                print(f"in process, round {round_ + 1}/{repeats}, {size} sentences a pass: "
+                      f"{measured[size][-1]:.1f} sentences/s", flush=True)
+    finally:
+        processes.close()
+    return {size: statistics.median(values) for size, values in measured.items()}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    inprocess = {int(size): value for size, value in report["inprocess_sentences_per_s"].items()}
+    lines = [report["header"], "",
+             "| callers | requests/s (ingress without Ray) | sentences per pass | in process at that pass size, "
+             "sentences/s | served / in process at that size | served / in process at 16 |",
+             "|---|---|---|---|---|---|"]
+    for row in report["served"]:
+        same = inprocess[row["pass_size"]]
+        lines.append(f"| {row['callers']} | {row['requests_per_s']:.1f} | {row['sentences_per_pass']:.1f} | "
+                     f"{same:.1f} ({row['pass_size']} a pass) | {row['requests_per_s'] / same:.2f} | "
+                     f"{row['requests_per_s'] / inprocess[16]:.2f} |")
+    lines += ["", "| in process: sentences a pass (2 passes at once, worker processes) | sentences/s |", "|---|---|"]
+    lines += [f"| {size} | {value:.1f} |" for size, value in sorted(inprocess.items())]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    inprocess = sorted((int(size), value) for size, value in report["inprocess_sentences_per_s"].items())
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    axes.plot([size for size, _ in inprocess], [value for _, value in inprocess], "o-",
+              label="in process, 2 passes in worker processes")
+    for row in report["served"]:
+        axes.plot(row["sentences_per_pass"], row["requests_per_s"], "s", color="tab:red")
+        axes.annotate(f"{row['callers']} callers", (row["sentences_per_pass"], row["requests_per_s"]),
+                      textcoords="offset points", xytext=(6, -12))
+    axes.plot([], [], "s", color="tab:red", label="served (ingress without Ray): requests/s at its pass size")
+    axes.set_xlabel("sentences per forward pass")
+    axes.set_ylabel("sentences/s")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    axes.set_title("Throughput against the sentences a pass carries")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from linkner.data.readers import read_dataset
+
+    config, app_args = ner_config(args)
+    sentences = [list(s.tokens) for s in read_dataset(args.data_dir / "test.txt") if len(s) > 3][: args.sentences]
+    texts = [" ".join(sentence) for sentence in sentences]
+    words = [len(sentence) for sentence in sentences]
+    served = served_levels(app_args, texts, words, [int(c) for c in args.concurrency.split(",")], args.seconds)
+    for row in served:
+        row["pass_size"] = max(1, round(row["sentences_per_pass"]))
+    sizes = sorted({int(s) for s in args.sizes.split(",")} | {16} | {row["pass_size"] for row in served})
+    inprocess = inprocess_sizes(config, sentences, sizes, args.repeats)
+    report = {"header": (f"{len(sentences)} CoNLL-2003 test sentences, raw text; the shipped ingress without Ray "
+                         f"({config.concurrent_passes} passes at once in worker processes, {config.threads} torch "
+                         f"thread(s) each), {args.seconds:.0f} s a level; in process the same worker processes, "
+                         f"median of {args.repeats} interleaved round(s); model `{args.model}`"),
+              "served": served, "inprocess_sentences_per_s": {str(size): value for size, value in inprocess.items()}}
+    by_callers = {row["callers"]: row for row in served}
+    if 32 in by_callers:
+        row = by_callers[32]
+        report["sentences_per_pass_c32"] = row["sentences_per_pass"]
+        report["c32_vs_inprocess_at_its_pass_size"] = row["requests_per_s"] / inprocess[row["pass_size"]]
+        report["c32_vs_inprocess_at_16"] = row["requests_per_s"] / inprocess[16]
+        report["inprocess_16_vs_c32_pass_size"] = inprocess[16] / inprocess[row["pass_size"]]
+    table = markdown(report)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    plot(report, args.out.with_suffix(".png"))
+    return 0
+
+
+if __name__ == "__main__":  # the worker processes are spawned: they import this module
+    sys.exit(main())
