@@ -81,7 +81,8 @@ class IngressMetrics:
         for stage in STAGES:
             seconds = output.timings_ms.get(stage, 0.0) / 1000.0
             self.stage.observe(seconds, tags={"stage": stage})
-            self.stage_total.inc(seconds, tags={"stage": stage})
+            if seconds > 0:  # Ray's Counter refuses an increment of 0 (a stage that took no measurable time)
+                self.stage_total.inc(seconds, tags={"stage": stage})
 
 
 class NERMetrics:
