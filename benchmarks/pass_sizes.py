@@ -50,8 +50,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def ner_config(args: argparse.Namespace) -> Any:
-    """The shipped ``ner`` settings with this run's model, embedded in worker processes."""
+def ner_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The shipped ``ner`` settings with this run's model (embedded, passes in worker processes),
+    and the application args the ingress without Ray is started with."""
     from serve.app import validate_config
 
     app_args = serving.application_args(serving.parse_args(["--model", str(args.model)]), llm=False)

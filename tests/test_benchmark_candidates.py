@@ -1,19 +1,12 @@
 """The option-form benchmark's core on the tiny model: the same routed spans for every form."""
 
 import asyncio
-import importlib.util
-from pathlib import Path
 
 import pytest
+from candidates import compare_forms, markdown, parse_args  # benchmarks/candidates.py (pytest's pythonpath)
 
 from linkner.llm.oracle import OracleBackend
 from linkner.model.predictor import SpanPredictor
-
-_SPEC = importlib.util.spec_from_file_location(
-    "benchmark_candidates", Path(__file__).resolve().parent.parent / "benchmarks" / "candidates.py")
-bench = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(bench)
-compare_forms, markdown, parse_args = bench.compare_forms, bench.markdown, bench.parse_args
 
 
 def test_oracle_is_perfect_on_the_routed_spans_and_never_hurts_f1(tiny_checkpoint, toy_dev):

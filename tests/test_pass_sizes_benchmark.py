@@ -4,14 +4,10 @@ sentences exactly, and the report reads right."""
 from __future__ import annotations
 
 import argparse
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import pass_sizes  # noqa: E402
-import serving  # noqa: E402
+import pass_sizes
+import serving
 
 TWO_SENTENCES = "John Smith lives in Berlin. Mary works in Paris."
 
