@@ -21,9 +21,7 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -87,25 +85,23 @@ def inprocess_sizes(config: Any, sentences: list[list[str]], sizes: list[int], r
     import torch
 
     from deployments.ner import LocalNER
-    from inprocess import process_passes
+    from inprocess import measure, process_passes
     from linkner.model.processes import PredictorProcesses, PredictorSpec
 
     torch.set_num_threads(config.threads or 1)
     spec = PredictorSpec(config.checkpoint, config.device, config.threads or 1, LocalNER.predictor_options(config))
     processes = PredictorProcesses(spec, config.concurrent_passes, borrow_idle=config.lone_pass_borrows)
-    measured: dict[int, list[float]] = {size: [] for size in sizes}
+    passes = config.concurrent_passes
+    runs = {size: (f"{size} sentences a pass", lambda size=size: process_passes(processes, sentences, size, passes))
+            for size in sizes}
     try:
-        process_passes(processes, sentences[:64], 16, config.concurrent_passes)  # warm up
-        for round_ in range(repeats):
-            for size in sizes:
-                started = time.perf_counter()
-                process_passes(processes, sentences, size, config.concurrent_passes)
-                measured[size].append(len(sentences) / (time.perf_counter() - started))
-                print(f"in process, round {round_ + 1}/{repeats}, {size} sentences a pass: "
-                      f"{measured[size][-1]:.1f} sentences/s", flush=True)
+        warm_up = {"warm-up": lambda: process_passes(processes, sentences[:64], 16, passes)}
+        rows = measure(runs, sentences, repeats, warm_up)
     finally:
         processes.close()
-    return {size: statistics.median(values) for size, values in measured.items()}
+    for row in rows:
+        print(f"in process, {row.description}: {row.sentences_per_s:.1f} sentences/s", flush=True)
+    return {row.name: row.sentences_per_s for row in rows}
 
 
 def markdown(report: dict[str, Any]) -> str:
