@@ -8,7 +8,9 @@ measures both sides in one run:
 - the shipped configuration's ingress without Ray (``benchmarks/ingress_without_ray.py``, its
   passes counted) at each level of callers: requests/s and sentences per pass;
 - in process, two passes at once in worker processes (as the ingress runs them) at fixed pass
-  sizes, among them each level's pass size rounded: sentences/s, the median of interleaved repeats.
+  sizes, among them each level's pass size rounded: sentences/s, the median of interleaved repeats;
+- CPU by process: the worker processes' a sentence (served and in process at the same pass size)
+  and the ingress process's own a request.
 
     python benchmarks/pass_sizes.py [--concurrency 8,32,64] [--seconds 10] [--sizes 4,8,12,16,24] [--quick]
 
@@ -59,29 +61,45 @@ def ner_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def served_levels(app_args: dict[str, Any], texts: list[str], words: list[int], levels: list[int],
                   seconds: float) -> list[dict[str, Any]]:
-    """Each level of callers against the ingress without Ray: requests/s and sentences per pass."""
+    """Each level of callers against the ingress without Ray: requests/s, sentences per pass, and
+    CPU: the worker processes' a sentence, the ingress process's own a request."""
+    import psutil
+
     from protos.linkner.v1 import linkner_pb2 as pb
 
     options = pb.Options(policy="none")
     rows = []
     with serving.ingress_without_ray(app_args, count_passes=True) as (server, address):
         asyncio.run(serving.warm_up(address, texts, options, calls=32))
+        ingress = psutil.Process(server.pid)
+        workers = ingress.children(recursive=True)
         for callers in levels:
             passes_before, sentences_before = serving.passes_so_far(server)
+            cpu_before = cpu_seconds([ingress]), cpu_seconds(workers)
             result = asyncio.run(serving.closed_loop(address, texts, words, callers, seconds, options))
+            cpu_after = cpu_seconds([ingress]), cpu_seconds(workers)
             passes_after, sentences_after = serving.passes_so_far(server)
-            passes = max(1, passes_after - passes_before)
+            passes, sentences = max(1, passes_after - passes_before), max(1, sentences_after - sentences_before)
             row = {"callers": callers, "requests_per_s": result["requests_per_s"], "p50_ms": result["p50_ms"],
                    "p99_ms": result["p99_ms"], "statuses": result["statuses"], "passes": passes,
-                   "sentences_per_pass": (sentences_after - sentences_before) / passes}
+                   "sentences_per_pass": sentences / passes,
+                   "worker_cpu_ms_per_sentence": 1000 * (cpu_after[1] - cpu_before[1]) / sentences,
+                   "ingress_cpu_ms_per_request": 1000 * (cpu_after[0] - cpu_before[0]) / max(1, result["answered"])}
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
 
 
-def inprocess_sizes(config: Any, sentences: list[list[str]], sizes: list[int], repeats: int) -> dict[int, float]:
+def cpu_seconds(processes: list[Any]) -> float:
+    """User and system CPU seconds of ``processes`` so far."""
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+def inprocess_sizes(config: Any, sentences: list[list[str]], sizes: list[int], repeats: int
+                    ) -> tuple[dict[int, float], dict[int, float]]:
     """Sentences/s of two passes at once in worker processes, ``size`` sentences a pass (median of
-    ``repeats`` interleaved rounds)."""
+    ``repeats`` interleaved rounds), and the workers' CPU ms a sentence (over all rounds)."""
+    import psutil
     import torch
 
     from deployments.ner import LocalNER
@@ -92,8 +110,15 @@ def inprocess_sizes(config: Any, sentences: list[list[str]], sizes: list[int], r
     spec = PredictorSpec(config.checkpoint, config.device, config.threads or 1, LocalNER.predictor_options(config))
     processes = PredictorProcesses(spec, config.concurrent_passes, borrow_idle=config.lone_pass_borrows)
     passes = config.concurrent_passes
-    runs = {size: (f"{size} sentences a pass", lambda size=size: process_passes(processes, sentences, size, passes))
-            for size in sizes}
+    workers = psutil.Process().children(recursive=True)
+    worker_cpu = {size: 0.0 for size in sizes}
+
+    def run(size: int) -> None:
+        before = cpu_seconds(workers)
+        process_passes(processes, sentences, size, passes)
+        worker_cpu[size] += cpu_seconds(workers) - before
+
+    runs = {size: (f"{size} sentences a pass", lambda size=size: run(size)) for size in sizes}
     try:
         warm_up = {"warm-up": lambda: process_passes(processes, sentences[:64], 16, passes)}
         rows = measure(runs, sentences, repeats, warm_up)
@@ -101,22 +126,27 @@ def inprocess_sizes(config: Any, sentences: list[list[str]], sizes: list[int], r
         processes.close()
     for row in rows:
         print(f"in process, {row.description}: {row.sentences_per_s:.1f} sentences/s", flush=True)
-    return {row.name: row.sentences_per_s for row in rows}
+    cpu_ms = {size: 1000 * seconds / (repeats * len(sentences)) for size, seconds in worker_cpu.items()}
+    return {row.name: row.sentences_per_s for row in rows}, cpu_ms
 
 
 def markdown(report: dict[str, Any]) -> str:
     inprocess = {int(size): value for size, value in report["inprocess_sentences_per_s"].items()}
+    worker_ms = {int(size): value for size, value in report["inprocess_worker_cpu_ms_per_sentence"].items()}
     lines = [report["header"], "",
              "| callers | requests/s (ingress without Ray) | sentences per pass | in process at that pass size, "
-             "sentences/s | served / in process at that size | served / in process at 16 |",
-             "|---|---|---|---|---|---|"]
+             "sentences/s | served / in process at that size | served / in process at 16 | workers' CPU ms a "
+             "sentence: served, in process at that size | ingress process CPU ms a request |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in report["served"]:
-        same = inprocess[row["pass_size"]]
+        size = row["pass_size"]
         lines.append(f"| {row['callers']} | {row['requests_per_s']:.1f} | {row['sentences_per_pass']:.1f} | "
-                     f"{same:.1f} ({row['pass_size']} a pass) | {row['requests_per_s'] / same:.2f} | "
-                     f"{row['requests_per_s'] / inprocess[16]:.2f} |")
-    lines += ["", "| in process: sentences a pass (2 passes at once, worker processes) | sentences/s |", "|---|---|"]
-    lines += [f"| {size} | {value:.1f} |" for size, value in sorted(inprocess.items())]
+                     f"{inprocess[size]:.1f} ({size} a pass) | {row['requests_per_s'] / inprocess[size]:.2f} | "
+                     f"{row['requests_per_s'] / inprocess[16]:.2f} | {row['worker_cpu_ms_per_sentence']:.2f}, "
+                     f"{worker_ms[size]:.2f} | {row['ingress_cpu_ms_per_request']:.2f} |")
+    lines += ["", "| in process: sentences a pass (2 passes at once, worker processes) | sentences/s | "
+              "workers' CPU ms a sentence |", "|---|---|---|"]
+    lines += [f"| {size} | {value:.1f} | {worker_ms[size]:.2f} |" for size, value in sorted(inprocess.items())]
     return "\n".join(lines)
 
 
@@ -160,12 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in served:
         row["pass_size"] = max(1, round(row["sentences_per_pass"]))
     sizes = sorted({int(s) for s in args.sizes.split(",")} | {16} | {row["pass_size"] for row in served})
-    inprocess = inprocess_sizes(config, sentences, sizes, args.repeats)
+    inprocess, worker_cpu_ms = inprocess_sizes(config, sentences, sizes, args.repeats)
     report = {"header": (f"{len(sentences)} CoNLL-2003 test sentences, raw text; the shipped ingress without Ray "
                          f"({config.concurrent_passes} passes at once in worker processes, {config.threads} torch "
                          f"thread(s) each), {args.seconds:.0f} s a level; in process the same worker processes, "
                          f"median of {args.repeats} interleaved round(s); model `{args.model}`"),
-              "served": served, "inprocess_sentences_per_s": {str(size): value for size, value in inprocess.items()}}
+              "served": served, "inprocess_sentences_per_s": {str(size): value for size, value in inprocess.items()},
+              "inprocess_worker_cpu_ms_per_sentence": {str(size): ms for size, ms in worker_cpu_ms.items()}}
     by_callers = {row["callers"]: row for row in served}
     if 32 in by_callers:
         row = by_callers[32]
@@ -173,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["c32_vs_inprocess_at_its_pass_size"] = row["requests_per_s"] / inprocess[row["pass_size"]]
         report["c32_vs_inprocess_at_16"] = row["requests_per_s"] / inprocess[16]
         report["inprocess_16_vs_c32_pass_size"] = inprocess[16] / inprocess[row["pass_size"]]
+        report["c32_worker_cpu_served_vs_inprocess"] = (row["worker_cpu_ms_per_sentence"]
+                                                        / worker_cpu_ms[row["pass_size"]])
     table = markdown(report)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -40,10 +40,14 @@ def test_the_ingress_without_ray_counts_its_passes_and_their_sentences(tiny_chec
 
 def test_the_report_sets_each_level_beside_the_model_at_its_pass_size(tmp_path) -> None:
     report = {"header": "h", "inprocess_sentences_per_s": {"4": 150.0, "9": 200.0, "16": 250.0},
-              "served": [{"callers": 32, "requests_per_s": 190.0, "sentences_per_pass": 9.2, "pass_size": 9},
-                         {"callers": 8, "requests_per_s": 140.0, "sentences_per_pass": 3.6, "pass_size": 4}]}
+              "inprocess_worker_cpu_ms_per_sentence": {"4": 9.0, "9": 7.0, "16": 6.5},
+              "served": [{"callers": 32, "requests_per_s": 190.0, "sentences_per_pass": 9.2, "pass_size": 9,
+                          "worker_cpu_ms_per_sentence": 7.8, "ingress_cpu_ms_per_request": 0.9},
+                         {"callers": 8, "requests_per_s": 140.0, "sentences_per_pass": 3.6, "pass_size": 4,
+                          "worker_cpu_ms_per_sentence": 10.1, "ingress_cpu_ms_per_request": 1.6}]}
     table = pass_sizes.markdown(report)
-    assert "| 32 | 190.0 | 9.2 | 200.0 (9 a pass) | 0.95 | 0.76 |" in table
-    assert "| 8 | 140.0 | 3.6 | 150.0 (4 a pass) | 0.93 | 0.56 |" in table
+    assert "| 32 | 190.0 | 9.2 | 200.0 (9 a pass) | 0.95 | 0.76 | 7.80, 7.00 | 0.90 |" in table
+    assert "| 8 | 140.0 | 3.6 | 150.0 (4 a pass) | 0.93 | 0.56 | 10.10, 9.00 | 1.60 |" in table
+    assert "| 16 | 250.0 | 6.50 |" in table
     pass_sizes.plot(report, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
