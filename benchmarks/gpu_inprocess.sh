@@ -4,7 +4,8 @@
 #
 #   bash benchmarks/gpu_inprocess.sh bundle   # here: .devcarry/ (half-precision checkpoint, CoNLL
 #                                             # test + 2,000 train sentences) and .whl/ (pydantic)
-#   bash benchmarks/gpu_inprocess.sh run OUT  # there: fp32 and fp16-autocast rows, JSON + Markdown in OUT
+#   bash benchmarks/gpu_inprocess.sh run OUT  # there: fp32 and fp16-autocast rows, packed and padded,
+#                                             # JSON + Markdown in OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/device_common.sh
@@ -24,9 +25,13 @@ run)
   OUT_DIR=${2:?output folder}
   install_carried_wheels
   common=(--model .devcarry/model --data-dir .devcarry/data --device cuda --threads 4 --hf-encoder checkpoint)
-  python3 benchmarks/inprocess.py "${common[@]}" --batch-size 64 --autocast none --out "$OUT_DIR/inprocess-gpu-fp32-b64.json"
-  python3 benchmarks/inprocess.py "${common[@]}" --batch-size 64 --autocast float16 --out "$OUT_DIR/inprocess-gpu-fp16-b64.json"
-  python3 benchmarks/inprocess.py "${common[@]}" --batch-size 16 --autocast float16 --out "$OUT_DIR/inprocess-gpu-fp16-b16.json"
+  # packed rows (--pack-tokens) also measure the same batches padded: both layouts side by side
+  python3 benchmarks/inprocess.py "${common[@]}" --batch-size 64 --autocast none --pack-tokens 512 \
+    --out "$OUT_DIR/inprocess-gpu-fp32-b64.json"
+  python3 benchmarks/inprocess.py "${common[@]}" --batch-size 64 --autocast float16 --pack-tokens 512 \
+    --out "$OUT_DIR/inprocess-gpu-fp16-b64.json"
+  python3 benchmarks/inprocess.py "${common[@]}" --batch-size 16 --autocast float16 --pack-tokens 256 \
+    --out "$OUT_DIR/inprocess-gpu-fp16-b16.json"
   ;;
 *) echo "usage: $0 bundle | run OUT" >&2; exit 2 ;;
 esac

@@ -93,24 +93,31 @@ def _progress(items: Sequence, label: str, show: bool) -> Any:
 
 
 def encoder_pass(predictor: "SpanPredictor", sentences: Sequence[Words], batch_size: int, show: bool = False) -> None:
-    """The ceiling: for each chunk of ``batch_size`` sentences, the predictor's own batch plan,
-    then tokenizer + encoder forward only (no spans, no head, no decoding)."""
+    """The ceiling: for each chunk of ``batch_size`` sentences, the predictor's own layout (packed
+    rows, or its padded batch plan), then tokenizer + encoder forward only (no spans, no head, no
+    decoding)."""
     import torch
 
-    from linkner.model.packing import plan_batches
+    from linkner.model.packing import pack_inputs, plan_batches
 
     batcher, encoder = predictor.batcher, predictor.model.encoder
     with torch.inference_mode():
         for chunk in _progress(chunks(sentences, batch_size), "encoder", show):
             plan = [list(range(len(chunk)))]
-            if len(chunk) > 1:
+            if len(chunk) > 1 and not predictor.pack_tokens:
                 plan = plan_batches(batcher.subword_lengths(chunk), batch_size, predictor.overhead_tokens,
                                     predictor.max_batch_tokens)
             for group in plan:
                 encoding = batcher.tokenizer([list(chunk[i]) for i in group], is_split_into_words=True, truncation=True,
                                              max_length=batcher.max_subwords, padding=True, return_tensors="pt")
-                encoder(input_ids=encoding["input_ids"].to(predictor.device),
-                        attention_mask=encoding["attention_mask"].to(predictor.device))
+                input_ids = encoding["input_ids"].to(predictor.device)
+                attention_mask = encoding["attention_mask"].to(predictor.device)
+                if predictor.pack_tokens and len(group) > 1:
+                    packed = pack_inputs(input_ids, attention_mask, predictor.pack_tokens)
+                    encoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
+                            position_ids=packed.position_ids)
+                else:
+                    encoder(input_ids=input_ids, attention_mask=attention_mask)
     if predictor.device.type == "cuda":
         torch.cuda.synchronize()  # the other rows end in Python lists, which waits for the GPU
 
@@ -281,6 +288,8 @@ def ratios(rows: list[Row]) -> dict[str, float]:
     by_name = {row.name: row.sentences_per_s for row in rows}
     batched = by_name["batched"]
     out = {"batched_over_one": batched / by_name["one"], "batched_over_encoder": batched / by_name["encoder"]}
+    if "batched-padded" in by_name:
+        out["packed_over_padded"] = batched / by_name["batched-padded"]
     if "hf-pipeline" in by_name:
         out["batched_over_hf_pipeline"] = batched / by_name["hf-pipeline"]
     return out
@@ -300,20 +309,28 @@ def markdown(rows: list[Row], ratio: dict[str, float], header: str) -> str:
 
 def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repeats: int = 3,
                   hf_folder: Path | None = None, show: bool = False, device: str = "cpu",
-                  autocast: str = "none", passes: int = 1, pass_workers: str = "thread"
-                  ) -> tuple[list[Row], dict[str, float]]:
+                  autocast: str = "none", passes: int = 1, pass_workers: str = "thread",
+                  pack_tokens: int | None = None) -> tuple[list[Row], dict[str, float]]:
     """Measure encoder / one / batched (and the HF pipeline when ``hf_folder`` is given; batched in
     ``passes`` concurrent threads, and worker processes when ``pass_workers`` is "process", when
-    more than 1) on ``sentences`` on ``device`` in this process's current torch thread setting."""
+    more than 1) on ``sentences`` on ``device`` in this process's current torch thread setting.
+    ``pack_tokens`` is the predictor's option (None: its default); when it packs, the same batches
+    padded are measured too ("batched-padded")."""
     from linkner.model.predictor import SpanPredictor
 
-    predictor = SpanPredictor.from_checkpoint(model, device=device, batch_size=batch_size)
+    predictor = SpanPredictor.from_checkpoint(model, device=device, batch_size=batch_size, pack_tokens=pack_tokens)
+    layout = f"packed rows of ~{predictor.pack_tokens} sub-words" if predictor.pack_tokens else "padded batches"
     runs: dict[str, tuple[str, Callable[[], Any]]] = {
-        "encoder": ("tokenizer + encoder, batched (ceiling)", lambda: encoder_pass(predictor, sentences, batch_size, show)),
+        "encoder": (f"tokenizer + encoder, batched, {layout} (ceiling)",
+                    lambda: encoder_pass(predictor, sentences, batch_size, show)),
         "one": ("predictor, one sentence at a time", lambda: predictor_pass(predictor, sentences, 1, show)),
-        "batched": (f"predictor, {batch_size} sentences per call",
+        "batched": (f"predictor, {batch_size} sentences per call, {layout}",
                     lambda: predictor_pass(predictor, sentences, batch_size, show)),
     }
+    if predictor.pack_tokens:
+        padded = SpanPredictor.from_checkpoint(model, device=device, batch_size=batch_size, pack_tokens=0)
+        runs["batched-padded"] = (f"predictor, {batch_size} sentences per call, padded batches",
+                                  lambda: predictor_pass(padded, sentences, batch_size, show))
     if passes > 1:
         runs["batched-passes"] = (f"predictor, {batch_size} sentences per call, {passes} calls at once",
                                   lambda: concurrent_passes(predictor, sentences, batch_size, passes))
@@ -360,6 +377,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where every row runs")
     parser.add_argument("--autocast", default="none", choices=["none", "float16", "bfloat16"],
                         help="mixed precision for every row (GPU)")
+    parser.add_argument("--pack-tokens", type=int, default=None,
+                        help="sub-words per packed encoder row (0: padded batches; default: the predictor's, "
+                             "packed on a CPU, padded on a GPU)")
     parser.add_argument("--quick", action="store_true", help="200 sentences, 1 repeat, a cached or 300-sentence head")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inprocess.json")
     args = parser.parse_args(argv)
@@ -388,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_folder = hf_token_head(args.data_dir / "train.txt", args.hf_train_sentences, show=True,
                                   encoder=encoder, device=args.device)
     rows, ratio = run_benchmark(args.model, sentences, args.batch_size, args.repeats, hf_folder, show=True,
-                                device=args.device, autocast=args.autocast)
+                                device=args.device, autocast=args.autocast, pack_tokens=args.pack_tokens)
     where = "CPU" if args.device == "cpu" else torch.cuda.get_device_name(0)
     header = (f"{len(sentences)} CoNLL-2003 test sentences ({sum(map(len, sentences))} words), in process on "
               f"{where}, {args.threads} torch thread(s), batch size {args.batch_size}, autocast {args.autocast}, "
@@ -396,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown(rows, ratio, header)
     print(table)
     result = {"model": str(args.model), "device": where, "autocast": args.autocast,
-              "threads": args.threads, "batch_size": args.batch_size,
+              "threads": args.threads, "batch_size": args.batch_size, "pack_tokens": args.pack_tokens,
               "repeats": args.repeats, "machine": platform.processor() or platform.machine(),
               "cpu_count": os.cpu_count(), "torch": torch.__version__,
               "rows": [row.summary() for row in rows], "ratios": ratio}

@@ -58,7 +58,8 @@ class LocalNER:
     @staticmethod
     def predictor_options(config: NERConfig) -> dict[str, Any]:
         """:meth:`SpanPredictor.from_checkpoint`'s options for ``config`` (in this process or a worker's)."""
-        return {"mc_samples": config.mc_samples, "consistency": config.document_consistency}
+        return {"mc_samples": config.mc_samples, "consistency": config.document_consistency,
+                "pack_tokens": config.pack_tokens}
 
     @classmethod
     def in_this_replica(cls, config: NERConfig) -> "LocalNER":

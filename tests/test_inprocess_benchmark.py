@@ -15,16 +15,19 @@ from linkner.model.predictor import SpanPredictor
 def test_rows_and_ratios_on_the_tiny_checkpoint(tiny_checkpoint, toy_dev) -> None:
     sentences = [list(s.tokens) for s in toy_dev[:10]]
     rows, ratios = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=2)
-    assert [row.name for row in rows] == ["encoder", "one", "batched"]
+    assert [row.name for row in rows] == ["encoder", "one", "batched", "batched-padded"]  # packed, and padded beside
     for row in rows:
         summary = row.summary()
         assert len(row.seconds) == 2 and summary["sentences_per_s"] > 0
         expected_words_per_s = summary["sentences_per_s"] * sum(map(len, sentences)) / len(sentences)
         assert summary["words_per_s"] == pytest.approx(expected_words_per_s)
-    assert set(ratios) == {"batched_over_one", "batched_over_encoder"}
+    assert set(ratios) == {"batched_over_one", "batched_over_encoder", "packed_over_padded"}
     assert ratios["batched_over_one"] == pytest.approx(rows[2].sentences_per_s / rows[1].sentences_per_s)
+    assert ratios["packed_over_padded"] == pytest.approx(rows[2].sentences_per_s / rows[3].sentences_per_s)
     table = inprocess.markdown(rows, ratios, "header")
-    assert "| batched over one |" in table and table.count("\n| encoder") == 1
+    assert "| batched over one |" in table and table.count("\n| encoder") == 1 and "packed rows of ~256" in table
+    rows, ratios = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=1, pack_tokens=0)
+    assert [row.name for row in rows] == ["encoder", "one", "batched"] and "packed_over_padded" not in ratios
 
 
 def test_passes_find_the_same_entities_one_at_a_time_and_batched(tiny_checkpoint, toy_dev) -> None:
@@ -52,7 +55,7 @@ def test_cli_writes_json_and_markdown(tiny_checkpoint, toy_dev, tmp_path: Path) 
     assert inprocess.main(["--model", str(tiny_checkpoint), "--data-dir", str(tmp_path), "--sentences", "8",
                            "--batch-size", "4", "--repeats", "1", "--no-hf", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert [row["name"] for row in result["rows"]] == ["encoder", "one", "batched"]
+    assert [row["name"] for row in result["rows"]] == ["encoder", "one", "batched", "batched-padded"]
     assert result["rows"][0]["sentences"] == 8 and result["threads"] == 1
     assert "batched over encoder" in out.with_suffix(".md").read_text()
 
@@ -63,7 +66,7 @@ def test_concurrent_passes_cover_every_sentence_once(tiny_checkpoint, toy_dev) -
     assert inprocess.concurrent_passes(predictor, sentences, 4, passes=2) == inprocess.predictor_pass(
         predictor, sentences, 4)
     rows, _ = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=1, passes=2)
-    assert [row.name for row in rows] == ["encoder", "one", "batched", "batched-passes"]
+    assert [row.name for row in rows] == ["encoder", "one", "batched", "batched-padded", "batched-passes"]
 
 
 def test_passes_in_worker_processes_cover_every_sentence_once(tiny_checkpoint, toy_dev) -> None:
@@ -79,5 +82,6 @@ def test_passes_in_worker_processes_cover_every_sentence_once(tiny_checkpoint, t
         processes.close()
     rows, _ = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=1, passes=2,
                                       pass_workers="process")
-    assert [row.name for row in rows] == ["encoder", "one", "batched", "batched-passes", "batched-processes"]
+    assert [row.name for row in rows] == ["encoder", "one", "batched", "batched-padded", "batched-passes",
+                                          "batched-processes"]
     assert all(row.sentences_per_s > 0 for row in rows)

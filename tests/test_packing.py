@@ -1,4 +1,5 @@
-"""Length-aware batching: the plan, the split first layer, and batch-size-independent predictions."""
+"""Length-aware batching: the plan, packed rows, the split first layer, and predictions that depend on
+neither the batch size nor the layout."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from linkner.model.checkpoint import load_checkpoint
-from linkner.model.packing import plan_batches
+from linkner.model.packing import CPU_PACK_TOKENS, pack_inputs, pack_layout, plan_batches
 from linkner.model.predictor import SpanPredictor
 
 
@@ -89,3 +90,76 @@ def test_predictions_do_not_depend_on_batch_size(tiny_checkpoint, toy_dev, windo
             assert [c for c, _ in p.alternatives] == [c for c, _ in q.alternatives]
             assert [v for _, v in p.alternatives] == pytest.approx([v for _, v in q.alternatives], abs=1e-5)
             assert p.uncertainty == pytest.approx(q.uncertainty, abs=1e-5)
+
+
+def test_pack_layout_places_every_sequence_once_in_even_rows() -> None:
+    rng = random.Random(5)
+    for _ in range(50):
+        lengths = [rng.randint(1, 90) for _ in range(rng.randint(1, 40))]
+        starts, rows, width = pack_layout(lengths, 128)
+        assert rows == -(-sum(lengths) // 128) and width >= max(lengths)
+        taken = sorted((start, start + length) for start, length in zip(starts, lengths))
+        assert all(end <= following for (_, end), (following, _) in zip(taken, taken[1:]))  # no overlap
+        assert all(start // width == (end - 1) // width for start, end in taken)  # none crosses a row
+        assert rows * width - sum(lengths) <= rows * max(lengths)  # rows about even
+    assert pack_layout([], 128) == ([], 0, 0)
+
+
+def test_packed_inputs_keep_each_sentence_to_itself() -> None:
+    input_ids = torch.tensor([[101, 7, 8, 9, 102], [101, 5, 102, 0, 0], [101, 6, 6, 102, 0]])
+    attention_mask = (input_ids != 0).long()
+    packed = pack_inputs(input_ids, attention_mask, row_tokens=8)
+    flat_ids, flat_positions = packed.input_ids.reshape(-1), packed.position_ids.reshape(-1)
+    for row in range(3):
+        length = int(attention_mask[row].sum())
+        where = packed.token_index[row, :length]
+        assert flat_ids[where].tolist() == input_ids[row, :length].tolist()
+        assert flat_positions[where].tolist() == list(range(length))  # positions restart per sentence
+    width = packed.input_ids.size(1)
+    mask = packed.attention_mask[:, 0].reshape(-1, width)  # [rows * width, width]
+    for a in range(3):
+        for b in range(3):
+            for i in packed.token_index[a, : int(attention_mask[a].sum())].tolist():
+                for j in packed.token_index[b, : int(attention_mask[b].sum())].tolist():
+                    if i // width == j // width:
+                        assert bool(mask[i, j % width]) == (a == b)
+
+
+def test_packed_rows_predict_what_padded_batches_do(tiny_checkpoint, toy_dev) -> None:
+    sentences = _mixed_sentences(toy_dev)
+    estimators = ["confidence", "entropy", "mc_dropout"]
+    padded = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=64, pack_tokens=0)
+    packed = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=64, pack_tokens=24)
+    assert padded.pack_tokens == 0 and packed.pack_tokens == 24  # 24 sub-words: many rows of several sentences
+    torch.manual_seed(0)
+    expected = padded.predict(sentences, estimators)
+    torch.manual_seed(0)
+    found = packed.predict(sentences, estimators)
+    assert sum(map(len, expected)) > 20
+    for a, b in zip(expected, found, strict=True):
+        assert [(p.start, p.end, p.label) for p in a] == [(p.start, p.end, p.label) for p in b]
+        for p, q in zip(a, b):
+            assert p.probability == pytest.approx(q.probability, abs=1e-5)
+
+
+def test_an_encoder_that_cannot_take_packed_rows_gets_padded_batches(tiny_checkpoint, toy_dev) -> None:
+    model, batcher = load_checkpoint(tiny_checkpoint)
+    assert model.packing_matches_padding()
+    model.encoder.set_attn_implementation("eager")  # adds a boolean mask to the scores: not a block mask
+    assert not model.packing_matches_padding()
+    predictor = SpanPredictor(model, batcher, "cpu", pack_tokens=256)
+    assert predictor.pack_tokens == 0
+    assert sum(map(len, predictor.predict([s.tokens for s in toy_dev[:20]]))) > 0
+
+
+def test_a_cpu_predictor_packs_by_default(tiny_checkpoint) -> None:
+    assert SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu").pack_tokens == CPU_PACK_TOKENS
+
+
+def test_the_ner_config_chooses_the_layout(tiny_checkpoint) -> None:
+    from deployments.ner import LocalNER
+    from linkner.service.config import NERConfig
+
+    for configured, expected in ((0, 0), (64, 64), (None, CPU_PACK_TOKENS)):
+        options = LocalNER.predictor_options(NERConfig(checkpoint=str(tiny_checkpoint), pack_tokens=configured))
+        assert SpanPredictor.from_checkpoint(tiny_checkpoint, "cpu", **options).pack_tokens == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -12,12 +13,15 @@ from linkner.data.spans import Entity, Sentence
 from linkner.model.decoding import consistent_labels, greedy_non_overlapping
 from linkner.model.batching import SpanBatcher
 from linkner.model.checkpoint import load_checkpoint
-from linkner.model.packing import CPU_OVERHEAD_TOKENS, GPU_OVERHEAD_TOKENS, plan_batches
+from linkner.model.packing import CPU_OVERHEAD_TOKENS, CPU_PACK_TOKENS, GPU_OVERHEAD_TOKENS, GPU_PACK_TOKENS, \
+    PACKED_OVERHEAD_TOKENS, plan_batches
 from linkner.model.span_model import SpanNER
 from linkner.uncertainty.detector import DetectorError, ErrorDetector, load_detector
 from linkner.uncertainty.features import document_groups
 from linkner.uncertainty.estimators import SpanOutputs, UncertaintyEstimator, get_estimator, span_features
 from linkner.uncertainty.names import LEARNED, available_estimators
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -30,9 +34,13 @@ def pick_device(device: str = "auto") -> torch.device:
 class SpanPredictor:
     """Runs a :class:`SpanNER` over sentences in length-sorted batches and decodes entities.
 
-    A call's windows are sorted by sub-word length and cut into batches of at most ``batch_size``
+    With ``pack_tokens`` (default: ``CPU_PACK_TOKENS``, ``GPU_PACK_TOKENS`` on a GPU), a call's windows
+    run in batches of ``batch_size`` whose sentences the encoder reads end to end in packed rows of
+    about that many sub-words (no padding; 0 turns it off, and so does an encoder that cannot take
+    packed rows).
+    Otherwise they are sorted by sub-word length and cut into batches of at most ``batch_size``
     where padding would cost more than ``overhead_tokens`` (what one more forward call is worth,
-    in padded sub-words); ``max_batch_tokens`` optionally caps a batch's padded sub-words."""
+    in padded sub-words). ``max_batch_tokens`` optionally caps a batch's padded sub-words."""
 
     def __init__(
         self,
@@ -45,6 +53,7 @@ class SpanPredictor:
         top_k: int | None = None,
         overhead_tokens: int | None = None,
         max_batch_tokens: int | None = None,
+        pack_tokens: int | None = None,
         detector: ErrorDetector | None = None,
         detector_problem: str = "no error detector was loaded",
         consistency: bool = False,
@@ -63,6 +72,12 @@ class SpanPredictor:
         default = GPU_OVERHEAD_TOKENS if self.device.type == "cuda" else CPU_OVERHEAD_TOKENS
         self.overhead_tokens = default if overhead_tokens is None else overhead_tokens
         self.max_batch_tokens = max_batch_tokens
+        if pack_tokens is None:
+            pack_tokens = GPU_PACK_TOKENS if self.device.type == "cuda" else CPU_PACK_TOKENS
+        if pack_tokens and not self.model.packing_matches_padding():
+            log.warning("the %s encoder cannot take packed rows; batches are padded instead", model.config.encoder)
+            pack_tokens = 0
+        self.pack_tokens = pack_tokens
 
     @classmethod
     def from_checkpoint(cls, folder: str | Path, device: str = "auto", **options: int | bool) -> "SpanPredictor":
@@ -151,12 +166,16 @@ class SpanPredictor:
         return results, [[features[id(entity)] for entity in entities] for entities in results]
 
     def _plan(self, windows: list["Window"]) -> list[list["Window"]]:
-        """Batches of at most ``batch_size`` windows, sorted by sub-word length and cut where
-        padding would cost more than another forward call (see :func:`plan_batches`)."""
+        """Batches of at most ``batch_size`` windows: packed, as few as ``max_batch_tokens`` allows;
+        padded, sorted by sub-word length and cut where padding would cost more than another
+        forward call (see :func:`plan_batches`)."""
         if len(windows) <= 1 or self.batch_size <= 1:
             return [[window] for window in windows]
+        if self.pack_tokens and self.max_batch_tokens is None:  # packed rows have no padding to plan for
+            return [windows[start : start + self.batch_size] for start in range(0, len(windows), self.batch_size)]
         lengths = self.batcher.subword_lengths([window.words for window in windows])
-        plan = plan_batches(lengths, self.batch_size, self.overhead_tokens, self.max_batch_tokens)
+        overhead = PACKED_OVERHEAD_TOKENS if self.pack_tokens else self.overhead_tokens
+        plan = plan_batches(lengths, self.batch_size, overhead, self.max_batch_tokens)
         return [[windows[index] for index in batch] for batch in plan]
 
     def _predict_windows(
@@ -247,7 +266,7 @@ class SpanPredictor:
         Returns the candidates' ``(row, start, end_exclusive)`` ``[M, 3]`` on the CPU, their
         estimator inputs (with ``samples`` head-dropout passes when asked), and their positions
         among the batch's real spans in row-major order."""
-        words, casing = self.model.word_states(batch)
+        words, casing = self.model.word_states(batch, self.pack_tokens)
         rows, columns = batch.span_mask.nonzero(as_tuple=True)
         starts, ends = batch.span_start[rows, columns], batch.span_end[rows, columns]
         logits = self.model.selected_logits(words, casing, rows, starts, ends)

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from linkner.model.batching import IGNORE_INDEX, SpanBatch
 from linkner.model.casing import NUM_CASING_CLASSES
 from linkner.model.config import SpanModelConfig
+from linkner.model.packing import pack_inputs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -48,11 +49,43 @@ class SpanNER(nn.Module):
             dim=-1,
         )
 
-    def word_states(self, batch: SpanBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def word_states(self, batch: SpanBatch, pack_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the encoder: each word's first sub-token state ``[B, W, H]`` and casing embedding
-        ``[B, W, C]``."""
-        states = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-        return _gather(states, batch.word_index), self.casing_embedding(batch.casing)
+        ``[B, W, C]``. With ``pack_tokens``, the batch's sentences run end to end in packed rows of
+        about that many sub-words (:func:`pack_inputs`: the same states up to float rounding, no
+        padding); only for encoders :meth:`packing_matches_padding` accepts."""
+        casing = self.casing_embedding(batch.casing)
+        if not pack_tokens or batch.input_ids.size(0) < 2:
+            states = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+            return _gather(states, batch.word_index), casing
+        packed = pack_inputs(batch.input_ids, batch.attention_mask, pack_tokens)
+        states = self.encoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
+                              position_ids=packed.position_ids).last_hidden_state
+        return states.reshape(-1, states.size(-1))[packed.token_index.gather(1, batch.word_index)], casing
+
+    @torch.no_grad()
+    def packing_matches_padding(self, tolerance: float = 1e-3) -> bool:
+        """Whether this encoder gives packed rows the states it gives padded sentences (it must take
+        ``position_ids`` counted from 0 and a boolean 4-D attention mask, as BERT-style encoders with
+        PyTorch's scaled-dot-product attention do), tried on two short made-up sentences."""
+        vocabulary = self.encoder.config.vocab_size
+        device = self.hidden.weight.device
+        input_ids = torch.tensor([[1, 5, 7, 9, 2], [1, 8, 2, 0, 0]], device=device) % vocabulary
+        attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], device=device)
+        was_training = self.encoder.training
+        self.encoder.eval()
+        try:
+            padded = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            packed = pack_inputs(input_ids, attention_mask, 16)
+            states = self.encoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
+                                  position_ids=packed.position_ids).last_hidden_state
+        except (TypeError, ValueError, RuntimeError):  # an encoder that takes no position ids or 4-D mask
+            return False
+        finally:
+            self.encoder.train(was_training)
+        unpacked = states.reshape(-1, states.size(-1))[packed.token_index]
+        real = attention_mask.bool()
+        return bool(torch.allclose(unpacked[real].float(), padded[real].float(), atol=tolerance, rtol=0))
 
     def selected_features(
         self, words: torch.Tensor, casing: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
