@@ -73,22 +73,41 @@ GPU_PACK_TOKENS = 512
 
 
 def pack_layout(lengths: Sequence[int], row_tokens: int) -> tuple[list[int], int, int]:
-    """Place sequences of ``lengths`` sub-words end to end in ``ceil(total / row_tokens)`` rows, each
-    sequence (longest first) in the row filled least so far, so the rows come out about even.
+    """Place sequences of ``lengths`` sub-words end to end in about ``total / row_tokens`` rows, each
+    sequence (longest first) in the row filled least so far, so the rows come out about even. One
+    row fewer is taken where it costs less (a sequence longer than the others would otherwise leave
+    a row mostly padding), by :func:`_row_cost`.
 
     Returns each sequence's flat start (``row * width + offset``), the row count and the row width
     (the fullest row's sub-words)."""
     if not lengths:
         return [], 0, 0
-    rows = max(1, math.ceil(sum(lengths) / max(1, row_tokens)))
+    most = min(len(lengths), math.ceil(sum(lengths) / max(1, row_tokens)))
+    layouts = [_fill_rows(lengths, rows) for rows in {max(1, most - 1), most}]
+    placed, rows, width = min(layouts, key=lambda layout: _row_cost(layout[1], layout[2]))
+    return [row * width + offset for row, offset in placed], rows, width
+
+
+ATTENTION_WIDTH = 2048
+"""A row width at which a BERT-style layer's attention costs about what its matrix products do (for
+MiniLM-L6, ``2 * hidden + intermediate`` = 2,304 sub-words)."""
+
+
+def _row_cost(rows: int, width: int) -> float:
+    """What ``rows`` rows of ``width`` sub-words cost the encoder, in sub-words' worth of work."""
+    return rows * width * (1 + width / ATTENTION_WIDTH)
+
+
+def _fill_rows(lengths: Sequence[int], rows: int) -> tuple[list[tuple[int, int]], int, int]:
+    """Longest first, each sequence in the least-filled of ``rows`` rows: each sequence's ``(row,
+    offset)``, the row count and the fullest row's sub-words."""
     filled = [(0, row) for row in range(rows)]  # a heap of (sub-words so far, row)
     placed: list[tuple[int, int]] = [(0, 0)] * len(lengths)
     for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         used, row = heapq.heappop(filled)
         placed[index] = (row, used)
         heapq.heappush(filled, (used + lengths[index], row))
-    width = max(used for used, _ in filled)
-    return [row * width + offset for row, offset in placed], rows, width
+    return placed, rows, max(used for used, _ in filled)
 
 
 @dataclass(frozen=True)
