@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,30 +55,28 @@ def bare_server(port: int, ready: Any, use_uvloop: bool) -> None:
 
 def measure(use_uvloop: bool, levels: list[int], seconds: float) -> list[dict[str, Any]]:
     """One bare server (in a process of its own); a row per concurrency level."""
-    import psutil
-
     from serve.ports import free_port
-    from serving import closed_loop
+    from serving import closed_loop, cpu_seconds
 
     context = multiprocessing.get_context("spawn")
     port, ready = free_port(), context.Event()
     server = context.Process(target=bare_server, args=(port, ready, use_uvloop), daemon=True)
     server.start()
     ready.wait(60)
-    process, client = psutil.Process(server.pid), psutil.Process()
+    parts = {"server": [server.pid], "client": [os.getpid()]}
     target, texts = f"127.0.0.1:{port}", [TEXT] * 50
     rows = []
     try:
         asyncio.run(closed_loop(target, texts, [9] * 50, 8, 2.0))  # warm up
         for concurrency in levels:
-            server_before, client_before = sum(process.cpu_times()[:2]), sum(client.cpu_times()[:2])
+            before = cpu_seconds(parts)
             result = asyncio.run(closed_loop(target, texts, [9] * 50, concurrency, seconds))
-            server_after, client_after = sum(process.cpu_times()[:2]), sum(client.cpu_times()[:2])
+            after = cpu_seconds(parts)
             answered = max(1, result["answered"])
             rows.append({"event_loop": "uvloop" if use_uvloop else "asyncio", "concurrency": concurrency,
                          "requests_per_s": result["requests_per_s"], "statuses": result["statuses"],
-                         "server_cpu_ms_per_request": 1000 * (server_after - server_before) / answered,
-                         "client_cpu_ms_per_request": 1000 * (client_after - client_before) / answered})
+                         "server_cpu_ms_per_request": 1000 * (after["server"] - before["server"]) / answered,
+                         "client_cpu_ms_per_request": 1000 * (after["client"] - before["client"]) / answered})
             print(rows[-1], flush=True)
     finally:
         server.kill()

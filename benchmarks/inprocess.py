@@ -98,7 +98,8 @@ def encoder_pass(predictor: "SpanPredictor", sentences: Sequence[Words], batch_s
     decoding)."""
     import torch
 
-    from linkner.model.packing import pack_inputs, plan_batches
+    from linkner.model.packing import plan_batches
+    from linkner.model.span_model import encode_packed
 
     batcher, encoder = predictor.batcher, predictor.model.encoder
     with torch.inference_mode():
@@ -113,9 +114,7 @@ def encoder_pass(predictor: "SpanPredictor", sentences: Sequence[Words], batch_s
                 input_ids = encoding["input_ids"].to(predictor.device)
                 attention_mask = encoding["attention_mask"].to(predictor.device)
                 if predictor.pack_tokens and len(group) > 1:
-                    packed = pack_inputs(input_ids, attention_mask, predictor.pack_tokens)
-                    encoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
-                            position_ids=packed.position_ids)
+                    encode_packed(encoder, input_ids, attention_mask, predictor.pack_tokens)
                 else:
                     encoder(input_ids=input_ids, attention_mask=attention_mask)
     if predictor.device.type == "cuda":

@@ -71,28 +71,24 @@ def served_levels(app_args: dict[str, Any], texts: list[str], words: list[int], 
     rows = []
     with serving.ingress_without_ray(app_args, count_passes=True) as (server, address):
         asyncio.run(serving.warm_up(address, texts, options, calls=32))
-        ingress = psutil.Process(server.pid)
-        workers = ingress.children(recursive=True)
+        parts = {"ingress": [server.pid],
+                 "workers": [worker.pid for worker in psutil.Process(server.pid).children(recursive=True)]}
         for callers in levels:
             passes_before, sentences_before = serving.passes_so_far(server)
-            cpu_before = cpu_seconds([ingress]), cpu_seconds(workers)
+            cpu_before = serving.cpu_seconds(parts)
             result = asyncio.run(serving.closed_loop(address, texts, words, callers, seconds, options))
-            cpu_after = cpu_seconds([ingress]), cpu_seconds(workers)
+            cpu_after = serving.cpu_seconds(parts)
             passes_after, sentences_after = serving.passes_so_far(server)
             passes, sentences = max(1, passes_after - passes_before), max(1, sentences_after - sentences_before)
             row = {"callers": callers, "requests_per_s": result["requests_per_s"], "p50_ms": result["p50_ms"],
                    "p99_ms": result["p99_ms"], "statuses": result["statuses"], "passes": passes,
                    "sentences_per_pass": sentences / passes,
-                   "worker_cpu_ms_per_sentence": 1000 * (cpu_after[1] - cpu_before[1]) / sentences,
-                   "ingress_cpu_ms_per_request": 1000 * (cpu_after[0] - cpu_before[0]) / max(1, result["answered"])}
+                   "worker_cpu_ms_per_sentence": 1000 * (cpu_after["workers"] - cpu_before["workers"]) / sentences,
+                   "ingress_cpu_ms_per_request": (1000 * (cpu_after["ingress"] - cpu_before["ingress"])
+                                                  / max(1, result["answered"]))}
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
-
-
-def cpu_seconds(processes: list[Any]) -> float:
-    """User and system CPU seconds of ``processes`` so far."""
-    return sum(sum(process.cpu_times()[:2]) for process in processes)
 
 
 def inprocess_sizes(config: Any, sentences: list[list[str]], sizes: list[int], repeats: int
@@ -110,13 +106,13 @@ def inprocess_sizes(config: Any, sentences: list[list[str]], sizes: list[int], r
     spec = PredictorSpec(config.checkpoint, config.device, config.threads or 1, LocalNER.predictor_options(config))
     processes = PredictorProcesses(spec, config.concurrent_passes, borrow_idle=config.lone_pass_borrows)
     passes = config.concurrent_passes
-    workers = psutil.Process().children(recursive=True)
+    workers = {"workers": [worker.pid for worker in psutil.Process().children(recursive=True)]}
     worker_cpu = {size: 0.0 for size in sizes}
 
     def run(size: int) -> None:
-        before = cpu_seconds(workers)
+        before = serving.cpu_seconds(workers)["workers"]
         process_passes(processes, sentences, size, passes)
-        worker_cpu[size] += cpu_seconds(workers) - before
+        worker_cpu[size] += serving.cpu_seconds(workers)["workers"] - before
 
     runs = {size: (f"{size} sentences a pass", lambda size=size: run(size)) for size in sizes}
     try:

@@ -52,16 +52,14 @@ class SpanNER(nn.Module):
     def word_states(self, batch: SpanBatch, pack_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the encoder: each word's first sub-token state ``[B, W, H]`` and casing embedding
         ``[B, W, C]``. With ``pack_tokens``, the batch's sentences run end to end in packed rows of
-        about that many sub-words (:func:`pack_inputs`: the same states up to float rounding, no
+        about that many sub-words (:func:`encode_packed`: the same states up to float rounding, no
         padding); only for encoders :meth:`packing_matches_padding` accepts."""
         casing = self.casing_embedding(batch.casing)
         if not pack_tokens or batch.input_ids.size(0) < 2:
             states = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
             return _gather(states, batch.word_index), casing
-        packed = pack_inputs(batch.input_ids, batch.attention_mask, pack_tokens)
-        states = self.encoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
-                              position_ids=packed.position_ids).last_hidden_state
-        return states.reshape(-1, states.size(-1))[packed.token_index.gather(1, batch.word_index)], casing
+        states, token_index = encode_packed(self.encoder, batch.input_ids, batch.attention_mask, pack_tokens)
+        return states[token_index.gather(1, batch.word_index)], casing
 
     @torch.no_grad()
     def packing_matches_padding(self, tolerance: float = 1e-3) -> bool:
@@ -76,14 +74,12 @@ class SpanNER(nn.Module):
         self.encoder.eval()
         try:
             padded = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            packed = pack_inputs(input_ids, attention_mask, 16)
-            states = self.encoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
-                                  position_ids=packed.position_ids).last_hidden_state
+            states, token_index = encode_packed(self.encoder, input_ids, attention_mask, 16)
         except (TypeError, ValueError, RuntimeError):  # an encoder that takes no position ids or 4-D mask
             return False
         finally:
             self.encoder.train(was_training)
-        unpacked = states.reshape(-1, states.size(-1))[packed.token_index]
+        unpacked = states[token_index]
         real = attention_mask.bool()
         return bool(torch.allclose(unpacked[real].float(), padded[real].float(), atol=tolerance, rtol=0))
 
@@ -138,6 +134,17 @@ class SpanNER(nn.Module):
             alpha = evidence_alpha(logits, self.config.evidence_clamp)
             return alpha / alpha.sum(-1, keepdim=True)
         return logits.softmax(-1)
+
+
+def encode_packed(encoder: "PreTrainedModel", input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  row_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``encoder`` over padded ``[B, T]`` inputs re-laid as packed rows (:func:`pack_inputs`):
+    every row position's state, flattened to ``[rows * width, H]``, and ``token_index`` ``[B, T]``,
+    where each sub-word's state is in it."""
+    packed = pack_inputs(input_ids, attention_mask, row_tokens)
+    states = encoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
+                     position_ids=packed.position_ids).last_hidden_state
+    return states.reshape(-1, states.size(-1)), packed.token_index
 
 
 def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
