@@ -114,7 +114,7 @@ def encoder_pass(predictor: "SpanPredictor", sentences: Sequence[Words], batch_s
                 input_ids = encoding["input_ids"].to(predictor.device)
                 attention_mask = encoding["attention_mask"].to(predictor.device)
                 if predictor.pack_tokens and len(group) > 1:
-                    encode_packed(encoder, input_ids, attention_mask, predictor.pack_tokens)
+                    encode_packed(encoder, input_ids, attention_mask, predictor.pack_tokens, predictor.first_position)
                 else:
                     encoder(input_ids=input_ids, attention_mask=attention_mask)
     if predictor.device.type == "cuda":

@@ -148,9 +148,9 @@ def test_packed_rows_predict_what_padded_batches_do(tiny_checkpoint, toy_dev) ->
 
 def test_an_encoder_that_cannot_take_packed_rows_gets_padded_batches(tiny_checkpoint, toy_dev) -> None:
     model, batcher = load_checkpoint(tiny_checkpoint)
-    assert model.packing_matches_padding()
+    assert model.packed_first_position() == 0
     model.encoder.set_attn_implementation("eager")  # adds a boolean mask to the scores: not a block mask
-    assert not model.packing_matches_padding()
+    assert model.packed_first_position() is None
     predictor = SpanPredictor(model, batcher, "cpu", pack_tokens=256)
     assert predictor.pack_tokens == 0
     assert sum(map(len, predictor.predict([s.tokens for s in toy_dev[:20]]))) > 0
@@ -167,3 +167,30 @@ def test_the_ner_config_chooses_the_layout(tiny_checkpoint) -> None:
     for configured, expected in ((0, 0), (64, 64), (None, CPU_PACK_TOKENS)):
         options = LocalNER.predictor_options(NERConfig(checkpoint=str(tiny_checkpoint), pack_tokens=configured))
         assert SpanPredictor.from_checkpoint(tiny_checkpoint, "cpu", **options).pack_tokens == expected
+
+
+def test_a_roberta_style_encoder_packs_with_its_positions_counted_past_the_padding_id() -> None:
+    """RoBERTa numbers a padded sentence's positions from ``pad_token_id + 1``: packed rows count
+    from there too, and give the states padding gives."""
+    from transformers import RobertaConfig, RobertaModel
+
+    from linkner.model.config import SpanModelConfig
+    from linkner.model.span_model import SpanNER, encode_packed
+
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=40, pad_token_id=1)
+    model = SpanNER(SpanModelConfig(labels=["PER"]), RobertaModel(config)).eval()
+    assert model.packed_first_position() == 2
+    lengths = [7, 3, 12, 5, 9]
+    input_ids = torch.full((5, 12), 1)
+    for row, length in enumerate(lengths):
+        input_ids[row, :length] = torch.randint(3, 60, (length,))
+    attention_mask = (input_ids != 1).long()
+    with torch.no_grad():
+        padded = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        states, token_index = encode_packed(model.encoder, input_ids, attention_mask, 16, first_position=2)
+        counted_from_zero, _ = encode_packed(model.encoder, input_ids, attention_mask, 16, first_position=0)
+    real = attention_mask.bool()
+    assert torch.allclose(states[token_index][real], padded[real], atol=1e-4)
+    assert not torch.allclose(counted_from_zero[token_index][real], padded[real], atol=1e-2)

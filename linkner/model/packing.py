@@ -114,8 +114,9 @@ def _fill_rows(lengths: Sequence[int], rows: int) -> tuple[list[tuple[int, int]]
 class PackedInputs:
     """A padded batch re-laid as packed encoder rows: sentences end to end, each attending only to
     itself (``attention_mask`` is block-diagonal, padding a block of its own) with positions counted
-    from each sentence's start. ``token_index[b, t]`` is where sub-word ``t`` of sentence ``b`` lands
-    in the rows flattened to ``[rows * width]``."""
+    from each sentence's start (from ``first_position``: 0 for BERT-style encoders).
+    ``token_index[b, t]`` is where sub-word ``t`` of sentence ``b`` lands in the rows flattened to
+    ``[rows * width]``."""
 
     input_ids: torch.Tensor  # [R, W]
     position_ids: torch.Tensor  # [R, W]
@@ -123,8 +124,10 @@ class PackedInputs:
     token_index: torch.Tensor  # [B, T]
 
 
-def pack_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, row_tokens: int) -> PackedInputs:
-    """Re-lay padded ``[B, T]`` encoder inputs as packed rows of about ``row_tokens`` sub-words."""
+def pack_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, row_tokens: int,
+                first_position: int = 0) -> PackedInputs:
+    """Re-lay padded ``[B, T]`` encoder inputs as packed rows of about ``row_tokens`` sub-words, each
+    sentence's position ids counted from ``first_position``."""
     count, longest = attention_mask.shape
     starts, rows, width = pack_layout(attention_mask.sum(1).tolist(), row_tokens)
     device = input_ids.device
@@ -134,7 +137,8 @@ def pack_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, row_token
     packed_ids = input_ids.new_zeros(rows * width)
     packed_ids[target] = input_ids[real]
     positions = torch.zeros(rows * width, dtype=torch.long, device=device)
-    positions[target] = torch.arange(longest, device=device).expand(count, longest)[real]
+    counted = torch.arange(first_position, first_position + longest, device=device)
+    positions[target] = counted.expand(count, longest)[real]
     owner = torch.full((rows * width,), -1, dtype=torch.long, device=device)  # padding: a block of its own
     owner[target] = torch.arange(count, device=device).unsqueeze(1).expand(count, longest)[real]
     owner = owner.view(rows, 1, width)

@@ -74,10 +74,12 @@ class SpanPredictor:
         self.max_batch_tokens = max_batch_tokens
         if pack_tokens is None:
             pack_tokens = GPU_PACK_TOKENS if self.device.type == "cuda" else CPU_PACK_TOKENS
-        if pack_tokens and not self.model.packing_matches_padding():
+        first_position = self.model.packed_first_position() if pack_tokens else None
+        if pack_tokens and first_position is None:
             log.warning("the %s encoder cannot take packed rows; batches are padded instead", model.config.encoder)
             pack_tokens = 0
         self.pack_tokens = pack_tokens
+        self.first_position = first_position or 0  # where packed rows count each sentence's positions from
 
     @classmethod
     def from_checkpoint(cls, folder: str | Path, device: str = "auto", **options: int | bool) -> "SpanPredictor":
@@ -266,7 +268,7 @@ class SpanPredictor:
         Returns the candidates' ``(row, start, end_exclusive)`` ``[M, 3]`` on the CPU, their
         estimator inputs (with ``samples`` head-dropout passes when asked), and their positions
         among the batch's real spans in row-major order."""
-        words, casing = self.model.word_states(batch, self.pack_tokens)
+        words, casing = self.model.word_states(batch, self.pack_tokens, self.first_position)
         rows, columns = batch.span_mask.nonzero(as_tuple=True)
         starts, ends = batch.span_start[rows, columns], batch.span_end[rows, columns]
         logits = self.model.selected_logits(words, casing, rows, starts, ends)

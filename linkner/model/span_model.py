@@ -49,39 +49,48 @@ class SpanNER(nn.Module):
             dim=-1,
         )
 
-    def word_states(self, batch: SpanBatch, pack_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def word_states(self, batch: SpanBatch, pack_tokens: int = 0,
+                    first_position: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the encoder: each word's first sub-token state ``[B, W, H]`` and casing embedding
         ``[B, W, C]``. With ``pack_tokens``, the batch's sentences run end to end in packed rows of
-        about that many sub-words (:func:`encode_packed`: the same states up to float rounding, no
-        padding); only for encoders :meth:`packing_matches_padding` accepts."""
+        about that many sub-words, their positions counted from ``first_position``
+        (:func:`encode_packed`: the same states up to float rounding, no padding); only for
+        encoders :meth:`packed_first_position` finds a count for."""
         casing = self.casing_embedding(batch.casing)
         if not pack_tokens or batch.input_ids.size(0) < 2:
             states = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
             return _gather(states, batch.word_index), casing
-        states, token_index = encode_packed(self.encoder, batch.input_ids, batch.attention_mask, pack_tokens)
+        states, token_index = encode_packed(self.encoder, batch.input_ids, batch.attention_mask, pack_tokens,
+                                            first_position)
         return states[token_index.gather(1, batch.word_index)], casing
 
     @torch.no_grad()
-    def packing_matches_padding(self, tolerance: float = 1e-3) -> bool:
-        """Whether this encoder gives packed rows the states it gives padded sentences (it must take
-        ``position_ids`` counted from 0 and a boolean 4-D attention mask, as BERT-style encoders with
-        PyTorch's scaled-dot-product attention do), tried on two short made-up sentences."""
-        vocabulary = self.encoder.config.vocab_size
+    def packed_first_position(self, tolerance: float = 1e-3) -> int | None:
+        """The position id each sentence of a packed row must start from for this encoder to give it
+        the states it gives the sentence padded, or None when none does. BERT-style encoders count
+        from 0; RoBERTa-style ones from ``pad_token_id + 1`` (their padded positions skip the
+        padding id). The encoder must also take ``position_ids`` and a boolean 4-D attention mask, as
+        encoders with PyTorch's scaled-dot-product attention do. Tried on two short made-up
+        sentences."""
+        config = self.encoder.config
+        pad = config.pad_token_id if isinstance(config.pad_token_id, int) else 0
         device = self.hidden.weight.device
-        input_ids = torch.tensor([[1, 5, 7, 9, 2], [1, 8, 2, 0, 0]], device=device) % vocabulary
-        attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], device=device)
+        real = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], device=device)
+        made_up = (pad + 1 + torch.arange(10, device=device).view(2, 5)) % config.vocab_size
+        input_ids = torch.where(real.bool(), made_up, pad)
         was_training = self.encoder.training
         self.encoder.eval()
         try:
-            padded = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            states, token_index = encode_packed(self.encoder, input_ids, attention_mask, 16)
-        except (TypeError, ValueError, RuntimeError):  # an encoder that takes no position ids or 4-D mask
-            return False
+            padded = self.encoder(input_ids=input_ids, attention_mask=real).last_hidden_state[real.bool()].float()
+            for first in dict.fromkeys((0, pad + 1)):
+                states, token_index = encode_packed(self.encoder, input_ids, real, 16, first)
+                if torch.allclose(states[token_index][real.bool()].float(), padded, atol=tolerance, rtol=0):
+                    return first
+        except (TypeError, ValueError, RuntimeError, IndexError):  # no position ids or 4-D mask taken
+            return None
         finally:
             self.encoder.train(was_training)
-        unpacked = states[token_index]
-        real = attention_mask.bool()
-        return bool(torch.allclose(unpacked[real].float(), padded[real].float(), atol=tolerance, rtol=0))
+        return None
 
     def selected_features(
         self, words: torch.Tensor, casing: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
@@ -137,11 +146,11 @@ class SpanNER(nn.Module):
 
 
 def encode_packed(encoder: "PreTrainedModel", input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  row_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  row_tokens: int, first_position: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``encoder`` over padded ``[B, T]`` inputs re-laid as packed rows (:func:`pack_inputs`):
     every row position's state, flattened to ``[rows * width, H]``, and ``token_index`` ``[B, T]``,
     where each sub-word's state is in it."""
-    packed = pack_inputs(input_ids, attention_mask, row_tokens)
+    packed = pack_inputs(input_ids, attention_mask, row_tokens, first_position)
     states = encoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
                      position_ids=packed.position_ids).last_hidden_state
     return states.reshape(-1, states.size(-1)), packed.token_index
