@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
     from linkner.model.predictor import SpanPredictor
+    from linkner.model.processes import PredictorProcesses
 
 Words = Sequence[str]
 HF_HEAD_DIR = ROOT / "artifacts" / "hf-token-head"
