@@ -34,6 +34,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 APP = "bench"
+ONE_PASS_PATH = "local, one pass at a time"  # --compare-one-pass
 WITHOUT_RAY = "ingress_without_ray"  # the benchmark module that runs the ingress class without Ray
 
 from serve.ports import free_port, free_ports  # noqa: E402 (after the path insert)
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also measure the local path with the embedded model's other ner.pass_workers")
     parser.add_argument("--compare-placement", action="store_true",
                         help="also measure the local path with the other ner.placement, side by side")
+    parser.add_argument("--compare-one-pass", action="store_true",
+                        help="also measure the local path with one forward pass at a time (ner.concurrent_passes: "
+                             "1, one worker): the model on one core, the rest of the stack on the other")
     parser.add_argument("--compare-without-ray", action="store_true",
                         help="also measure the local path with the same ingress class in a plain process on a "
                              "grpc.aio server of its own, no Ray (benchmarks/ingress_without_ray.py)")
@@ -339,21 +343,23 @@ def start_local_serve(env: dict[str, str], grpc_port: int) -> None:
 
 
 def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
-              placement: str | None = None, pass_workers: str | None = None) -> None:
+              placement: str | None = None, pass_workers: str | None = None, passes: int | None = None) -> None:
     from ray import serve
 
     from serve.app import build_app
 
-    serve.run(build_app(application_args(args, llm, router, placement, pass_workers)), name=APP, route_prefix=f"/{APP}",
+    serve.run(build_app(application_args(args, llm, router, placement, pass_workers, passes)), name=APP,
+              route_prefix=f"/{APP}",
               logging_config=shipped_application().get("logging_config"))  # as shipped: no access log
 
 
 def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
-                     placement: str | None = None, pass_workers: str | None = None) -> dict[str, Any]:
-    """The LinkNER application's args for one measured configuration."""
+                     placement: str | None = None, pass_workers: str | None = None,
+                     passes: int | None = None) -> dict[str, Any]:
+    """The LinkNER application's args for one measured configuration (what is not given: ``args``)."""
     app_args: dict[str, Any] = {
         "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size,
-                "placement": placement or args.ner_placement, "concurrent_passes": args.concurrent_passes,
+                "placement": placement or args.ner_placement, "concurrent_passes": passes or args.concurrent_passes,
                 "pass_workers": pass_workers or args.pass_workers,
                 "lone_pass_borrows": args.lone_pass_borrows,
                 **({} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s})},
@@ -451,9 +457,9 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
     start_local_serve(env, int(proxy.rsplit(":", 1)[1]))
 
     def deployed(llm: bool, router: dict[str, Any] | None = None, placement: str | None = None,
-                 pass_workers: str | None = None) -> str:
+                 pass_workers: str | None = None, passes: int | None = None) -> str:
         """Run the app; the address callers dial (its ingress replica, or the proxy)."""
-        serve_app(args, llm, router, placement, pass_workers)
+        serve_app(args, llm, router, placement, pass_workers, passes)
         return grpc_targets(APP)[0] if direct else proxy
 
     rows = []
@@ -480,6 +486,10 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
             other = "thread" if args.pass_workers == "process" else "process"
             rows += measured_levels(f"local, passes in worker {other}s", deployed(False, pass_workers=other), texts,
                                     words, args.concurrency, args.seconds, pb.Options(policy="none"))
+            serve.delete(APP)
+        if args.compare_one_pass and args.ner_placement == "embedded" and args.concurrent_passes != 1:
+            rows += measured_levels(ONE_PASS_PATH, deployed(False, passes=1), texts, words, args.concurrency,
+                                    args.seconds, pb.Options(policy="none"))
             serve.delete(APP)
         if args.long_document_words:
             long_text = long_document(texts, args.long_document_words)
@@ -540,7 +550,8 @@ def markdown(report: dict[str, Any]) -> str:
     for key in ("served_vs_inprocess_c32", "served_vs_inprocess_one_pass_c32", "served_vs_hf_pipeline_c32",
                 "stack_cpu_ms_per_request", "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms",
                 "direct_vs_proxy_c32", "cpu_ms_saved_by_direct_ingress", "other_placement_vs_local_c32",
-                "other_pass_workers_vs_local_c32", "local_vs_without_ray_c32", "without_ray_vs_inprocess_c32"):
+                "other_pass_workers_vs_local_c32", "local_vs_without_ray_c32", "without_ray_vs_inprocess_c32",
+                "one_pass_served_vs_inprocess_c32", "one_pass_vs_local_c32"):
         if report.get(key) is not None:
             lines.append(f"- {key}: {report[key]:.2f}")
     return "\n".join(lines)
@@ -577,6 +588,10 @@ def summarise(report: dict[str, Any]) -> None:
         if batched:
             report["without_ray_vs_inprocess_c32"] = (without_ray[32]["sentences_per_s"]
                                                       / same_threads["sentences_per_s"])
+    one_pass = {row["concurrency"]: row for row in report["served"] if row["path"] == ONE_PASS_PATH}
+    if one_pass.get(32) and batched:  # the same thread count in process: one pass on one thread
+        report["one_pass_served_vs_inprocess_c32"] = one_pass[32]["sentences_per_s"] / batched["sentences_per_s"]
+        report["one_pass_vs_local_c32"] = one_pass[32]["requests_per_s"] / c32["requests_per_s"] if c32 else None
     workers = {row["concurrency"]: row for row in report["served"] if row["path"].startswith("local, passes in ")}
     if c32 and workers.get(32):
         report["other_pass_workers_vs_local_c32"] = workers[32]["requests_per_s"] / c32["requests_per_s"]
@@ -615,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
                               "throughput_optimized": args.throughput_optimized, "ingress": args.ingress,
                               "ner_placement": args.ner_placement, "concurrent_passes": args.concurrent_passes,
                               "pass_workers": args.pass_workers, "lone_pass_borrows": args.lone_pass_borrows,
-                              "compare_without_ray": args.compare_without_ray, "model": str(args.model)}
+                              "compare_without_ray": args.compare_without_ray,
+                              "compare_one_pass": args.compare_one_pass, "model": str(args.model)}
     if not args.no_inprocess:
         report["inprocess"] = inprocess_rows(args, [s.tokens for s in sentences])
     report["long_documents"] = []

@@ -40,3 +40,26 @@ def test_the_ingress_without_ray_answers_over_grpc_and_counts_as_the_ingress(tin
             with pytest.raises(grpc.RpcError) as refused:
                 pb_grpc.LinkNERStub(channel).Recognize(pb.RecognizeRequest(text=""), timeout=60)
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_one_pass_comparison_runs_one_worker_and_is_judged_against_one_pass_in_process() -> None:
+    """``--compare-one-pass``: the app runs one forward pass at a time, and its 32-caller figure is
+    compared with the in-process predictor on one thread (the same thread count), not with two."""
+    import argparse
+
+    args = argparse.Namespace(model="m", threads=1, max_batch_size=16, ner_placement="embedded", concurrent_passes=2,
+                              pass_workers="process", lone_pass_borrows=True, batch_wait_s=None, llm=None)
+    assert serving.application_args(args, False, passes=1)["ner"]["concurrent_passes"] == 1
+    assert serving.application_args(args, False)["ner"]["concurrent_passes"] == 2
+
+    def served(path: str, sentences_per_s: float) -> dict:
+        return {"path": path, "concurrency": 32, "sentences_per_s": sentences_per_s, "requests_per_s": sentences_per_s,
+                "cpu_ms_per_request_total": 8.0}
+
+    report = {"pass_workers": "process", "served": [served("local", 220.0), served(serving.ONE_PASS_PATH, 180.0)],
+              "inprocess": [{"name": "batched", "sentences_per_s": 200.0, "ms_per_sentence": 5.0},
+                            {"name": "batched-processes", "sentences_per_s": 330.0, "ms_per_sentence": 3.0}]}
+    serving.summarise(report)
+    assert report["served_vs_inprocess_c32"] == 220.0 / 330.0
+    assert report["one_pass_served_vs_inprocess_c32"] == 180.0 / 200.0
+    assert report["one_pass_vs_local_c32"] == 180.0 / 220.0
