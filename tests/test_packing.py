@@ -194,3 +194,44 @@ def test_a_roberta_style_encoder_packs_with_its_positions_counted_past_the_paddi
     real = attention_mask.bool()
     assert torch.allclose(states[token_index][real], padded[real], atol=1e-4)
     assert not torch.allclose(counted_from_zero[token_index][real], padded[real], atol=1e-2)
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta_checkpoint(toy_train, toy_dev, tmp_path_factory: pytest.TempPathFactory):
+    """A span model on a randomly initialised 2-layer RoBERTa with a byte-level BPE vocabulary
+    learnt from the toy corpus (nothing downloaded), trained as ``tiny_checkpoint`` is."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    from linkner.model.training import TrainConfig, Trainer
+
+    encoder = tmp_path_factory.mktemp("tiny-roberta")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([" ".join(s.tokens) for s in toy_train + toy_dev], vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+    bpe.save_model(str(encoder))
+    tokenizer = RobertaTokenizerFast.from_pretrained(encoder)  # from the vocab.json and merges.txt just written
+    assert len(tokenizer) > 100 and tokenizer.pad_token_id == 1
+    tokenizer.save_pretrained(encoder)
+    torch.manual_seed(0)
+    RobertaModel(RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id,
+                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+                 ).save_pretrained(encoder)
+    output = tmp_path_factory.mktemp("tiny-roberta-model")
+    config = TrainConfig(encoder=str(encoder), epochs=6, batch_size=16, lr_encoder=1e-3, lr_head=3e-3, hidden_dim=64,
+                         width_dim=8, casing_dim=8, patience=6, progress=False, threads=1, max_span_len=4,
+                         mention_replacement=0.0, typo_rate=0.0)
+    Trainer(config, toy_train, toy_dev, output).fit()
+    return output
+
+
+def test_a_roberta_span_model_trains_and_predicts_the_same_packed_as_padded(tiny_roberta_checkpoint, toy_dev) -> None:
+    """End to end with a RoBERTa encoder folder: it trains, its predictor packs rows counting positions
+    from ``pad_token_id + 1``, and packed predictions are the padded ones."""
+    sentences = _mixed_sentences(toy_dev)
+    padded = SpanPredictor.from_checkpoint(tiny_roberta_checkpoint, device="cpu", batch_size=64, pack_tokens=0)
+    packed = SpanPredictor.from_checkpoint(tiny_roberta_checkpoint, device="cpu", batch_size=64, pack_tokens=24)
+    assert packed.pack_tokens == 24 and packed.first_position == padded.model.encoder.config.pad_token_id + 1 == 2
+    _assert_same_predictions(padded.predict(sentences, ["confidence", "entropy"]),
+                             packed.predict(sentences, ["confidence", "entropy"]))
