@@ -143,14 +143,9 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_encoder: Path, toy_train, toy_dev, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny span model trained on the toy corpus (a few seconds on 2 cores)."""
-    from linkner.model.training import TrainConfig, Trainer
+    from tests_helpers import train_tiny_span_model
 
-    output = tmp_path_factory.mktemp("tiny-model")
-    config = TrainConfig(encoder=str(tiny_encoder), epochs=6, batch_size=16, lr_encoder=1e-3, lr_head=3e-3,
-                         hidden_dim=64, width_dim=8, casing_dim=8, patience=6, progress=False, threads=1,
-                         max_span_len=4, mention_replacement=0.0, typo_rate=0.0)  # augmentation: test_augment.py
-    Trainer(config, toy_train, toy_dev, output).fit()
-    return output
+    return train_tiny_span_model(tiny_encoder, toy_train, toy_dev, tmp_path_factory.mktemp("tiny-model"))
 
 
 import sys as _sys

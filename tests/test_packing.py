@@ -203,7 +203,7 @@ def tiny_roberta_checkpoint(toy_train, toy_dev, tmp_path_factory: pytest.TempPat
     from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
-    from linkner.model.training import TrainConfig, Trainer
+    from tests_helpers import train_tiny_span_model
 
     encoder = tmp_path_factory.mktemp("tiny-roberta")
     bpe = ByteLevelBPETokenizer()
@@ -218,12 +218,7 @@ def tiny_roberta_checkpoint(toy_train, toy_dev, tmp_path_factory: pytest.TempPat
                                intermediate_size=64, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id,
                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
                  ).save_pretrained(encoder)
-    output = tmp_path_factory.mktemp("tiny-roberta-model")
-    config = TrainConfig(encoder=str(encoder), epochs=6, batch_size=16, lr_encoder=1e-3, lr_head=3e-3, hidden_dim=64,
-                         width_dim=8, casing_dim=8, patience=6, progress=False, threads=1, max_span_len=4,
-                         mention_replacement=0.0, typo_rate=0.0)
-    Trainer(config, toy_train, toy_dev, output).fit()
-    return output
+    return train_tiny_span_model(encoder, toy_train, toy_dev, tmp_path_factory.mktemp("tiny-roberta-model"))
 
 
 def test_a_roberta_span_model_trains_and_predicts_the_same_packed_as_padded(tiny_roberta_checkpoint, toy_dev) -> None:
