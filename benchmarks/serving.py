@@ -343,26 +343,24 @@ def start_local_serve(env: dict[str, str], grpc_port: int) -> None:
 
 
 def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
-              placement: str | None = None, pass_workers: str | None = None, passes: int | None = None) -> None:
+              ner: dict[str, Any] | None = None) -> None:
     from ray import serve
 
     from serve.app import build_app
 
-    serve.run(build_app(application_args(args, llm, router, placement, pass_workers, passes)), name=APP,
-              route_prefix=f"/{APP}",
+    serve.run(build_app(application_args(args, llm, router, ner)), name=APP, route_prefix=f"/{APP}",
               logging_config=shipped_application().get("logging_config"))  # as shipped: no access log
 
 
 def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
-                     placement: str | None = None, pass_workers: str | None = None,
-                     passes: int | None = None) -> dict[str, Any]:
-    """The LinkNER application's args for one measured configuration (what is not given: ``args``)."""
+                     ner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The LinkNER application's args for one measured configuration: ``args``' settings, with
+    ``router`` and ``ner`` overriding keys of those sections."""
     app_args: dict[str, Any] = {
         "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size,
-                "placement": placement or args.ner_placement, "concurrent_passes": passes or args.concurrent_passes,
-                "pass_workers": pass_workers or args.pass_workers,
-                "lone_pass_borrows": args.lone_pass_borrows,
-                **({} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s})},
+                "placement": args.ner_placement, "concurrent_passes": args.concurrent_passes,
+                "pass_workers": args.pass_workers, "lone_pass_borrows": args.lone_pass_borrows,
+                **({} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s}), **(ner or {})},
         "llm_pool": {"enabled": False},
     }
     if llm:
@@ -456,10 +454,9 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
     proxy = f"127.0.0.1:{proxy_port(port) if direct else port}"
     start_local_serve(env, int(proxy.rsplit(":", 1)[1]))
 
-    def deployed(llm: bool, router: dict[str, Any] | None = None, placement: str | None = None,
-                 pass_workers: str | None = None, passes: int | None = None) -> str:
+    def deployed(llm: bool, router: dict[str, Any] | None = None, ner: dict[str, Any] | None = None) -> str:
         """Run the app; the address callers dial (its ingress replica, or the proxy)."""
-        serve_app(args, llm, router, placement, pass_workers, passes)
+        serve_app(args, llm, router, ner)
         return grpc_targets(APP)[0] if direct else proxy
 
     rows = []
@@ -476,20 +473,19 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
             for name, address in ways:
                 rows += measured_levels(name, address, texts, words, levels, args.seconds, options)
             serve.delete(APP)
+        comparisons = []  # (path, ner settings overridden) of the local path's other configurations
         if args.compare_placement:
             other = "pool" if args.ner_placement == "embedded" else "embedded"
-            name = f"local, NER {'embedded in the ingress' if other == 'embedded' else 'pool'}"
-            rows += measured_levels(name, deployed(False, placement=other), texts, words, args.concurrency,
-                                    args.seconds, pb.Options(policy="none"))
-            serve.delete(APP)
+            comparisons.append((f"local, NER {'embedded in the ingress' if other == 'embedded' else 'pool'}",
+                                {"placement": other}))
         if args.compare_pass_workers and args.ner_placement == "embedded":
             other = "thread" if args.pass_workers == "process" else "process"
-            rows += measured_levels(f"local, passes in worker {other}s", deployed(False, pass_workers=other), texts,
-                                    words, args.concurrency, args.seconds, pb.Options(policy="none"))
-            serve.delete(APP)
+            comparisons.append((f"local, passes in worker {other}s", {"pass_workers": other}))
         if args.compare_one_pass and args.ner_placement == "embedded" and args.concurrent_passes != 1:
-            rows += measured_levels(ONE_PASS_PATH, deployed(False, passes=1), texts, words, args.concurrency,
-                                    args.seconds, pb.Options(policy="none"))
+            comparisons.append((ONE_PASS_PATH, {"concurrent_passes": 1}))
+        for name, ner in comparisons:
+            rows += measured_levels(name, deployed(False, ner=ner), texts, words, args.concurrency, args.seconds,
+                                    pb.Options(policy="none"))
             serve.delete(APP)
         if args.long_document_words:
             long_text = long_document(texts, args.long_document_words)

@@ -49,7 +49,7 @@ def test_the_one_pass_comparison_runs_one_worker_and_is_judged_against_one_pass_
 
     args = argparse.Namespace(model="m", threads=1, max_batch_size=16, ner_placement="embedded", concurrent_passes=2,
                               pass_workers="process", lone_pass_borrows=True, batch_wait_s=None, llm=None)
-    assert serving.application_args(args, False, passes=1)["ner"]["concurrent_passes"] == 1
+    assert serving.application_args(args, False, ner={"concurrent_passes": 1})["ner"]["concurrent_passes"] == 1
     assert serving.application_args(args, False)["ner"]["concurrent_passes"] == 2
 
     def served(path: str, sentences_per_s: float) -> dict:
