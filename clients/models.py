@@ -33,6 +33,7 @@ class Result(BaseModel):
     entities: list[Entity]
     degraded: bool
     degraded_reason: str = ""
+    degraded_kind: str = ""  # "llm_timeout", "llm_overloaded" or "llm_error" when degraded
     model: str = ""
     llm_backend: str = ""
     llm_spans: int = 0
@@ -52,7 +53,8 @@ def result_from_proto(response) -> Result:
                          llm_score=e.llm_score if e.HasField("llm_score") else None, degraded=e.degraded,
                          candidates=[(c.label, c.probability) for c in e.candidates])
                   for e in response.entities],
-        degraded=response.degraded, degraded_reason=response.degraded_reason, model=response.model,
+        degraded=response.degraded, degraded_reason=response.degraded_reason,
+        degraded_kind=response.degraded_kind, model=response.model,
         llm_backend=response.llm_backend, llm_spans=response.llm_spans, request_id=response.request_id,
         timings_ms={"recognize": t.recognize_ms, "detect": t.detect_ms, "classify": t.classify_ms,
                     "merge": t.merge_ms, "total": t.total_ms},

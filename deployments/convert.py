@@ -48,7 +48,8 @@ def response_to_proto(output: RecognizeOutput) -> pb.RecognizeResponse:
                       candidates=[pb.Candidate(label=label, probability=p) for label, p in e.alternatives])
             for e in output.entities
         ],
-        degraded=output.degraded, degraded_reason=output.degraded_reason, model=output.model,
+        degraded=output.degraded, degraded_reason=output.degraded_reason, degraded_kind=output.degraded_kind,
+        model=output.model,
         llm_backend=output.llm_backend, llm_spans=output.llm_spans, request_id=output.request_id,
         timings=pb.Timings(recognize_ms=timings.get("recognize", 0.0), detect_ms=timings.get("detect", 0.0),
                            classify_ms=timings.get("classify", 0.0), merge_ms=timings.get("merge", 0.0),

@@ -8,7 +8,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
-from linkner.llm.protocol import SpanAnswer, SpanQuery
+from linkner.llm.protocol import LLMOverloaded, SpanAnswer, SpanQuery
 from linkner.telemetry import current_carrier
 from linkner.uncertainty.names import LEARNED
 
@@ -165,6 +165,8 @@ def len_words(item: _Pending) -> int:
 
 
 class HandleBackend:
+    """The LLM pool, through its deployment handle, as an LLM backend."""
+
     def __init__(self, handle: Any, model_id: str, candidates: int | None = None) -> None:
         self.handle = handle
         self.model_id = model_id
@@ -172,7 +174,14 @@ class HandleBackend:
 
     async def classify(self, queries: Sequence[SpanQuery], labels: Sequence[str],
                        timeout_s: float | None = None) -> list[SpanAnswer]:
-        return await self.handle.classify.remote(list(queries), list(labels), timeout_s, current_carrier())
+        """The pool's answers; a full pool queue (``llm_pool.max_queued_requests``) raises
+        :class:`LLMOverloaded` at once."""
+        from ray.serve.exceptions import BackPressureError
+
+        try:
+            return await self.handle.classify.remote(list(queries), list(labels), timeout_s, current_carrier())
+        except BackPressureError as error:
+            raise LLMOverloaded(error.message) from error
 
     async def close(self) -> None:
         return None

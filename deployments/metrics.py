@@ -43,9 +43,9 @@ class IngressMetrics:
         self.share = Histogram("linkner_llm_share", "per document: share of its spans sent to the LLM",
                                boundaries=SHARE_BUCKETS)
         self.degraded = Counter("linkner_degraded_total", "documents answered degraded (local answer kept), by "
-                                "reason (llm_timeout, llm_error)", tag_keys=("reason",))
+                                "reason (llm_timeout, llm_overloaded, llm_error)", tag_keys=("reason",))
         self.llm_failures = Counter("linkner_llm_failures_total", "routed spans whose LLM answer failed, by kind "
-                                    "(timeout, error)", tag_keys=("kind",))
+                                    "(timeout, overloaded, error)", tag_keys=("kind",))
         self.stage = Histogram("linkner_stage_seconds", "per document: seconds in each linking stage (recognize, "
                                "detect, classify, merge) and in total", boundaries=LATENCY_BUCKETS_S,
                                tag_keys=("stage",))
@@ -73,11 +73,11 @@ class IngressMetrics:
         self.share.observe(output.llm_spans / output.spans if output.spans else 0.0)
         if output.degraded:
             self.degraded.inc(1, tags={"reason": output.degraded_kind or "other"})
-        timeouts, errors = output.llm_timeouts, output.llm_errors - output.llm_timeouts
-        if timeouts:
-            self.llm_failures.inc(timeouts, tags={"kind": "timeout"})
-        if errors:
-            self.llm_failures.inc(errors, tags={"kind": "error"})
+        failures = {"timeout": output.llm_timeouts, "overloaded": output.llm_overloaded,
+                    "error": output.llm_errors - output.llm_timeouts - output.llm_overloaded}
+        for kind, count in failures.items():
+            if count:
+                self.llm_failures.inc(count, tags={"kind": kind})
         for stage in STAGES:
             seconds = output.timings_ms.get(stage, 0.0) / 1000.0
             self.stage.observe(seconds, tags={"stage": stage})

@@ -105,7 +105,8 @@ def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
     llm = None
     if config.llm_pool.enabled:
         llm = LLMPool.options(name="llm", **deployment_options(
-            config.llm_pool.resources, config.llm_pool.max_ongoing_requests)).bind(config.llm_pool, config.telemetry)
+            config.llm_pool.resources, config.llm_pool.max_ongoing_requests, config.llm_pool.max_queued_requests)
+        ).bind(config.llm_pool, config.telemetry)
     return LinkNERIngress.options(name="ingress", **deployment_options(
         ingress_resources, config.router.max_ongoing_requests, config.router.max_queued_requests)
     ).bind(ner, llm, config)

@@ -73,3 +73,18 @@ def test_an_embedded_model_binds_no_ner_pool_and_the_ingress_reserves_its_cpus(t
     embedded, pooled = ingress("embedded"), ingress("pool")
     assert embedded.init_args[0] is None and embedded.ray_actor_options["num_cpus"] == 1.0
     assert pooled.init_args[0]._bound_deployment.name == "ner" and pooled.ray_actor_options["num_cpus"] == 0.0
+
+
+def test_the_llm_pool_queue_is_bounded_and_a_zero_queue_is_refused(tiny_checkpoint):
+    from serve.app import build_app
+
+    args = {"ner": {"checkpoint": str(tiny_checkpoint)},
+            "llm_pool": {"llm": {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:1/v1"},
+                         "max_queued_requests": 3}}
+    llm = build_app(args)._bound_deployment.init_args[1]._bound_deployment
+    assert llm.name == "llm" and llm._deployment_config.max_queued_requests == 3
+    for section in ("ner", "router", "llm_pool"):
+        zero = {"ner": {"checkpoint": str(tiny_checkpoint)}, "llm_pool": {"enabled": False}, "router": {}}
+        zero[section]["max_queued_requests"] = 0
+        with pytest.raises(ConfigError, match=f"(?s){section}.max_queued_requests.*at least 1"):
+            validate_config(zero)

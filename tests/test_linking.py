@@ -276,3 +276,40 @@ def test_evaluate_linking_report_and_plot(tiny_checkpoint, toy_dev, tmp_path):
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert "oracle, entropy" in report.markdown()
     assert report.calibration.resamples == 1000 and "% interval [" in report.markdown()
+
+
+class RefusingBackend:
+    """An LLM pool whose queue is full: every call is refused at once (as the deployment handle's
+    BackPressureError arrives through :class:`deployments.handles.HandleBackend`)."""
+
+    model_id = "refusing"
+
+    async def classify(self, queries, labels, timeout_s=None):
+        from linkner.llm.protocol import LLMOverloaded
+
+        raise LLMOverloaded("1 calls queued, at most 1")
+
+
+def test_a_refused_llm_call_keeps_the_local_answers_marked_overloaded(tiny_checkpoint, toy_dev):
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    sentences = [s.tokens for s in toy_dev[:3]]
+    local = run(RDCLinker(predictor, None, DetectionPolicy(kind="none")).link(sentences))
+    linker = RDCLinker(predictor, RefusingBackend(), DetectionPolicy(kind="budget", budget=1.0), llm_timeout_s=30)
+    result = run(linker.link(sentences))
+    stats = result.stats
+    assert stats.routed > 0 and stats.llm_errors == stats.llm_overloaded == stats.routed and not stats.llm_timeouts
+    assert stats.degraded and stats.degraded_kind == "llm_overloaded" and "LLM overloaded" in stats.degraded_reason
+    assert [[(e.start, e.end, e.label) for e in s] for s in result.sentences] == \
+           [[(e.start, e.end, e.label) for e in s] for s in local.sentences]
+
+
+def test_merge_tells_failures_apart_by_kind():
+    from linkner.llm.protocol import OVERLOADED
+
+    answers = [SpanAnswer(error=f"{OVERLOADED}: queue full", model="m"),
+               SpanAnswer(error="LLM deadline of 1.00s exceeded", model="m"), SpanAnswer(error="boom", model="m")]
+    _, stats = merge(PREDICTIONS, [(0, 0), (0, 1), (1, 0)], answers)
+    assert (stats.llm_errors, stats.llm_timeouts, stats.llm_overloaded) == (3, 1, 1)
+    assert stats.degraded_kind == "llm_overloaded"  # the first failure's kind
+    _, stats = merge(PREDICTIONS, [(1, 0)], [SpanAnswer(error="LLM deadline of 1.00s exceeded", model="m")])
+    assert stats.degraded_kind == "llm_timeout"

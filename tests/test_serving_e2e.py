@@ -87,8 +87,14 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     # call at a time with one more queued (the rest are refused at once)
     serve.run(build_app(app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30, answer_budget_s={"Recognize": 4.0},
                                  max_ongoing_requests=1, max_queued_requests=1)), name="slow", route_prefix="/slow")
+    # the slow LLM again, its pool taking one call at a time with one more queued: the rest are refused
+    # at once and answered locally (the model embedded in the ingress: no NER replica of its own)
+    busy = app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30)
+    busy["ner"].update(placement="embedded")
+    busy["llm_pool"].update(max_ongoing_requests=1, max_queued_requests=1)
+    serve.run(build_app(busy), name="busy", route_prefix="/busy")
     assert ray.util.get_node_ip_address() == "127.0.0.1"
-    targets = {app: grpc_targets(app) for app in ("main", "down", "slow")}
+    targets = {app: grpc_targets(app) for app in ("main", "down", "slow", "busy")}
     assert all(len(found) == 1 for found in targets.values()), targets
     yield {"targets": {app: found[0] for app, found in targets.items()}, "proxy": f"127.0.0.1:{proxy_port(port)}",
            "traces": traces, "fast": fast}
@@ -385,6 +391,32 @@ def test_overload_is_refused_at_once_with_resource_exhausted(cluster):
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert codes.count(grpc.StatusCode.OK) >= 1 and codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 3
     assert all(seconds < 1.5 for code, seconds in outcomes if code == grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def test_an_overloaded_llm_pool_answers_the_overflow_locally_at_once(cluster):
+    """The LLM pool takes one call and queues one; the other callers' LLM calls are refused at once,
+    so they get their local entities within moments, marked degraded ``llm_overloaded`` (not an
+    error, and not after waiting out the 5 s LLM), while an admitted call is still linked."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from protos.linkner.v1 import linkner_pb2 as pb
+
+    def call(_):
+        with grpc.insecure_channel(target(cluster, "busy")) as channel:
+            started = time.monotonic()
+            reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "busy")],
+                                                timeout=30)
+            return reply, time.monotonic() - started
+
+    with ThreadPoolExecutor(5) as pool:
+        outcomes = list(pool.map(call, range(5)))
+    refused = [(reply, seconds) for reply, seconds in outcomes if reply.degraded_kind == "llm_overloaded"]
+    linked = [reply for reply, _ in outcomes if not reply.degraded and reply.llm_spans]
+    assert len(refused) >= 2 and linked, [(reply.degraded_kind, round(seconds, 2)) for reply, seconds in outcomes]
+    for reply, seconds in refused:
+        assert seconds < 2.0 and reply.degraded and "LLM overloaded" in reply.degraded_reason
+        assert reply.entities and all(e.source == "local" and e.degraded for e in reply.entities)
+    assert all(e.source == "llm" for e in linked[0].entities)
 
 
 def test_words_come_back_only_when_asked(cluster):

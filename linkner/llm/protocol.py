@@ -11,6 +11,13 @@ from typing import Protocol, Sequence, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NON_ENTITY = "Non-entity"
+OVERLOADED = "LLM overloaded"
+"""How an answer's ``error`` starts when the LLM refused the call at once (:class:`LLMOverloaded`)."""
+
+
+class LLMOverloaded(Exception):
+    """Raised by a backend's ``classify`` when the LLM refuses the call at once because its queue is
+    full: the linker keeps the local answer, marked degraded, instead of waiting for a turn."""
 
 
 class Demonstration(BaseModel):

@@ -10,7 +10,7 @@ from typing import Sequence
 from pydantic import BaseModel, Field
 
 from linkner.data.spans import Entity
-from linkner.llm.protocol import NON_ENTITY, SpanAnswer
+from linkner.llm.protocol import NON_ENTITY, OVERLOADED, SpanAnswer
 from linkner.routing.ranking import EntityRef, Predictions
 
 
@@ -23,17 +23,21 @@ class LinkStats(BaseModel):
     dropped: int = 0
     llm_errors: int = 0
     llm_timeouts: int = 0  # the part of ``llm_errors`` that were missed deadlines
+    llm_overloaded: int = 0  # the part of ``llm_errors`` the LLM refused at once (its queue was full)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     degraded: bool = False
     degraded_reason: str | None = None
-    degraded_kind: str | None = None  # "llm_timeout" or "llm_error": a bounded reason (metrics label)
+    degraded_kind: str | None = None  # "llm_timeout", "llm_overloaded" or "llm_error": a bounded reason
     llm_model: str | None = None
     timings_s: dict[str, float] = Field(default_factory=dict)
 
 
 def failure_kind(error: str) -> str:
-    """``"timeout"`` for an LLM answer that failed by a missed deadline, ``"error"`` otherwise."""
+    """``"overloaded"`` for an LLM answer refused at once, ``"timeout"`` for one that failed by a
+    missed deadline, ``"error"`` otherwise."""
+    if error.startswith(OVERLOADED):
+        return "overloaded"
     text = error.lower()
     return "timeout" if "deadline" in text or "timeout" in text or "timed out" in text else "error"
 
@@ -60,11 +64,12 @@ def merge(
             stats.llm_model = stats.llm_model or answer.model or None
             if not answer.ok:
                 stats.llm_errors += 1
-                timed_out = failure_kind(answer.error or "") == "timeout"
-                stats.llm_timeouts += timed_out
+                kind = failure_kind(answer.error or "")
+                stats.llm_timeouts += kind == "timeout"
+                stats.llm_overloaded += kind == "overloaded"
                 stats.degraded = True
                 stats.degraded_reason = stats.degraded_reason or f"LLM failed: {answer.error}"
-                stats.degraded_kind = stats.degraded_kind or ("llm_timeout" if timed_out else "llm_error")
+                stats.degraded_kind = stats.degraded_kind or f"llm_{kind}"
                 linked.append(replace(entity, degraded=True))
                 continue
             if answer.label == NON_ENTITY:

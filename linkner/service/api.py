@@ -69,9 +69,10 @@ class RecognizeOutput:
     timings_ms: dict[str, float] = field(default_factory=dict)
     llm_spans: int = 0
     spans: int = 0  # spans the local model found, routed or not (``llm_spans / spans``: the LLM share)
-    degraded_kind: str = ""  # "llm_timeout" or "llm_error" when degraded
-    llm_errors: int = 0  # routed spans whose LLM answer failed (timeouts included)
+    degraded_kind: str = ""  # "llm_timeout", "llm_overloaded" or "llm_error" when degraded
+    llm_errors: int = 0  # routed spans whose LLM answer failed (timeouts and refusals included)
     llm_timeouts: int = 0
+    llm_overloaded: int = 0  # routed spans the LLM refused at once (its queue was full)
     words: list[Word] = field(default_factory=list)
     request_id: str = ""
 

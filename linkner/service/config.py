@@ -3,9 +3,9 @@ deployments). Everything has a CPU default that works on a fresh machine."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from linkner.routing.policy import DetectionPolicy
 from linkner.llm.factory import LLMConfig
@@ -15,6 +15,16 @@ from linkner.telemetry import TelemetryConfig
 
 Method = Literal["Recognize", "RecognizeBatch", "RecognizeStream"]
 DEFAULT_CHECKPOINT = ARTIFACTS / "models" / "default"
+
+
+def _queue_limit(value: int) -> int:
+    if value == 0:
+        raise ValueError("must be -1 (unbounded) or at least 1: with 0 Ray Serve refuses every call")
+    return value
+
+
+QueueLimit = Annotated[int, Field(ge=-1), AfterValidator(_queue_limit)]
+"""A deployment's ``max_queued_requests``: -1 or at least 1."""
 
 
 class Resources(BaseModel):
@@ -56,7 +66,7 @@ class NERConfig(BaseModel):
                                         "already coalesces concurrent requests, so this stays short")
     max_ongoing_requests: int | None = Field(None, ge=1, description="requests a replica holds at once (its "
                                              "batch queue included); default: 4 x max_batch_size")
-    max_queued_requests: int = Field(64, ge=-1, description="requests waiting for a replica beyond that; more "
+    max_queued_requests: QueueLimit = Field(64, description="requests waiting for a replica beyond that; more "
                                      "are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
     mc_samples: int = Field(8, ge=2)
     pack_tokens: int | None = Field(None, ge=0, description="sub-words per packed encoder row: a forward pass "
@@ -84,7 +94,11 @@ class LLMPoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     llm: LLMConfig = Field(default_factory=LLMConfig)
-    max_ongoing_requests: int = Field(16, ge=1)
+    max_ongoing_requests: int = Field(16, ge=1, description="LLM calls a replica takes at once")
+    max_queued_requests: QueueLimit = Field(16, description="LLM calls waiting for a replica beyond that, per "
+                                     "ingress replica; more are refused at once and their requests answered "
+                                     "with the local labels, marked degraded (llm_overloaded), instead of "
+                                     "waiting out their deadline in the queue; -1: unbounded")
     resources: Resources = Field(default_factory=Resources)
 
 
@@ -127,7 +141,7 @@ class RouterConfig(BaseModel):
     limits: ServiceLimits = Field(default_factory=ServiceLimits)
     max_ongoing_requests: int = Field(128, ge=1, description="calls one ingress replica holds at once (waiting "
                                       "for the NER pool costs it nothing)")
-    max_queued_requests: int = Field(128, ge=-1, description="calls waiting at the proxy beyond max_ongoing_requests "
+    max_queued_requests: QueueLimit = Field(128, description="calls waiting at the proxy beyond max_ongoing_requests "
                                      "per replica; more are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0))
 

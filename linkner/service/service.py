@@ -41,6 +41,7 @@ def build_output(document: Document, result: LinkResult, prepared: "Prepared", m
                            llm_backend=stats.llm_model or "", timings_ms=timings, llm_spans=stats.routed,
                            spans=stats.spans, degraded_kind=stats.degraded_kind or "",
                            llm_errors=stats.llm_errors, llm_timeouts=stats.llm_timeouts,
+                           llm_overloaded=stats.llm_overloaded,
                            words=document.words if request.options.return_words else [],
                            request_id=request.request_id)
 

@@ -103,7 +103,7 @@ class Word(_message.Message):
     def __init__(self, text: _Optional[str] = ..., char_start: _Optional[int] = ..., char_end: _Optional[int] = ..., sentence: _Optional[int] = ...) -> None: ...
 
 class RecognizeResponse(_message.Message):
-    __slots__ = ("entities", "degraded", "degraded_reason", "model", "llm_backend", "timings", "llm_spans", "words", "request_id", "trace_id")
+    __slots__ = ("entities", "degraded", "degraded_reason", "model", "llm_backend", "timings", "llm_spans", "words", "request_id", "trace_id", "degraded_kind")
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class RecognizeResponse(_message.Message):
     WORDS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_KIND_FIELD_NUMBER: _ClassVar[int]
     entities: _containers.RepeatedCompositeFieldContainer[Entity]
     degraded: bool
     degraded_reason: str
@@ -124,7 +125,8 @@ class RecognizeResponse(_message.Message):
     words: _containers.RepeatedCompositeFieldContainer[Word]
     request_id: str
     trace_id: str
-    def __init__(self, entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., model: _Optional[str] = ..., llm_backend: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., llm_spans: _Optional[int] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., request_id: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    degraded_kind: str
+    def __init__(self, entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., model: _Optional[str] = ..., llm_backend: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., llm_spans: _Optional[int] = ..., words: _Optional[_Iterable[_Union[Word, _Mapping]]] = ..., request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., degraded_kind: _Optional[str] = ...) -> None: ...
 
 class RecognizeBatchRequest(_message.Message):
     __slots__ = ("items", "options")
