@@ -54,8 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_data_arguments(parser, 1000)
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per concurrency level")
     parser.add_argument("--concurrency", default="1,8,32,64,128")
-    parser.add_argument("--llm-concurrency", default="1,8,32", help="levels run with LLM routing ('' skips)")
+    parser.add_argument("--llm-concurrency", default="1,8,32,64,128", help="levels run with LLM routing ('' skips)")
     parser.add_argument("--llm-share", type=float, default=0.1, help="budget policy share routed to the LLM")
+    parser.add_argument("--llm-queue", default=None, metavar="ONGOING,QUEUED",
+                        help="llm_pool.max_ongoing_requests and max_queued_requests (default: serve_config.yaml's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the NER replica (and in-process)")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-s", type=float, default=None, help="ner.batch_wait_timeout_s (default: config's)")
@@ -135,6 +137,8 @@ async def closed_loop(target: str, texts: list[str], words: list[int], concurren
     metadata = [("application", app)]
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    degraded: dict[str, int] = {}  # answered degraded (the local labels kept), by degraded_kind
+    linked = [0]  # answered with every routed span's LLM answer
     done_words = [0]
     counter = [0]
     async with grpc.aio.insecure_channel(target) as channel:
@@ -147,8 +151,12 @@ async def closed_loop(target: str, texts: list[str], words: list[int], concurren
                 counter[0] += 1
                 begin = time.perf_counter()
                 try:
-                    await stub.Recognize(requests[index], metadata=metadata, timeout=deadline_s)
+                    reply = await stub.Recognize(requests[index], metadata=metadata, timeout=deadline_s)
                     code = "OK"
+                    if reply.degraded:
+                        degraded[reply.degraded_kind] = degraded.get(reply.degraded_kind, 0) + 1
+                    elif reply.llm_spans:
+                        linked[0] += 1
                 except grpc.aio.AioRpcError as error:
                     code = error.code().name
                 statuses[code] = statuses.get(code, 0) + 1
@@ -163,7 +171,8 @@ async def closed_loop(target: str, texts: list[str], words: list[int], concurren
         elapsed = time.perf_counter() - started
     latencies.sort()
     ok = len(latencies)
-    return {"concurrency": concurrency, "seconds": elapsed, "answered": ok, "statuses": statuses,
+    return {"concurrency": concurrency, "seconds": elapsed, "answered": ok, "statuses": statuses, "degraded": degraded,
+            "linked": linked[0], "linked_per_s": linked[0] / elapsed,
             "requests_per_s": ok / elapsed, "sentences_per_s": ok / elapsed, "words_per_s": done_words[0] / elapsed,
             "p50_ms": 1000 * percentile(latencies, 0.50), "p95_ms": 1000 * percentile(latencies, 0.95),
             "p99_ms": 1000 * percentile(latencies, 0.99)}
@@ -363,8 +372,12 @@ def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any]
                 **({} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s}), **(ner or {})},
         "llm_pool": {"enabled": False},
     }
-    if llm:
-        app_args["llm_pool"] = {"enabled": True, "llm": {"backend": "vllm", "model": str(args.llm), "mode": "letter"}}
+    if llm:  # the shipped LLM pool (its model from --llm, its queue from --llm-queue when given)
+        pool = shipped_application().get("args", {}).get("llm_pool", {})
+        app_args["llm_pool"] = {**pool, "enabled": True, "llm": {**pool.get("llm", {}), "model": str(args.llm)}}
+        if args.llm_queue:
+            ongoing, queued = (int(part) for part in args.llm_queue.split(","))
+            app_args["llm_pool"].update(max_ongoing_requests=ongoing, max_queued_requests=queued)
         app_args["router"] = {"use_calibration": False}
     app_args.setdefault("router", {}).update(router or {})
     return app_args
@@ -517,14 +530,16 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {row['description']} | {row['sentences_per_s']:.1f} | {row['ms_per_sentence']:.1f} |")
         lines.append("")
     lines += ["| served over gRPC | callers | requests/s | words/s | p50 ms | p95 ms | p99 ms | errors | "
-              "stack CPU ms / request (proxy, ingress, ner, llm, ray) | load generator CPU ms / request | "
-              "busy cores |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "answered degraded | linked by the LLM / s | stack CPU ms / request (proxy, ingress, ner, llm, ray) | "
+              "load generator CPU ms / request | busy cores |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["served"]:
         errors = ", ".join(f"{k} {v}" for k, v in row["statuses"].items() if k != "OK") or "none"
+        degraded = ", ".join(f"{k or 'other'} {v}" for k, v in row.get("degraded", {}).items()) or "none"
         cpu = row["cpu_ms_per_request"]
         parts = ", ".join(f"{cpu.get(p, 0.0):.1f}" for p in ("grpc proxy", "ingress", "ner", "llm", "ray daemons"))
         lines.append(f"| {row['path']} | {row['concurrency']} | {row['requests_per_s']:.1f} | {row['words_per_s']:.0f} "
-                     f"| {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {errors} | {parts} "
+                     f"| {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {errors} | {degraded} "
+                     f"| {row.get('linked_per_s', 0.0):.2f} | {parts} "
                      f"| {row.get('client_cpu_ms_per_request', float('nan')):.1f} "
                      f"| {row.get('machine_busy_cores', float('nan')):.2f} |")
     last_of_path = {row["path"]: row for row in report["served"] if row.get("resident_mb")}
