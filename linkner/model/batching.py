@@ -11,7 +11,7 @@ from linkner.data.spans import OUTSIDE, Sentence
 from linkner.model.casing import casing_class
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 
@@ -59,25 +59,39 @@ class SpanBatcher:
         self.max_subwords = min(max_subwords, getattr(tokenizer, "model_max_length", max_subwords) or max_subwords)
         self._tables: dict[int, SpanTable] = {}
 
+    def tokenize(self, words: Sequence[Sequence[str]]) -> "Tokenized":
+        """Tokenize word lists once, padded (on the right) to the longest; batches then take rows of
+        it (:meth:`encode_rows`) without tokenizing again."""
+        lists = [list(tokens) for tokens in words]
+        # always these padding and truncation settings: a fast tokenizer keeps them as state, and
+        # changing them while another thread encodes breaks that thread's batch
+        encoding = self.tokenizer(lists, is_split_into_words=True, truncation=True, max_length=self.max_subwords,
+                                  padding=True, return_tensors="pt")
+        return Tokenized(lists, encoding)
+
     def encode(self, sentences: Sequence[Sentence], with_labels: bool = False) -> SpanBatch:
         """Encode a batch; with labels, every candidate span gets its gold class (``O`` if none)."""
-        words = [list(sentence.tokens) for sentence in sentences]
-        encoding = self.tokenizer(
-            words,
-            is_split_into_words=True,
-            truncation=True,
-            max_length=self.max_subwords,
-            padding=True,
-            return_tensors="pt",
-        )
-        batch_size = len(sentences)
+        tokenized = self.tokenize([sentence.tokens for sentence in sentences])
+        return self.encode_rows(tokenized, range(len(sentences)), sentences if with_labels else None)
+
+    def encode_rows(self, tokenized: "Tokenized", rows: Sequence[int],
+                    gold: Sequence[Sentence] | None = None) -> SpanBatch:
+        """The batch of ``tokenized``'s ``rows`` (padded to their own longest); with ``gold`` (the
+        rows' labelled sentences), every candidate span gets its gold class."""
+        rows = list(rows)
+        words = [tokenized.words[row] for row in rows]
+        lengths = tokenized.encoding["attention_mask"][rows].sum(1)
+        width = max(1, int(lengths.max())) if rows else 1
+        input_ids = tokenized.encoding["input_ids"][rows, :width]
+        attention_mask = tokenized.encoding["attention_mask"][rows, :width]
+        batch_size = len(rows)
         max_words = max((len(tokens) for tokens in words), default=1) or 1
         word_index = torch.zeros(batch_size, max_words, dtype=torch.long)
         represented: list[int] = []
-        lengths = encoding["attention_mask"].sum(1).tolist()
-        for row, tokens in enumerate(words):
-            truncated = lengths[row] >= self.max_subwords
-            represented.append(self._align_words(encoding.word_ids(row), len(tokens), truncated, word_index[row]))
+        for position, (row, length) in enumerate(zip(rows, lengths.tolist())):
+            truncated = length >= self.max_subwords
+            represented.append(self._align_words(tokenized.encoding.word_ids(row), len(words[position]), truncated,
+                                                 word_index[position]))
         casing = torch.tensor(
             [[casing_class(token) for token in tokens] + [0] * (max_words - len(tokens)) for tokens in words],
             dtype=torch.long,
@@ -89,7 +103,7 @@ class SpanBatcher:
         span_start = torch.zeros(batch_size, max_spans, dtype=torch.long)
         span_end = torch.zeros(batch_size, max_spans, dtype=torch.long)
         span_mask = torch.zeros(batch_size, max_spans, dtype=torch.bool)
-        span_labels = torch.full((batch_size, max_spans), IGNORE_INDEX, dtype=torch.long) if with_labels else None
+        span_labels = torch.full((batch_size, max_spans), IGNORE_INDEX, dtype=torch.long) if gold is not None else None
         for row, table in enumerate(tables):
             count = len(table.spans)
             if not count:
@@ -98,11 +112,11 @@ class SpanBatcher:
             span_end[row, :count] = table.ends
             span_mask[row, :count] = True
             if span_labels is not None:
-                gold = {(span.start, span.end): self.class_index[span.label] for span in sentences[row].entities}
-                span_labels[row, :count] = torch.tensor([gold.get(candidate, 0) for candidate in table.spans])
+                classes = {(span.start, span.end): self.class_index[span.label] for span in gold[row].entities}
+                span_labels[row, :count] = torch.tensor([classes.get(candidate, 0) for candidate in table.spans])
         return SpanBatch(
-            input_ids=encoding["input_ids"],
-            attention_mask=encoding["attention_mask"],
+            input_ids=input_ids,
+            attention_mask=attention_mask,
             word_index=word_index,
             casing=casing,
             span_start=span_start,
@@ -132,13 +146,7 @@ class SpanBatcher:
 
     def subword_lengths(self, sentences: Sequence[Sequence[str]]) -> list[int]:
         """Sub-words (special tokens included, capped at the limit) each word list encodes to."""
-        if not sentences:
-            return []
-        # The very padding and truncation settings of encode(): a fast tokenizer keeps them as
-        # state, and changing them while another thread encodes breaks that thread's batch.
-        encoding = self.tokenizer([list(words) for words in sentences], is_split_into_words=True, truncation=True,
-                                  max_length=self.max_subwords, padding=True)
-        return [sum(mask) for mask in encoding["attention_mask"]]
+        return self.tokenize(sentences).lengths if sentences else []
 
     def _span_table(self, num_words: int) -> "SpanTable":
         """The candidate spans of a ``num_words``-word sentence, built once per length."""
@@ -166,3 +174,17 @@ class SpanTable:
     spans: list[tuple[int, int]]
     starts: torch.Tensor
     ends: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """Word lists and their tokenizer output (padded on the right to the longest), tokenized once
+    for a call whose batches take rows of it."""
+
+    words: list[list[str]]
+    encoding: "BatchEncoding"
+
+    @property
+    def lengths(self) -> list[int]:
+        """Sub-words of each row (special tokens included, capped at the limit)."""
+        return self.encoding["attention_mask"].sum(1).tolist()

@@ -11,7 +11,7 @@ import torch
 
 from linkner.data.spans import Entity, Sentence
 from linkner.model.decoding import consistent_labels, greedy_non_overlapping
-from linkner.model.batching import SpanBatcher
+from linkner.model.batching import SpanBatch, SpanBatcher
 from linkner.model.checkpoint import load_checkpoint
 from linkner.model.packing import CPU_OVERHEAD_TOKENS, CPU_PACK_TOKENS, GPU_OVERHEAD_TOKENS, GPU_PACK_TOKENS, \
     PACKED_OVERHEAD_TOKENS, plan_batches
@@ -156,8 +156,11 @@ class SpanPredictor:
         ]
         while pending:
             retry: list[Window] = []
-            for group in self._plan(pending):
-                retry.extend(self._predict_windows(group, chosen, found, features, feature_samples or 0))
+            tokenized = self.batcher.tokenize([window.words for window in pending])  # once for every batch
+            for rows in self._plan(pending, tokenized.lengths):
+                batch = self.batcher.encode_rows(tokenized, rows).to(self.device)
+                retry.extend(self._predict_windows([pending[row] for row in rows], batch, chosen, found, features,
+                                                   feature_samples or 0))
             pending = retry
         results = [
             greedy_non_overlapping(entities, [(e.start, e.end) for e in entities], [e.probability for e in entities])
@@ -167,27 +170,26 @@ class SpanPredictor:
             return results, None
         return results, [[features[id(entity)] for entity in entities] for entities in results]
 
-    def _plan(self, windows: list["Window"]) -> list[list["Window"]]:
-        """Batches of at most ``batch_size`` windows: packed, as few as ``max_batch_tokens`` allows;
-        padded, sorted by sub-word length and cut where padding would cost more than another
-        forward call (see :func:`plan_batches`)."""
+    def _plan(self, windows: list["Window"], lengths: list[int]) -> list[list[int]]:
+        """Batches (indices into ``windows``, whose sub-words are ``lengths``) of at most
+        ``batch_size`` windows: packed, as few as ``max_batch_tokens`` allows; padded, sorted by
+        sub-word length and cut where padding would cost more than another forward call (see
+        :func:`plan_batches`)."""
         if len(windows) <= 1 or self.batch_size <= 1:
-            return [[window] for window in windows]
+            return [[index] for index in range(len(windows))]
         if self.pack_tokens and self.max_batch_tokens is None:  # packed rows have no padding to plan for
-            return [windows[start : start + self.batch_size] for start in range(0, len(windows), self.batch_size)]
-        lengths = self.batcher.subword_lengths([window.words for window in windows])
+            return [list(range(start, min(len(windows), start + self.batch_size)))
+                    for start in range(0, len(windows), self.batch_size)]
         overhead = PACKED_OVERHEAD_TOKENS if self.pack_tokens else self.overhead_tokens
-        plan = plan_batches(lengths, self.batch_size, overhead, self.max_batch_tokens)
-        return [[windows[index] for index in batch] for batch in plan]
+        return plan_batches(lengths, self.batch_size, overhead, self.max_batch_tokens)
 
     def _predict_windows(
-        self, windows: list["Window"], estimators: list[UncertaintyEstimator], found: list[list[Entity]],
-        features: dict[int, list[float]] | None = None, feature_samples: int = 0,
+        self, windows: list["Window"], batch: SpanBatch, estimators: list[UncertaintyEstimator],
+        found: list[list[Entity]], features: dict[int, list[float]] | None = None, feature_samples: int = 0,
     ) -> list["Window"]:
-        """Add each window's entities that start in the words it owns to ``found`` (and, with
-        ``features``, their span features by ``id(entity)``); return smaller windows replacing any
-        window too long for the encoder's sub-word limit."""
-        batch = self.batcher.encode([Sentence(window.words) for window in windows]).to(self.device)
+        """Add the entities of each window (``batch`` holds them encoded) that start in the words it
+        owns to ``found`` (and, with ``features``, their span features by ``id(entity)``); return
+        smaller windows replacing any window too long for the encoder's sub-word limit."""
         too_long: list[Window] = []
         own_from, own_to = [], []
         for row, window in enumerate(windows):
