@@ -49,6 +49,14 @@ def add_data_arguments(parser: argparse.ArgumentParser, sentences: int) -> None:
     parser.add_argument("--sentences", type=int, default=sentences, help="test sentences cycled through by the load")
 
 
+def queue_limits(text: str) -> tuple[int, int]:
+    """``--llm-queue``'s ``ONGOING,QUEUED`` (e.g. ``4,4``; ``16,-1``: an unbounded queue)."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(part.strip().lstrip("-").isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give ONGOING,QUEUED, e.g. 4,4 (QUEUED -1: unbounded)")
+    return int(parts[0]), int(parts[1])
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_arguments(parser, 1000)
@@ -56,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,8,32,64,128")
     parser.add_argument("--llm-concurrency", default="1,8,32,64,128", help="levels run with LLM routing ('' skips)")
     parser.add_argument("--llm-share", type=float, default=0.1, help="budget policy share routed to the LLM")
-    parser.add_argument("--llm-queue", default=None, metavar="ONGOING,QUEUED",
+    parser.add_argument("--llm-queue", default=None, metavar="ONGOING,QUEUED", type=queue_limits,
                         help="llm_pool.max_ongoing_requests and max_queued_requests (default: serve_config.yaml's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the NER replica (and in-process)")
     parser.add_argument("--max-batch-size", type=int, default=16)
@@ -376,7 +384,7 @@ def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any]
         pool = shipped_application().get("args", {}).get("llm_pool", {})
         app_args["llm_pool"] = {**pool, "enabled": True, "llm": {**pool.get("llm", {}), "model": str(args.llm)}}
         if args.llm_queue:
-            ongoing, queued = (int(part) for part in args.llm_queue.split(","))
+            ongoing, queued = args.llm_queue
             app_args["llm_pool"].update(max_ongoing_requests=ongoing, max_queued_requests=queued)
         app_args["router"] = {"use_calibration": False}
     app_args.setdefault("router", {}).update(router or {})

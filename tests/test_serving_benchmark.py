@@ -63,3 +63,14 @@ def test_the_one_pass_comparison_runs_one_worker_and_is_judged_against_one_pass_
     assert report["served_vs_inprocess_c32"] == 220.0 / 330.0
     assert report["one_pass_served_vs_inprocess_c32"] == 180.0 / 200.0
     assert report["one_pass_vs_local_c32"] == 180.0 / 220.0
+
+
+def test_the_llm_path_serves_the_shipped_llm_pool_and_llm_queue_overrides_its_limits(tmp_path) -> None:
+    shipped = serving.shipped_application()["args"]["llm_pool"]
+    pool = serving.application_args(serving.parse_args(["--llm", str(tmp_path)]), True)["llm_pool"]
+    assert pool["llm"] == {**shipped["llm"], "model": str(tmp_path)} and pool["enabled"]
+    assert pool["max_queued_requests"] == shipped["max_queued_requests"]
+    pool = serving.application_args(serving.parse_args(["--llm", str(tmp_path), "--llm-queue", "16,-1"]), True)
+    assert (pool["llm_pool"]["max_ongoing_requests"], pool["llm_pool"]["max_queued_requests"]) == (16, -1)
+    with pytest.raises(SystemExit):
+        serving.parse_args(["--llm-queue", "4"])
