@@ -23,6 +23,7 @@ from ray import serve
 from deployments.convert import description_to_proto, request_from_proto, response_to_proto
 from deployments.grpc_deadlines import DEADLINE_METADATA
 from deployments.handles import CoalescingRecognizer, HandleBackend, NERClient, NERPool
+from deployments.log_limits import limit_backpressure_warnings
 from deployments.metrics import IngressMetrics
 from linkner.llm.factory import candidate_count
 from linkner.model.processes import WorkerLost
@@ -152,6 +153,7 @@ class LinkNERIngress:
         # meanwhile go together in the next free one
         self.ner_calls_in_flight = self.router.ner_calls_in_flight if ner is not None else config.ner.concurrent_passes
         self.llm = llm
+        limit_backpressure_warnings()  # under overload, a warning per refused call would flood this replica's log
         self.calibration = calibration_state(config)  # at start-up: a stale calibration is logged now
         self.service: LinkNERService | None = None
         self._building = asyncio.Lock()
