@@ -8,6 +8,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
+from ray.serve.exceptions import BackPressureError
+
 from linkner.llm.protocol import LLMOverloaded, SpanAnswer, SpanQuery
 from linkner.telemetry import current_carrier
 from linkner.uncertainty.names import LEARNED
@@ -176,8 +178,6 @@ class HandleBackend:
                        timeout_s: float | None = None) -> list[SpanAnswer]:
         """The pool's answers; a full pool queue (``llm_pool.max_queued_requests``) raises
         :class:`LLMOverloaded` at once."""
-        from ray.serve.exceptions import BackPressureError
-
         try:
             return await self.handle.classify.remote(list(queries), list(labels), timeout_s, current_carrier())
         except BackPressureError as error:

@@ -157,7 +157,7 @@ class SpanPredictor:
         while pending:
             retry: list[Window] = []
             tokenized = self.batcher.tokenize([window.words for window in pending])  # once for every batch
-            for rows in self._plan(pending, tokenized.lengths):
+            for rows in self._plan(tokenized.lengths):
                 batch = self.batcher.encode_rows(tokenized, rows).to(self.device)
                 retry.extend(self._predict_windows([pending[row] for row in rows], batch, chosen, found, features,
                                                    feature_samples or 0))
@@ -170,16 +170,16 @@ class SpanPredictor:
             return results, None
         return results, [[features[id(entity)] for entity in entities] for entities in results]
 
-    def _plan(self, windows: list["Window"], lengths: list[int]) -> list[list[int]]:
-        """Batches (indices into ``windows``, whose sub-words are ``lengths``) of at most
-        ``batch_size`` windows: packed, as few as ``max_batch_tokens`` allows; padded, sorted by
-        sub-word length and cut where padding would cost more than another forward call (see
-        :func:`plan_batches`)."""
-        if len(windows) <= 1 or self.batch_size <= 1:
-            return [[index] for index in range(len(windows))]
+    def _plan(self, lengths: list[int]) -> list[list[int]]:
+        """Batches (indices into the windows whose sub-words are ``lengths``) of at most ``batch_size``
+        windows: packed, as few as ``max_batch_tokens`` allows; padded, sorted by sub-word length and
+        cut where padding would cost more than another forward call (see :func:`plan_batches`)."""
+        count = len(lengths)
+        if count <= 1 or self.batch_size <= 1:
+            return [[index] for index in range(count)]
         if self.pack_tokens and self.max_batch_tokens is None:  # packed rows have no padding to plan for
-            return [list(range(start, min(len(windows), start + self.batch_size)))
-                    for start in range(0, len(windows), self.batch_size)]
+            return [list(range(start, min(count, start + self.batch_size)))
+                    for start in range(0, count, self.batch_size)]
         overhead = PACKED_OVERHEAD_TOKENS if self.pack_tokens else self.overhead_tokens
         return plan_batches(lengths, self.batch_size, overhead, self.max_batch_tokens)
 
