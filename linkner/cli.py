@@ -1,4 +1,4 @@
-"""``linkner`` command line: train, evaluate, predict."""
+"""``linkner`` command line: train, evaluate, predict, prepare a Serve config, link-eval."""
 
 from __future__ import annotations
 
@@ -6,10 +6,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from linkner.data.readers import DataFormatError
 from linkner.uncertainty.names import ESTIMATOR_NAMES as ESTIMATORS
+
+if TYPE_CHECKING:
+    from linkner.service.config import AppConfig
+
+LINK_EVAL_DEFAULTS: dict[str, Any] = {
+    "model": None, "backend": "none", "llm": None, "base_url": None, "mode": "letter", "options": "all",
+    "candidates": 2, "demonstrations": "retrieved", "k": 4, "seed": 0, "train": None, "llm_estimator": "confidence"}
+"""link-eval's defaults without ``--config`` (with it, the served config's settings)."""
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
@@ -86,23 +94,51 @@ def _add_perturb(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference", type=Path, help="training data whose words the replacement names must avoid")
 
 
+def _add_prepare(commands: argparse._SubParsersAction) -> None:
+    from linkner.service.prepare import DEFAULT_DATA
+
+    parser = commands.add_parser("prepare", help="make everything a Serve config needs (idempotent): the checkpoint "
+                                 "(trained if missing), error detector, LLM folder and calibration")
+    parser.add_argument("--config", required=True, type=Path, help="Ray Serve config file, e.g. serve_config.yaml")
+    parser.add_argument("--app", default=None, help="the LinkNER application's name when the config has several")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
+                        help="folder with train.txt / dev.txt (training, error detector, calibration; default "
+                             "$LINKNER_CONLL_DIR or ../shared/data/conll2003 beside the project)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs when training the default model")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads while training")
+    parser.add_argument("--calibration-sentences", type=int, default=600,
+                        help="dev sentences used to calibrate when there is no calibration, or a stale one (0: skip)")
+    parser.add_argument("--calibration-margin", type=float, default=0.0,
+                        help="route only when the low end of the 95%% bootstrap interval of the dev F1 gain is "
+                             "above this (F1 as a fraction)")
+
+
 def _add_link_eval(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("link-eval", help="F1 of local-only, oracle and LLM linking against LLM share")
-    parser.add_argument("--model", required=True, type=Path)
+    served = "default: the --config's, else %s"
+    parser.add_argument("--config", type=Path, default=None,
+                        help="Ray Serve config: measure (and --save-calibration for) the LLM form, demonstrations, "
+                             "estimator and checkpoint it serves; explicit flags override it")
+    parser.add_argument("--app", default=None, help="the LinkNER application's name when --config has several")
+    parser.add_argument("--model", type=Path, help="checkpoint folder (default: the --config's ner.checkpoint)")
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--dev", type=Path, help="dev data: calibrate the threshold there and apply it to --data")
-    parser.add_argument("--train", type=Path, help="training data: the pool of demonstrations")
-    parser.add_argument("--backend", choices=["none", "vllm", "transformers", "openai"], default="none")
-    parser.add_argument("--llm", default=None, help="LLM model folder (or served model name for openai)")
-    parser.add_argument("--base-url", default=None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    parser.add_argument("--mode", choices=["letter", "label", "choice"], default="letter")
-    parser.add_argument("--options", choices=["all", "candidates"], default="all",
-                        help="offer the LLM every label, or only the local model's top candidates")
-    parser.add_argument("--candidates", type=int, default=2, help="top-N entity labels offered with --options candidates")
-    parser.add_argument("--demonstrations", choices=["none", "random", "retrieved"], default="retrieved")
-    parser.add_argument("--k", type=int, default=4, help="demonstrations per span (random: per label)")
+    parser.add_argument("--train", type=Path, help="training data: the pool of demonstrations "
+                        "(default: the --config's router.demonstrations.train)")
+    parser.add_argument("--backend", choices=["none", "vllm", "transformers", "openai"], help=served % "none")
+    parser.add_argument("--llm", help="LLM model folder (or served model name for openai)")
+    parser.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--mode", choices=["letter", "label", "choice"], help=served % "letter")
+    parser.add_argument("--options", choices=["all", "candidates"],
+                        help="offer the LLM every label, or only the local model's top candidates (" + served % "all"
+                             + ")")
+    parser.add_argument("--candidates", type=int, help="top-N entity labels offered with --options candidates "
+                        "(" + served % "2" + ")")
+    parser.add_argument("--demonstrations", choices=["none", "random", "retrieved"], help=served % "retrieved")
+    parser.add_argument("--k", type=int, help="demonstrations per span (random: per label; " + served % "4" + ")")
+    parser.add_argument("--seed", type=int, help="seed of random demonstrations (" + served % "0" + ")")
     parser.add_argument("--estimators", default="all")
-    parser.add_argument("--llm-estimator", default="confidence")
+    parser.add_argument("--llm-estimator", help="the estimator routing ranks by (" + served % "confidence" + ")")
     parser.add_argument("--shares", default="0.02,0.05,0.1,0.15,0.2")
     parser.add_argument("--max-share", type=float, default=0.3, help="largest share tried by calibration")
     parser.add_argument("--max-sentences", type=int, default=None, help="use the first N sentences of each set")
@@ -110,8 +146,8 @@ def _add_link_eval(commands: argparse._SubParsersAction) -> None:
                         help="route only when the low end of the 95%% bootstrap interval of the dev F1 gain is "
                              "above this")
     parser.add_argument("--save-calibration", action="store_true",
-                        help="store the calibration in the checkpoint, keyed by LLM, mode, demonstrations, estimator "
-                             "and checkpoint (a server configured otherwise refuses it as stale)")
+                        help="store the calibration in the checkpoint, keyed by LLM, mode, options, demonstrations, "
+                             "estimator and checkpoint (a server configured otherwise refuses it as stale)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--threads", type=int, default=None)
@@ -124,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_predict(commands)
     _add_prepare_llm(commands)
+    _add_prepare(commands)
     _add_perturb(commands)
     _add_link_eval(commands)
     return parser
@@ -141,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _predict(args)
         if args.command == "prepare-llm":
             return _prepare_llm(args)
+        if args.command == "prepare":
+            return _prepare(args)
         if args.command == "perturb":
             return _perturb(args)
         if args.command == "link-eval":
@@ -233,16 +272,68 @@ def _perturb(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from linkner.service.prepare import load_app_config, prepare
+
+    config = prepare(args.config, args.data_dir, app=args.app, threads=args.threads, epochs=args.epochs,
+                     calibration_sentences=args.calibration_sentences, calibration_margin=args.calibration_margin)
+    named = load_app_config(args.config, args.app).llm_pool.llm.backend
+    if config.llm_pool.llm.backend != named:
+        print(f"note: {args.config} names the {named} backend, which is not installed here: `serve run` needs it, or "
+              f"llm_pool.llm.backend: {config.llm_pool.llm.backend} in the file (what was prepared and calibrated)",
+              file=sys.stderr)
+    print(f"prepared: serve it with `serve run {args.config}` or `serve deploy {args.config}`", file=sys.stderr)
+    return 0
+
+
+def _config_flags(config: "AppConfig") -> dict[str, Any]:
+    """link-eval's flags as a served config sets them."""
+    llm, demos = config.llm_pool.llm, config.router.demonstrations
+    return {"model": Path(config.ner.checkpoint), "backend": llm.backend if config.llm_pool.enabled else "none",
+            "llm": llm.model, "base_url": llm.base_url, "mode": llm.mode, "options": llm.options,
+            "candidates": llm.candidates, "demonstrations": demos.kind, "k": demos.k, "seed": demos.seed,
+            "train": Path(demos.train) if demos.train else None, "llm_estimator": config.router.policy.estimator}
+
+
+def _measured_config(args: argparse.Namespace) -> "AppConfig":
+    """What link-eval measures, and keys a saved calibration by: the --config's served form (or the
+    defaults without one) with the explicit flags over it; fills the unset flags of ``args``."""
+    from linkner.llm.factory import LLMConfig
+    from linkner.service.config import AppConfig, DemonstrationsConfig
+    from linkner.service.prepare import load_app_config
+
+    base = load_app_config(args.config, args.app) if args.config else AppConfig()
+    for name, value in (_config_flags(base) if args.config else LINK_EVAL_DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.model is None:
+        raise ValueError("--model is required (or --config: its ner.checkpoint)")
+    config = base.model_copy(deep=True)
+    config.ner.checkpoint = str(args.model)
+    config.llm_pool.enabled = args.backend != "none"
+    if config.llm_pool.enabled:
+        chosen = {"backend": args.backend, "base_url": args.base_url, "mode": args.mode, "options": args.options,
+                  "candidates": args.candidates, **({"model": args.llm} if args.llm else {})}
+        config.llm_pool.llm = LLMConfig.model_validate({**base.llm_pool.llm.model_dump(), **chosen})
+    config.router.demonstrations = DemonstrationsConfig(
+        kind=args.demonstrations if args.train else "none", k=args.k, seed=args.seed,
+        train=str(args.train) if args.train else None)
+    config.router.policy = config.router.policy.model_copy(update={"estimator": args.llm_estimator})
+    return config
+
+
 def _link_eval(args: argparse.Namespace) -> int:
     import asyncio
 
     from linkner.evaluation.linking import evaluate_linking
-    from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations
-    from linkner.llm.factory import LLMConfig, build_backend
+    from linkner.llm.factory import build_backend
     from linkner.model.checkpoint import read_metadata, write_metadata
     from linkner.model.predictor import SpanPredictor
     from linkner.data.readers import read_dataset
+    from linkner.service.calibration_state import expected_key
+    from linkner.service.prepare import demonstration_selector
 
+    measured = _measured_config(args)
     if args.threads:
         import torch
 
@@ -255,22 +346,12 @@ def _link_eval(args: argparse.Namespace) -> int:
         estimators.append(args.llm_estimator)
     data = read_dataset(args.data)[: args.max_sentences]
     dev = read_dataset(args.dev)[: args.max_sentences] if args.dev else []
-    backend = selector = None
-    if args.backend != "none":
-        config = LLMConfig(backend=args.backend, mode=args.mode, base_url=args.base_url, options=args.options,
-                           candidates=args.candidates, **({"model": args.llm} if args.llm else {}))
-        backend = build_backend(config)
-        pool = training_demonstrations(read_dataset(args.train)) if args.train else []
-        selector = build_selector(args.demonstrations, predictor, pool, args.k,
-                                  cache=embeddings_cache_path(args.model, pool))
+    backend = selector = key = None
+    if measured.llm_pool.enabled:
+        selector = demonstration_selector(measured, predictor)
+        key = expected_key(measured)
+        backend = build_backend(measured.llm_pool.llm)
     shares = [float(value) for value in args.shares.split(",")]
-    key = None
-    if backend is not None:
-        from linkner.routing.calibration_key import calibration_key, demonstrations_identity
-
-        demonstrations = args.demonstrations if args.train else "none"
-        key = calibration_key(backend.model_id, args.llm_estimator,
-                              demonstrations_identity(demonstrations, args.k, 0, args.train), args.model)
 
     async def evaluate():
         try:
@@ -291,7 +372,18 @@ def _link_eval(args: argparse.Namespace) -> int:
         metadata["calibration"] = report.calibration.model_dump()
         write_metadata(args.model, metadata)
         print(f"calibration saved in {args.model}", file=sys.stderr)
+        if args.config:
+            _print_served_status(args.config, args.app)
     return 0
+
+
+def _print_served_status(config_path: Path, app: str | None) -> None:
+    """What the server of ``config_path`` makes of the checkpoint's calibration."""
+    from linkner.service.calibration_state import calibration_state
+    from linkner.service.prepare import load_app_config
+
+    status = calibration_state(load_app_config(config_path, app)).status
+    print(f"calibration status when serving {config_path}: {status}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def test_the_model_id_for_matches_the_transformers_backend(smollm2):
 def test_main_job_recalibrates_only_when_the_key_changes(tiny_checkpoint, toy_dev, tmp_path, monkeypatch):
     from linkner.data.readers import write_dataset
     from linkner.routing import calibration as calibration_module
-    from serve.main_job import ensure_calibration
+    from linkner.service.prepare import ensure_calibration
 
     checkpoint = shutil.copytree(tiny_checkpoint, tmp_path / "model")
     data = tmp_path / "data"

@@ -133,7 +133,7 @@ def detector_checkpoint(tiny_checkpoint, toy_train, toy_dev, tmp_path_factory):
 def test_the_main_job_fits_a_missing_detector_once(tiny_checkpoint, toy_train, toy_dev, tmp_path, capsys):
     """A fresh checkpoint gets its detector from the main job (fitted on dev), and a valid one is kept."""
     from linkner.data.readers import write_conll
-    from serve.main_job import ensure_error_detector
+    from linkner.service.prepare import ensure_error_detector
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_checkpoint, folder)

@@ -272,7 +272,7 @@ def test_checkpoints_without_the_completed_flag(tmp_path):
 def test_main_job_finishes_an_unfinished_default_model(tmp_path, monkeypatch):
     import linkner.model.training as training
     from linkner.model.metadata import write_metadata
-    from serve.main_job import ensure_model
+    from linkner.service.prepare import ensure_model
 
     folder = tmp_path / "model"
     folder.mkdir()

@@ -12,7 +12,7 @@ from linkner.uncertainty.names import ESTIMATOR_NAMES
 
 PolicyKind = Literal["threshold", "budget", "calibrated", "none"]
 POLICY_KINDS: tuple[str, ...] = PolicyKind.__args__  # type: ignore[attr-defined]
-CALIBRATE_COMMAND = "linkner link-eval --model MODEL --data DEV --dev DEV --backend vllm --save-calibration"
+CALIBRATE_COMMAND = "linkner prepare --config serve_config.yaml"
 
 
 class DetectionPolicy(BaseModel):

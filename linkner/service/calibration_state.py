@@ -72,7 +72,8 @@ def calibration_state(config: AppConfig) -> CalibrationState:
     if reasons:
         status = "stale: " + "; ".join(reasons)
         log.warning("calibration in %s not applied, %s; using the configured policy (%s). Recalibrate: run the "
-                    "main job (python -m serve) or `linkner link-eval ... --save-calibration`",
+                    "`linkner prepare --config CONFIG` (or `linkner link-eval --config CONFIG --data DEV --dev DEV "
+                    "--save-calibration`)",
                     config.ner.checkpoint, status, configured.describe())
         return CalibrationState(status=status, policy=configured, stored=stored)
     policy = configured.model_copy(update={"kind": "calibrated", "calibration": stored,

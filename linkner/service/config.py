@@ -155,10 +155,50 @@ class RouterConfig(BaseModel):
         return self
 
 
+AUTH_TOKEN_ENV = "LINKNER_AUTH_TOKEN"
+"""Environment variable holding the bearer token callers must send (read in each ingress replica)."""
+
+
+class ServerConfig(BaseModel):
+    """The gRPC server each ingress replica runs on ``host:port``: callers dial it directly (no
+    ``application`` metadata). Several ingress replicas on one node share the port (SO_REUSEPORT:
+    the kernel spreads connections), so give each application a port of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field("127.0.0.1", description="address to listen on: 127.0.0.1 for this machine only, 0.0.0.0 "
+                      "(or the node's address) to let other machines call")
+    port: int | None = Field(9000, ge=0, le=65535, description="port callers dial; null: no server of its own "
+                             "(callers go through Ray Serve's gRPC proxy, grpc_options in the Serve config)")
+    tls_cert: str | None = Field(None, description="PEM server certificate (chain): with tls_key, the port "
+                                 "speaks TLS only")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: str | None = Field(None, description="PEM CA bundle: callers must present a client "
+                                      "certificate it signed (mutual TLS)")
+    auth_token_file: str | None = Field(None, description="file holding the bearer token callers must send as "
+                                        f"`authorization: Bearer <token>`; the {AUTH_TOKEN_ENV} environment "
+                                        "variable of the replica wins. Neither set: no token needed")
+    max_receive_message_bytes: int | None = Field(None, ge=1024, description="largest request message read; "
+                                                  "larger ones are refused with RESOURCE_EXHAUSTED before they "
+                                                  "are buffered. Default: derived from router.limits")
+    reflection: bool = Field(True, description="gRPC server reflection (grpcurl needs no .proto); behind the "
+                             "token when one is set")
+    drain_s: float = Field(2.0, ge=0, description="a stopping replica refuses new calls and gives the ones "
+                           "in flight this long to finish")
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> "ServerConfig":
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("server.tls_cert and server.tls_key go together: give both or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("server.tls_client_ca (mutual TLS) needs server.tls_cert and server.tls_key")
+        return self
+
+
 class AppConfig(BaseModel):
     """The ``args`` of ``serve.app:build_app`` (``serve_config.yaml``)."""
 
     model_config = ConfigDict(extra="forbid")
+    server: ServerConfig = Field(default_factory=ServerConfig)
     ner: NERConfig = Field(default_factory=NERConfig)
     llm_pool: LLMPoolConfig = Field(default_factory=LLMPoolConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
