@@ -95,16 +95,15 @@ class Served:
 
 
 def deploy(args: dict[str, Any], app: str = APP) -> Served:
-    """``serve.run`` of ``build_app(args)`` on the connected cluster, gRPC proxy on the head only."""
+    """``serve.run`` of ``build_app(args)`` on the connected cluster; callers dial the ingress
+    replicas' own gRPC server, on a free port."""
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
-    from serve.app import GRPC_SERVICER, HEALTH_SERVICER, build_app
+    from serve.app import build_app
 
     port = free_port()
-    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": free_port()},
-                grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[GRPC_SERVICER, HEALTH_SERVICER]))
-    serve.run(build_app(args), name=app, route_prefix=f"/{app}")
+    serve.start(proxy_location="Disabled")
+    serve.run(build_app({**args, "server": {"port": port}}), name=app, route_prefix=f"/{app}")
     return Served(f"127.0.0.1:{port}", app)
 
 

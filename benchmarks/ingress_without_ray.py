@@ -1,5 +1,5 @@
 """The LinkNER ingress without Ray: the same ``LinkNERIngress`` class, its embedded model in the
-same worker processes, answering on a plain ``grpc.aio`` server (uvloop) in an ordinary process.
+same worker processes, answering on its own ``grpc.aio`` server (uvloop) in an ordinary process.
 
 ``benchmarks/serving.py --compare-without-ray`` runs it beside the served rows, under the same
 closed-loop load: what is left between served and in-process throughput once Ray Serve is out of
@@ -50,15 +50,13 @@ class PassCounter:
 
 
 async def serve_forever(port: int, app_args: dict[str, Any], count_passes: bool = False) -> None:
-    """Build the ingress from ``app_args`` (the embedded model only: no NER or LLM pool) and answer
-    ``linkner.v1.LinkNER`` on ``127.0.0.1:port`` until the process is stopped."""
-    import grpc
-
-    from deployments.grpc_deadlines import add_LinkNERServicer_to_server
+    """Build the ingress from ``app_args`` (the embedded model only: no NER or LLM pool) and let it
+    answer ``linkner.v1.LinkNER`` on its own gRPC server (``server`` settings, on ``port``) until
+    the process is stopped."""
     from deployments.ingress import LinkNERIngress
     from serve.app import validate_config
 
-    config = validate_config(app_args)
+    config = validate_config({**app_args, "server": {**app_args.get("server", {}), "port": port}})
     if config.ner.placement != "embedded" or config.llm_pool.enabled:
         raise SystemExit("without Ray only the embedded model is measured: ner.placement embedded, llm_pool off")
     ingress = LinkNERIngress.func_or_class(None, None, config)  # the class behind the Serve deployment
@@ -68,12 +66,9 @@ async def serve_forever(port: int, app_args: dict[str, Any], count_passes: bool 
 
         counter = ingress.ner.metrics = PassCounter(ingress.ner.metrics)
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, counter.report)
-    server = grpc.aio.server()
-    add_LinkNERServicer_to_server(ingress, server)  # on a plain server: the generated registration
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
+    await ingress._grpc_started
     print(READY, flush=True)
-    await server.wait_for_termination()
+    await ingress.grpc_server.wait_for_termination()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Where a single caller's latency goes: one gRPC caller, local path, every request traced.
 
-For each configuration (Ray started afresh with its environment), the app is deployed with direct
-ingress and tracing sampled at 1.0 to an OTLP receiver in its own process; one caller sends
+For each configuration (Ray started afresh with its environment), the app is deployed (callers dial the
+ingress's own gRPC server) with tracing sampled at 1.0 to an OTLP receiver in its own process; one caller sends
 ``--requests`` CoNLL-2003 test sentences as raw text one after another, each with its own W3C
 ``traceparent``. Each request's spans are cut into stages:
 
@@ -107,21 +107,21 @@ def measure_config(name: str, args: argparse.Namespace, texts: list[str], receiv
     from protos.linkner.v1 import linkner_pb2 as pb
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
     from serve.app import build_app
-    from serve.direct_ingress import PORT_SPAN, direct_ingress_env, grpc_targets, proxy_port
 
     environment, ner = CONFIGS[name]
-    port = serving.free_ports(PORT_SPAN + 1)
-    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **direct_ingress_env(port), **environment}
+    port = serving.free_port()
+    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **environment}
     saved = {key: os.environ.get(key) for key in env}
     client_ms: dict[str, float] = {}
     try:
-        serving.start_local_serve(env, proxy_port(port))
+        serving.start_local_serve(env)
         telemetry = {"exporter": "otlp", "otlp_endpoint": receiver, "sampler_ratio": 1.0}
-        serve.run(build_app({"ner": {"checkpoint": str(args.model), "threads": args.threads, **ner},
+        serve.run(build_app({"server": {"port": port},
+                             "ner": {"checkpoint": str(args.model), "threads": args.threads, **ner},
                              "llm_pool": {"enabled": False}, "telemetry": telemetry}),
                   name=serving.APP, route_prefix=f"/{serving.APP}",
                   logging_config=serving.shipped_application().get("logging_config"))
-        target = grpc_targets(serving.APP)[0]
+        target = f"127.0.0.1:{port}"
         options = pb.Options(policy="none")
         with grpc.insecure_channel(target) as channel:
             stub = pb_grpc.LinkNERStub(channel)
@@ -159,7 +159,7 @@ def measure_config(name: str, args: argparse.Namespace, texts: list[str], receiv
 def markdown(report: dict[str, Any]) -> str:
     reference = report["inprocess_median_ms"]
     lines = [f"One caller, local path, {report['requests']} sequential traced requests per configuration, "
-             f"direct ingress, {report['threads']} torch thread(s); medians in ms. In process, the predictor "
+             f"the ingress's own gRPC server, {report['threads']} torch thread(s); medians in ms. In process, the predictor "
              f"one sentence at a time: **{reference:.1f} ms**.", "",
              "| configuration | " + " | ".join(STAGES) + " | total (p50) | total - in process |",
              "|---|" + "---:|" * (len(STAGES) + 2)]

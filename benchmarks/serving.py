@@ -37,7 +37,7 @@ APP = "bench"
 ONE_PASS_PATH = "local, one pass at a time"  # --compare-one-pass
 WITHOUT_RAY = "ingress_without_ray"  # the benchmark module that runs the ingress class without Ray
 
-from serve.ports import free_port, free_ports  # noqa: E402 (after the path insert)
+from serve.ports import free_port  # noqa: E402 (after the path insert)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, sentences: int) -> None:
@@ -71,9 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-wait-s", type=float, default=None, help="ner.batch_wait_timeout_s (default: config's)")
     parser.add_argument("--throughput-optimized", action="store_true",
                         help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
-    parser.add_argument("--ingress", choices=["direct", "proxy", "both"], default="both",
-                        help="direct: callers dial the ingress replica (Ray's direct ingress, the main job's "
-                             "default); proxy: Ray's gRPC proxy; both: the local path both ways in one run")
+    parser.add_argument("--ingress", choices=["own", "proxy", "both"], default="own",
+                        help="own: callers dial the ingress replica's own gRPC server (as shipped); proxy: Ray's "
+                             "gRPC proxy; both: the local path both ways in one run")
     parser.add_argument("--ner-placement", choices=["pool", "embedded"], default=None,
                         help="where the local model runs on the measured path (default: serve_config.yaml's "
                              "ner.placement)")
@@ -343,9 +343,10 @@ def measured_levels(name: str, address: str, texts: list[str], words: list[int],
     return rows
 
 
-def start_local_serve(env: dict[str, str], grpc_port: int) -> None:
+def start_local_serve(env: dict[str, str], grpc_port: int | None = None) -> None:
     """A Ray instance of this process's own on loopback, ``env`` in every worker (its ``RAY_*`` keys
-    also here, where Ray reads them at start), and Serve with its gRPC proxy on ``grpc_port``."""
+    also here, where Ray reads them at start), and Serve, with its gRPC proxy on ``grpc_port`` (None:
+    no proxy; callers dial the ingress replicas' own server)."""
     import ray
     from ray import serve
     from ray.serve.config import gRPCOptions
@@ -355,18 +356,24 @@ def start_local_serve(env: dict[str, str], grpc_port: int) -> None:
     os.environ.update({key: value for key, value in env.items() if key.startswith("RAY_")})
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
              object_store_memory=256 * 1024 * 1024, runtime_env={"env_vars": env})
+    if grpc_port is None:
+        serve.start(proxy_location="Disabled")
+        return
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
                 grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER]))
 
 
 def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
-              ner: dict[str, Any] | None = None) -> None:
+              ner: dict[str, Any] | None = None) -> str:
+    """Run the application; returns the address of its ingress replicas' own gRPC server."""
     from ray import serve
 
     from serve.app import build_app
 
-    serve.run(build_app(application_args(args, llm, router, ner)), name=APP, route_prefix=f"/{APP}",
+    app_args = application_args(args, llm, router, ner)
+    serve.run(build_app(app_args), name=APP, route_prefix=f"/{APP}",
               logging_config=shipped_application().get("logging_config"))  # as shipped: no access log
+    return f"127.0.0.1:{app_args['server']['port']}"
 
 
 def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
@@ -374,6 +381,7 @@ def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any]
     """The LinkNER application's args for one measured configuration: ``args``' settings, with
     ``router`` and ``ner`` overriding keys of those sections."""
     app_args: dict[str, Any] = {
+        "server": {"port": free_port()},
         "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size,
                 "placement": args.ner_placement, "concurrent_passes": args.concurrent_passes,
                 "pass_workers": args.pass_workers, "lone_pass_borrows": args.lone_pass_borrows,
@@ -461,24 +469,20 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
     from ray import serve
 
     from protos.linkner.v1 import linkner_pb2 as pb
-    from serve.direct_ingress import PORT_SPAN, direct_ingress_env, grpc_targets, proxy_port
 
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     if args.throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     # Ray Serve settings in the caller's environment (e.g. RAY_SERVE_LOG_TO_STDERR=0) reach Ray's processes
     env.update({key: value for key, value in os.environ.items() if key.startswith("RAY_SERVE_")})
-    port = free_ports(PORT_SPAN + 1)
-    direct = args.ingress in ("direct", "both")
-    if direct:
-        env.update(direct_ingress_env(port))
-    proxy = f"127.0.0.1:{proxy_port(port) if direct else port}"
-    start_local_serve(env, int(proxy.rsplit(":", 1)[1]))
+    proxy_port = free_port() if args.ingress in ("proxy", "both") else None
+    proxy = f"127.0.0.1:{proxy_port}"
+    start_local_serve(env, proxy_port)
 
     def deployed(llm: bool, router: dict[str, Any] | None = None, ner: dict[str, Any] | None = None) -> str:
-        """Run the app; the address callers dial (its ingress replica, or the proxy)."""
-        serve_app(args, llm, router, ner)
-        return grpc_targets(APP)[0] if direct else proxy
+        """Run the app; the address callers dial (its ingress replicas' own server, or the proxy)."""
+        own = serve_app(args, llm, router, ner)
+        return proxy if args.ingress == "proxy" else own
 
     rows = []
     try:
@@ -568,7 +572,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("")
     for key in ("served_vs_inprocess_c32", "served_vs_inprocess_one_pass_c32", "served_vs_hf_pipeline_c32",
                 "stack_cpu_ms_per_request", "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms",
-                "direct_vs_proxy_c32", "cpu_ms_saved_by_direct_ingress", "other_placement_vs_local_c32",
+                "own_server_vs_proxy_c32", "cpu_ms_saved_by_own_server", "other_placement_vs_local_c32",
                 "other_pass_workers_vs_local_c32", "local_vs_without_ray_c32", "without_ray_vs_inprocess_c32",
                 "one_pass_served_vs_inprocess_c32", "one_pass_vs_local_c32"):
         if report.get(key) is not None:
@@ -595,8 +599,8 @@ def summarise(report: dict[str, Any]) -> None:
         report["served_vs_hf_pipeline_c32"] = c32["sentences_per_s"] / inprocess["hf-pipeline"]["sentences_per_s"]
     via_proxy = {row["concurrency"]: row for row in report["served"] if row["path"] == "local, via Ray's proxy"}
     if c32 and via_proxy.get(32):
-        report["direct_vs_proxy_c32"] = c32["requests_per_s"] / via_proxy[32]["requests_per_s"]
-        report["cpu_ms_saved_by_direct_ingress"] = (via_proxy[32]["cpu_ms_per_request_total"]
+        report["own_server_vs_proxy_c32"] = c32["requests_per_s"] / via_proxy[32]["requests_per_s"]
+        report["cpu_ms_saved_by_own_server"] = (via_proxy[32]["cpu_ms_per_request_total"]
                                                     - c32["cpu_ms_per_request_total"])
     other = {row["concurrency"]: row for row in report["served"] if row["path"].startswith("local, NER ")}
     if c32 and other.get(32):

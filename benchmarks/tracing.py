@@ -51,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def app_args(args: argparse.Namespace, telemetry: dict[str, Any], llm: bool = False) -> dict[str, Any]:
+    """An application on a gRPC port of its own (``config["server"]["port"]``)."""
     config: dict[str, Any] = {
+        "server": {"port": serving.free_port()},
         "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": 16},
         "llm_pool": {"enabled": False}, "telemetry": telemetry}
     if llm:
@@ -70,17 +72,19 @@ def start_receiver(port: int, spans: Path) -> subprocess.Popen:
     return process
 
 
-def measure(target: str, texts: list[str], words: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+def measure(targets: dict[str, str], texts: list[str], words: list[int], args: argparse.Namespace
+            ) -> list[dict[str, Any]]:
+    """Alternating rounds of the ``untraced`` and ``traced`` applications at ``targets``."""
     from protos.linkner.v1 import linkner_pb2 as pb
 
     options = pb.Options(policy="none")
     for app in ("untraced", "traced"):
-        asyncio.run(serving.warm_up(target, texts, options, calls=32, app=app))
+        asyncio.run(serving.warm_up(targets[app], texts, options, calls=32, app=app))
     rows = []
     for round_ in range(args.rounds):
         for mode in (("untraced", "traced") if round_ % 2 == 0 else ("traced", "untraced")):
-            result = asyncio.run(serving.closed_loop(target, texts, words, args.concurrency, args.seconds, options,
-                                                     app=mode))
+            result = asyncio.run(serving.closed_loop(targets[mode], texts, words, args.concurrency, args.seconds,
+                                                     options, app=mode))
             result.update(mode=mode, round=round_)
             print(f"round {round_} {mode:9} {result['requests_per_s']:7.1f} req/s  p50 {result['p50_ms']:6.1f} ms  "
                   f"p99 {result['p99_ms']:6.1f} ms  {result['statuses']}", file=sys.stderr)
@@ -102,7 +106,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"modes": modes, "traced_vs_untraced": ratio, "target": 0.95, "meets_target": ratio >= 0.95}
 
 
-def waterfall(args: argparse.Namespace, target: str, receiver_endpoint: str, spans: Path) -> dict[str, Any]:
+def waterfall(args: argparse.Namespace, receiver_endpoint: str, spans: Path) -> dict[str, Any]:
     """One linked request (budget 1.0: every span to the LLM) in the caller's trace, drawn as a PNG."""
     import grpc
     from ray import serve
@@ -114,7 +118,9 @@ def waterfall(args: argparse.Namespace, target: str, receiver_endpoint: str, spa
 
     telemetry = {"exporter": "otlp", "otlp_endpoint": receiver_endpoint, "export_delay_ms": 200}
     started = time.monotonic()
-    serve.run(build_app(app_args(args, telemetry, llm=True)), name="linked", route_prefix="/linked")
+    linked = app_args(args, telemetry, llm=True)
+    serve.run(build_app(linked), name="linked", route_prefix="/linked")
+    target = f"127.0.0.1:{linked['server']['port']}"
     print(f"linked app up in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
     text = "Peter Blackburn of the European Commission spoke in Brussels about German beef."
     with grpc.insecure_channel(target) as channel:
@@ -161,10 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
     from linkner.data.readers import read_dataset
-    from serve.app import GRPC_SERVICER, HEALTH_SERVICER, build_app
+    from serve.app import build_app
 
     sentences = [s for s in read_dataset(args.data_dir / "test.txt") if len(s) > 3][: args.sentences]
     texts = [" ".join(s.tokens) for s in sentences]
@@ -173,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     spans_file.unlink(missing_ok=True)
     receiver_port = serving.free_port()
     receiver = start_receiver(receiver_port, spans_file)
-    port = serving.free_port()
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False, num_cpus=8,
              object_store_memory=256 * 1024 * 1024, _metrics_export_port=serving.free_port())
     report: dict[str, Any] = {"concurrency": args.concurrency, "rounds": args.rounds,
@@ -181,20 +185,20 @@ def main(argv: list[str] | None = None) -> int:
                               "model": str(args.model),
                               "machine": f"{os.cpu_count()} CPU cores shared with other work, CPU only"}
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": serving.free_port()},
-                    grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[GRPC_SERVICER, HEALTH_SERVICER]))
+        serve.start(proxy_location="Disabled")
         endpoint = f"http://127.0.0.1:{receiver_port}"
-        serve.run(build_app(app_args(args, {"exporter": "none"})), name="untraced", route_prefix="/untraced")
-        serve.run(build_app(app_args(args, {"exporter": "otlp", "otlp_endpoint": endpoint, "sampler_ratio": 1.0})),
-                  name="traced", route_prefix="/traced")
-        target = f"127.0.0.1:{port}"
+        apps = {"untraced": app_args(args, {"exporter": "none"}),
+                "traced": app_args(args, {"exporter": "otlp", "otlp_endpoint": endpoint, "sampler_ratio": 1.0})}
+        for name, config in apps.items():
+            serve.run(build_app(config), name=name, route_prefix=f"/{name}")
+        targets = {name: f"127.0.0.1:{config['server']['port']}" for name, config in apps.items()}
         if not args.waterfall_only:
-            report["rounds_measured"] = measure(target, texts, words, args)
+            report["rounds_measured"] = measure(targets, texts, words, args)
             report["summary"] = summary(report["rounds_measured"])
         if not args.no_waterfall:
             serve.delete("untraced")
             serve.delete("traced")
-            report["waterfall"] = waterfall(args, target, endpoint, spans_file)
+            report["waterfall"] = waterfall(args, endpoint, spans_file)
     finally:
         serve.shutdown()
         ray.shutdown()

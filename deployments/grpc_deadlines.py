@@ -24,7 +24,7 @@ from protos.linkner.v1 import linkner_pb2_grpc
 DEADLINE_METADATA = "linkner-deadline-ms"
 
 
-class _DeadlineContext:
+class DeadlineContext:
     """The proxy's servicer context, with the remaining deadline added to its metadata."""
 
     def __init__(self, context: Any) -> None:
@@ -48,7 +48,8 @@ class _Undecodable:
                         "a lone UTF-16 surrogate is not)")
 
 
-def _safe_deserializer(deserializer: Callable | None) -> Callable | None:
+def safe_deserializer(deserializer: Callable | None) -> Callable | None:
+    """``deserializer`` returning an :class:`_Undecodable` instead of raising on a bad message."""
     if deserializer is None:
         return None
 
@@ -63,20 +64,24 @@ def _safe_deserializer(deserializer: Callable | None) -> Callable | None:
     return parse
 
 
-def _unary(handler: Callable) -> Callable:
+def unary_handler(handler: Callable) -> Callable:
+    """``handler`` with the caller's deadline in its metadata; an undecodable request is refused."""
+
     async def call(request: Any, context: Any) -> Any:
         if isinstance(request, _Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
-        return await handler(request, _DeadlineContext(context))
+        return await handler(request, DeadlineContext(context))
 
     return call
 
 
-def _server_streaming(handler: Callable) -> Callable:
+def server_streaming_handler(handler: Callable) -> Callable:
+    """The same for a server-streaming ``handler``."""
+
     async def call(request: Any, context: Any) -> AsyncIterator[Any]:
         if isinstance(request, _Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
-        async for message in handler(request, _DeadlineContext(context)):
+        async for message in handler(request, DeadlineContext(context)):
             yield message
 
     return call
@@ -87,9 +92,9 @@ def _wrapped(override: Callable) -> Callable:
 
     def with_deadlines(service_method: str, method_handler: Any) -> Any:
         handler = override(service_method, method_handler)
-        return handler._replace(unary_unary=_unary(handler.unary_unary),
-                                unary_stream=_server_streaming(handler.unary_stream),
-                                request_deserializer=_safe_deserializer(handler.request_deserializer))
+        return handler._replace(unary_unary=unary_handler(handler.unary_unary),
+                                unary_stream=server_streaming_handler(handler.unary_stream),
+                                request_deserializer=safe_deserializer(handler.request_deserializer))
 
     return with_deadlines
 

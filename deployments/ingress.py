@@ -47,6 +47,12 @@ SERVER_ERRORS = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grp
                  grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS}
 
 
+def served_model_name(info: dict) -> str:
+    """The ``model`` of every answer: the checkpoint (name and weights), encoder and objective."""
+    name = f"{info['encoder']}:{info['objective']}"
+    return f"{info['checkpoint']} ({name})" if info.get("checkpoint") else name
+
+
 def caller_deadline(grpc_context: Any) -> float | None:
     """The caller's deadline as a wall-clock time: the earliest ``linkner-deadline-ms`` entry of the
     call's metadata (the gRPC deadline itself, forwarded by :mod:`deployments.grpc_deadlines`, or
@@ -157,6 +163,36 @@ class LinkNERIngress:
         self.calibration = calibration_state(config)  # at start-up: a stale calibration is logged now
         self.service: LinkNERService | None = None
         self._building = asyncio.Lock()
+        self.grpc_server, self.grpc_port, self._grpc_started = None, None, None
+        if config.server.port is not None:
+            self._open_grpc_server()
+
+    def _open_grpc_server(self) -> None:
+        """Bind the replica's own gRPC server (a busy port or a bad certificate fails the replica
+        here, with the reason) and start it on this replica's event loop."""
+        from deployments.grpc_server import build_server
+
+        self.grpc_server, self.grpc_port = build_server(
+            self, self.config.server, self.router, refused=lambda method: self.metrics.call(method, "RESOURCE_EXHAUSTED"))
+        self._grpc_started = asyncio.get_running_loop().create_task(self.grpc_server.start())
+        log.info("answering gRPC on %s:%s", self.config.server.host, self.grpc_port)
+
+    def check_health(self) -> None:
+        """Ray Serve's replica health check: the replica's gRPC server must have started."""
+        if self._grpc_started is not None and self._grpc_started.done() and self._grpc_started.exception():
+            raise RuntimeError(f"the gRPC server failed to start: {self._grpc_started.exception()}")
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Calls in flight on this replica, for :func:`deployments.autoscaling.ongoing_calls_policy`
+        (Ray Serve does not see the calls its own server did not route)."""
+        return {"ongoing_calls": float(self._in_flight)}
+
+    async def __del__(self) -> None:
+        """Ray Serve's shutdown hook: refuse new calls and let those in flight finish for
+        ``server.drain_s`` seconds."""
+        if self.grpc_server is not None:
+            server, self.grpc_server = self.grpc_server, None
+            await server.stop(self.config.server.drain_s)
 
     # ------------------------------------------------------------------ set-up
 
@@ -181,7 +217,7 @@ class LinkNERIngress:
         linker = RDCLinker(recognizer, backend, self.calibration.policy, selector=await self._selector(),
                            llm_timeout_s=self.router.llm_timeout_s)
         stored = self.calibration.stored
-        return LinkNERService(linker, info["estimators"], f"{info['encoder']}:{info['objective']}",
+        return LinkNERService(linker, info["estimators"], served_model_name(info),
                               self.router.limits, self.calibration.status,
                               stored.model_dump_json() if stored is not None else "")
 
@@ -286,7 +322,8 @@ class LinkNERIngress:
 
     async def _prepare_batch(self, grpc_context: Any, request: pb.RecognizeBatchRequest) -> list[Prepared]:
         try:
-            check_batch(len(request.items), self.router.limits)
+            check_batch(len(request.items), self.router.limits,
+                        sum(len(item.text) + sum(len(word) for word in item.words) for item in request.items))
         except InvalidRequest as error:
             raise self._fail(grpc_context, grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
         return await self._prepare(grpc_context, request.items, request.options)

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from linkner.model.metadata import is_checkpoint
 from linkner.service.config import AppConfig, Resources
+from linkner.service.prepare import absolute_paths
 from linkner.telemetry import with_environment
 
 GRPC_SERVICER = "deployments.grpc_deadlines.add_LinkNERServicer_to_server"  # forwards gRPC deadlines
@@ -35,6 +36,14 @@ def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
         raise ConfigError(
             f"no trained model at ner.checkpoint={config.ner.checkpoint}: train the default one with `./run.sh` "
             "(or `linkner train --train TRAIN --dev DEV --output DIR`) and point ner.checkpoint at it")
+    if config.server.port is not None:
+        from deployments.grpc_server import ServerSetupError, auth_token, server_credentials
+
+        try:  # a missing certificate or token file fails the deployment here, not in every replica
+            server_credentials(config.server)
+            auth_token(config.server, {})
+        except ServerSetupError as error:
+            raise ConfigError(str(error)) from None
     train = config.router.demonstrations.train
     if train and not Path(train).is_file():
         raise ConfigError(f"router.demonstrations.train={train}: no such data file")
@@ -44,26 +53,6 @@ def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
         if not (Path(config.llm_pool.llm.model) / "config.json").is_file():
             raise ConfigError(f"no LLM model folder at llm_pool.llm.model={config.llm_pool.llm.model}: "
                               "run `linkner prepare-llm` (embedded SmolLM2) or set llm_pool.enabled: false")
-    return config
-
-
-def absolute_paths(config: AppConfig) -> AppConfig:
-    """Relative paths in the config are relative to the project root, wherever replicas start."""
-    from pathlib import Path
-
-    from linkner.paths import PROJECT_ROOT as ROOT
-
-    def resolve(value: str) -> str:
-        return value if Path(value).is_absolute() else str(ROOT / value)
-
-    config = config.model_copy(deep=True)
-    config.ner.checkpoint = resolve(config.ner.checkpoint)
-    if config.llm_pool.llm.backend != "openai":
-        config.llm_pool.llm.model = resolve(config.llm_pool.llm.model)
-    if config.router.demonstrations.train:
-        config.router.demonstrations.train = resolve(config.router.demonstrations.train)
-    if config.telemetry.jsonl_path:
-        config.telemetry.jsonl_path = resolve(config.telemetry.jsonl_path)
     return config
 
 
@@ -87,6 +76,7 @@ def deployment_options(resources: Resources, max_ongoing_requests: int, max_queu
 def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
     """Bind the NER replicas (unless ``ner.placement`` is ``embedded``: then each ingress replica
     runs the model), the LLM pool and the gRPC ingress (which also routes) into one application."""
+    from deployments.autoscaling import POLICY as AUTOSCALING_POLICY
     from deployments.ingress import LinkNERIngress
     from deployments.llm_pool import LLMPool
     from deployments.ner import NERReplica
@@ -107,6 +97,10 @@ def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
         llm = LLMPool.options(name="llm", **deployment_options(
             config.llm_pool.resources, config.llm_pool.max_ongoing_requests, config.llm_pool.max_queued_requests)
         ).bind(config.llm_pool, config.telemetry)
-    return LinkNERIngress.options(name="ingress", **deployment_options(
-        ingress_resources, config.router.max_ongoing_requests, config.router.max_queued_requests)
-    ).bind(ner, llm, config)
+    options = deployment_options(ingress_resources, config.router.max_ongoing_requests,
+                                 config.router.max_queued_requests)
+    if config.server.port is not None and "autoscaling_config" in options:
+        # Ray does not see the calls the ingress's own gRPC server answers: scale on what it reports
+        options["autoscaling_config"] = {"policy": {"policy_function": AUTOSCALING_POLICY},
+                                         **options["autoscaling_config"]}
+    return LinkNERIngress.options(name="ingress", **options).bind(ner, llm, config)

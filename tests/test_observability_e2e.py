@@ -17,7 +17,7 @@ import pytest
 
 from openai_peer import OpenAIPeer
 from otlp_receiver import OTLPReceiver
-from test_serving_e2e import app_args
+from test_serving_e2e import address, app_args
 
 from serve.ports import free_port
 
@@ -36,16 +36,14 @@ def observed(tiny_checkpoint):
     its config file (ratio 0: only callers' sampled traces are kept), app ``env`` to another
     through the OTEL_* variables of the process that builds it, and nothing else."""
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
-    from serve.app import GRPC_SERVICER, HEALTH_SERVICER, build_app
+    from serve.app import build_app
 
-    port, metrics_port = free_port(), free_port()
+    metrics_port = free_port()
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=8,
              object_store_memory=256 * 1024 * 1024, log_to_driver=False, _metrics_export_port=metrics_port,
              _system_config={"metrics_report_interval_ms": 1000})
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
-                grpc_options=gRPCOptions(port=port, grpc_servicer_functions=[GRPC_SERVICER, HEALTH_SERVICER]))
+    serve.start(proxy_location="Disabled")  # each application answers on its own gRPC port
     peer = OpenAIPeer(answer=lambda body: "banana" if "Zorro" in json.dumps(body) else "person")
     peer.__enter__()
     by_file, by_env = OTLPReceiver(), OTLPReceiver()
@@ -65,7 +63,7 @@ def observed(tiny_checkpoint):
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     serve.run(built, name="env", route_prefix="/env")
-    yield {"target": f"127.0.0.1:{port}", "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+    yield {"targets": {"obs": address(main), "env": address(env_app)}, "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
            "by_file": by_file, "by_env": by_env}
     serve.shutdown()
     ray.shutdown()
@@ -119,7 +117,7 @@ def test_prometheus_counters_move_by_exactly_what_was_sent(observed):
     from protos.linkner.v1 import linkner_pb2 as pb
 
     metadata = [("application", "obs")]
-    with grpc.insecure_channel(observed["target"]) as channel:
+    with grpc.insecure_channel(observed["targets"]["obs"]) as channel:
         stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=metadata, timeout=30)  # warm up
         before = settled(observed["metrics"])
         local, routed = pb.Options(policy="none", return_words=True), pb.Options(return_words=True)
@@ -168,7 +166,7 @@ def test_a_callers_trace_holds_every_stage_with_its_parents(observed):
     from protos.linkner.v1 import linkner_pb2 as pb
 
     trace_id, caller = "5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b7"
-    with grpc.insecure_channel(observed["target"]) as channel:
+    with grpc.insecure_channel(observed["targets"]["obs"]) as channel:
         unsampled = stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "obs")],
                                             timeout=30)
         reply = stub(channel).Recognize(
@@ -208,7 +206,7 @@ def test_standard_environment_variables_alone_configure_tracing(observed):
     from protos.linkner.v1 import linkner_pb2 as pb
 
     trace_id = "6bf92f3577b34da6a3ce929d0e0e4738"
-    with grpc.insecure_channel(observed["target"]) as channel:
+    with grpc.insecure_channel(observed["targets"]["env"]) as channel:
         reply = stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), timeout=30, metadata=[
             ("application", "env"), ("traceparent", f"00-{trace_id}-20f067aa0ba902b7-01")])
     assert reply.trace_id == trace_id

@@ -12,7 +12,7 @@ import pytest
 
 from openai_peer import OpenAIPeer, closed_port
 
-from serve.ports import free_port, free_ports
+from serve.ports import free_port
 
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
@@ -20,6 +20,7 @@ ray = pytest.importorskip("ray")
 
 def app_args(checkpoint, base_url, **router):
     return {
+        "server": {"port": free_port()},  # each application answers on a port of its own
         "ner": {"checkpoint": str(checkpoint), "threads": 1, "max_batch_size": 8,
                 "resources": {"num_cpus": 0.1}},
         "llm_pool": {"llm": {"backend": "openai", "model": "peer", "base_url": base_url, "max_retries": 0,
@@ -27,6 +28,11 @@ def app_args(checkpoint, base_url, **router):
                      "resources": {"num_cpus": 0.1}},
         "router": {"policy": {"kind": "threshold", "threshold": 0.0}, **router},
     }
+
+
+def address(args: dict) -> str:
+    """Where an application built from ``args`` answers: its ingress replicas' own server."""
+    return f"127.0.0.1:{args['server']['port']}"
 
 
 def stale_checkpoint(checkpoint, folder):
@@ -49,24 +55,20 @@ def stale_checkpoint(checkpoint, folder):
 
 @pytest.fixture(scope="module")
 def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
-    """Ray + Serve once for the module; three applications over one gRPC proxy."""
+    """Ray + Serve once for the module; four applications, each answering on its own gRPC port,
+    and Ray's gRPC proxy for callers that name an application."""
     from ray import serve
     from ray.serve.config import gRPCOptions
 
     from linkner.data.readers import write_jsonl
     from serve.app import GRPC_SERVICER, HEALTH_SERVICER, build_app
-    from serve.direct_ingress import PORT_SPAN, direct_ingress_env, grpc_targets, proxy_port
 
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"  # set by conftest before ray's import
-    port = free_ports(PORT_SPAN + 1)  # the ingress replicas' range and the proxy after it
-    direct_env = direct_ingress_env(port)  # as the main job runs it: each app's ingress answers gRPC itself
-    saved = {key: os.environ.get(key) for key in direct_env}
-    os.environ.update(direct_env)
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=8,
-             object_store_memory=256 * 1024 * 1024, log_to_driver=False, runtime_env={"env_vars": direct_env})
+             object_store_memory=256 * 1024 * 1024, log_to_driver=False)
+    proxy = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
-                grpc_options=gRPCOptions(port=proxy_port(port),
-                                         grpc_servicer_functions=[GRPC_SERVICER, HEALTH_SERVICER]))
+                grpc_options=gRPCOptions(port=proxy, grpc_servicer_functions=[GRPC_SERVICER, HEALTH_SERVICER]))
     fast, slow = OpenAIPeer(answer=lambda body: "person"), OpenAIPeer(answer=lambda body: "person", delay_s=5.0)
     fast.__enter__()
     slow.__enter__()
@@ -85,8 +87,9 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     serve.run(build_app(down), name="down", route_prefix="/down")
     # the slow LLM takes 5 s; the server answers by 4 s without a caller deadline, and takes one
     # call at a time with one more queued (the rest are refused at once)
-    serve.run(build_app(app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30, answer_budget_s={"Recognize": 4.0},
-                                 max_ongoing_requests=1, max_queued_requests=1)), name="slow", route_prefix="/slow")
+    slow_args = app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30, answer_budget_s={"Recognize": 4.0},
+                         max_ongoing_requests=1, max_queued_requests=1)
+    serve.run(build_app(slow_args), name="slow", route_prefix="/slow")
     # the slow LLM again, its pool taking one call at a time with one more queued: the rest are refused
     # at once and answered locally (the model embedded in the ingress: no NER replica of its own)
     busy = app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30)
@@ -94,20 +97,16 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     busy["llm_pool"].update(max_ongoing_requests=1, max_queued_requests=1)
     serve.run(build_app(busy), name="busy", route_prefix="/busy")
     assert ray.util.get_node_ip_address() == "127.0.0.1"
-    targets = {app: grpc_targets(app) for app in ("main", "down", "slow", "busy")}
-    assert all(len(found) == 1 for found in targets.values()), targets
-    yield {"targets": {app: found[0] for app, found in targets.items()}, "proxy": f"127.0.0.1:{proxy_port(port)}",
-           "traces": traces, "fast": fast}
+    targets = {"main": address(main), "down": address(down), "slow": address(slow_args), "busy": address(busy)}
+    yield {"targets": targets, "proxy": f"127.0.0.1:{proxy}", "traces": traces, "fast": fast}
     serve.shutdown()
     ray.shutdown()
-    for key, value in saved.items():
-        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     fast.__exit__(None, None, None)
     slow.__exit__(None, None, None)
 
 
 def target(cluster, app):
-    """The address that answers ``app``: its ingress replica (direct ingress)."""
+    """The address that answers ``app``: its ingress replicas' own gRPC server."""
     return cluster["targets"][app]
 
 
@@ -591,70 +590,118 @@ def test_client_command_line_file_and_recognize(cluster, tmp_path, capsys):
     assert "Mary Jones\tPER\tlocal" in capsys.readouterr().out
 
 
-def test_a_deleted_application_stops_after_the_short_drain_not_rays_30_seconds(cluster, tiny_checkpoint):
-    """The main job's direct-ingress environment sets the drain (2 s): Ray's default kept every
-    stopping ingress replica open for 30 s, so each shutdown, redeploy and scale-down waited that."""
+def ingress_processes(app: str) -> list:
+    """The live processes of ``app``'s ingress replicas."""
+    import psutil
+
+    return [process for process in psutil.process_iter(["cmdline"])
+            if f"ServeReplica:{app}:ingress" in " ".join(process.info["cmdline"] or [])]
+
+
+def test_a_deleted_application_stops_quickly_and_frees_its_port(cluster, tiny_checkpoint):
+    """A stopping ingress replica refuses new calls and drains for ``server.drain_s`` (2 s), not
+    Ray's 30 s: every shutdown, redeploy and scale-down waited that long before."""
     from ray import serve
 
     from clients.client import LinkNERClient
     from serve.app import build_app
-    from serve.direct_ingress import DRAIN_S, grpc_targets
 
-    assert os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == str(DRAIN_S)
     quick = app_args(tiny_checkpoint, f"http://127.0.0.1:{closed_port()}/v1")
     quick["ner"].update(placement="embedded")
     serve.run(build_app(quick), name="quick", route_prefix="/quick")
-    target = grpc_targets("quick")[0]
-    with LinkNERClient(target, "quick", timeout_s=30) as client:
+    with LinkNERClient(address(quick), timeout_s=30) as client:
         assert client.recognize("Angela Merkel visited Paris.").model  # answered
     started = time.monotonic()
     serve.delete("quick")
-    assert DRAIN_S <= time.monotonic() - started < 20
+    assert time.monotonic() - started < 20
+    with grpc.insecure_channel(address(quick)) as channel:  # nothing listens there any more
+        with pytest.raises(grpc.RpcError) as error:
+            pb_grpc_stub(channel).Recognize(pb_request(TEXT), timeout=5)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_two_ingress_replicas_each_answer_and_a_round_robin_client_rides_out_losing_one(cluster, tiny_checkpoint):
-    """With several ingress replicas each serves gRPC on its own port of the range; a client in
-    any language spreads calls over them with gRPC's own round_robin policy over the list of
-    addresses, and keeps answering when one replica dies (Serve brings it back)."""
-    import psutil
+def pb_grpc_stub(channel):
+    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
+
+    return pb_grpc.LinkNERStub(channel)
+
+
+def pb_request(text):
+    from protos.linkner.v1 import linkner_pb2 as pb
+
+    return pb.RecognizeRequest(text=text, options=pb.Options(policy="none"))
+
+
+def call_for(seconds: float, target: str) -> list[tuple[float, str]]:
+    """Calls one after another for ``seconds`` from a plain stub (no retries: every failure shows),
+    as (time, status) pairs."""
+    outcomes = []
+    stop_at = time.monotonic() + seconds
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc_stub(channel)
+        while time.monotonic() < stop_at:
+            try:
+                stub.Recognize(pb_request(TEXT), timeout=10)
+                outcomes.append((time.monotonic(), "OK"))
+            except grpc.RpcError as error:
+                outcomes.append((time.monotonic(), error.code().name))
+                time.sleep(0.2)
+    return outcomes
+
+
+def test_two_ingress_replicas_share_the_port_and_ride_out_losing_one(cluster, tiny_checkpoint):
+    """Every ingress replica of an application on a node listens on the same port (the kernel
+    spreads connections): a caller of that one address keeps being answered when a replica dies,
+    and Serve brings the replica back."""
     from ray import serve
 
-    from clients.client import LinkNERClient
-    from protos.linkner.v1 import linkner_pb2 as pb
-    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
     from serve.app import build_app
-    from serve.direct_ingress import grpc_targets
 
     pair = app_args(tiny_checkpoint, f"http://127.0.0.1:{closed_port()}/v1")
     pair["ner"].update(placement="embedded")
     pair["router"]["resources"] = {"num_replicas": 2, "num_cpus": 0}
     serve.run(build_app(pair), name="pair", route_prefix="/pair")
     try:
-        targets = sorted(grpc_targets("pair"))
+        assert len(ingress_processes("pair")) == 2
+        assert call_for(2, address(pair))[-1][1] == "OK"
+        victim = ingress_processes("pair")[0]
+        victim.kill()
+        killed_at = time.monotonic()
+        outcomes = call_for(8, address(pair))
+        statuses = [status for _, status in outcomes]
+        assert set(statuses) <= {"OK", "UNAVAILABLE"}, statuses
+        # only the calls on the dead replica's connection fail, until the channel reconnects to the survivor
+        failed_for = max((at - killed_at for at, status in outcomes if status != "OK"), default=0.0)
+        assert failed_for < 5 and statuses[-20:] == ["OK"] * 20, (failed_for, statuses[-20:])
         stop_at = time.monotonic() + 60
-        while len(targets) < 2 and time.monotonic() < stop_at:
-            time.sleep(0.5)
-            targets = sorted(grpc_targets("pair"))
-        assert len(targets) == 2 and len(set(targets)) == 2, targets
-        request = pb.RecognizeRequest(text=TEXT, options=pb.Options(policy="none"))
-        for address in targets:  # each replica answers on its own port
-            with grpc.insecure_channel(address) as channel:
-                assert pb_grpc.LinkNERStub(channel).Recognize(request, timeout=30).entities
-        spread = "ipv4:" + ",".join(targets)
-        with grpc.insecure_channel(spread, options=[("grpc.lb_policy_name", "round_robin")]) as channel:
-            stub = pb_grpc.LinkNERStub(channel)
-            assert all(stub.Recognize(request, timeout=30).entities for _ in range(6))
-            [victim] = [process for process in psutil.process_iter(["cmdline"])
-                        if "ServeReplica:pair:ingress" in " ".join(process.info["cmdline"] or [])][:1]
-            victim.kill()
-            codes = []
-            for _ in range(12):
-                try:
-                    codes.append("OK" if stub.Recognize(request, timeout=30).entities else "EMPTY")
-                except grpc.RpcError as error:  # a call that was on the dead replica's connection
-                    codes.append(error.code().name)
-        assert set(codes) <= {"OK", "UNAVAILABLE"} and codes[-6:] == ["OK"] * 6, codes
-        with LinkNERClient(spread, "pair", timeout_s=30) as ours:  # our client: round_robin, and retries
-            assert all(ours.recognize(TEXT, policy="none").entities for _ in range(4))
+        while time.monotonic() < stop_at and len(ingress_processes("pair")) < 2:
+            time.sleep(1)
+        assert len(ingress_processes("pair")) == 2 and victim.pid not in {p.pid for p in ingress_processes("pair")}
     finally:
         serve.delete("pair")
+
+
+def test_a_killed_lone_ingress_replica_answers_on_its_port_again_within_30_seconds(cluster, tiny_checkpoint):
+    """The shipped shape (one ingress replica, the model inside it): kill its process under load,
+    and the port callers use answers again once Serve has restarted the replica."""
+    from ray import serve
+
+    from serve.app import build_app
+
+    lone = app_args(tiny_checkpoint, f"http://127.0.0.1:{closed_port()}/v1")
+    lone["ner"].update(placement="embedded", concurrent_passes=2, pass_workers="process")
+    serve.run(build_app(lone), name="lone", route_prefix="/lone")
+    try:
+        assert call_for(1, address(lone))[-1][1] == "OK"
+        [victim] = ingress_processes("lone")
+        victim.kill()
+        killed_at = time.monotonic()
+        outcomes = call_for(45, address(lone))
+        statuses = {status for _, status in outcomes}
+        assert statuses <= {"OK", "UNAVAILABLE"}, statuses
+        failed = [at for at, status in outcomes if status != "OK"]
+        back = [at for at, status in outcomes if status == "OK" and (not failed or at > failed[-1])]
+        assert back, "the port never answered again"
+        assert back[0] - killed_at < 30, f"answered again after {back[0] - killed_at:.1f} s"
+    finally:
+        serve.delete("lone")

@@ -81,6 +81,9 @@ class SpanPredictor:
         self.pack_tokens = pack_tokens
         self.first_position = first_position or 0  # where packed rows count each sentence's positions from
 
+    checkpoint: str = ""
+    """Which checkpoint this is (:func:`checkpoint_identity`), "" when not loaded from one."""
+
     @classmethod
     def from_checkpoint(cls, folder: str | Path, device: str = "auto", **options: int | bool) -> "SpanPredictor":
         """Load a checkpoint folder onto ``device`` (``auto``: GPU if present)."""
@@ -90,7 +93,9 @@ class SpanPredictor:
             detector, problem = load_detector(folder, model.config.labels), ""
         except DetectorError as error:  # the other estimators still work; ``learned`` says why it cannot
             detector, problem = None, str(error)
-        return cls(model, batcher, chosen, detector=detector, detector_problem=problem, **options)
+        predictor = cls(model, batcher, chosen, detector=detector, detector_problem=problem, **options)
+        predictor.checkpoint = checkpoint_identity(folder)
+        return predictor
 
     @property
     def estimators(self) -> list[str]:
@@ -105,7 +110,8 @@ class SpanPredictor:
         """Labels, objective, encoder, estimators and device of this predictor (plain values)."""
         config = self.model.config
         return {"labels": list(config.labels), "objective": config.objective, "encoder": config.encoder,
-                "estimators": self.estimators, "device": str(self.device)}
+                "estimators": self.estimators, "device": str(self.device),
+                "checkpoint": self.checkpoint}
 
     def predict(
         self, sentences: Sequence[Sequence[str]], estimators: Iterable[str] = ("confidence",),
@@ -336,3 +342,11 @@ def plan_windows(length: int, own_start: int, own_end: int, size: int) -> list[t
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def checkpoint_identity(folder: str | Path) -> str:
+    """``<folder name>@<first 12 hex digits of the weights' SHA-256>``: names the served weights, so
+    an answer tells which checkpoint made it (a new one rolled out shows at once)."""
+    from linkner.model.metadata import weights_fingerprint
+
+    return f"{Path(folder).name}@{weights_fingerprint(folder)[:12]}"

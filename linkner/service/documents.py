@@ -28,6 +28,9 @@ def prepare_document(request: RecognizeInput, limits: ServiceLimits) -> Document
     if request.words:
         if len(request.words) > limits.max_words:
             raise InvalidRequest(f"too many words: {len(request.words)}, the limit is {limits.max_words}")
+        characters = sum(len(word) for word in request.words)
+        if characters > limits.max_chars:
+            raise InvalidRequest(f"words too long: {characters} characters together, the limit is {limits.max_chars}")
         for index, word in enumerate(request.words):
             _check_word(index, word, limits)
         words = [Word(text=word, char_start=-1, char_end=-1, sentence=0) for word in request.words]
@@ -57,9 +60,12 @@ def _check_word(index: int, word: str, limits: ServiceLimits) -> None:
         raise InvalidRequest(f"words[{index}] contains control characters: {word[:40]!r}")
 
 
-def check_batch(items: int, limits: ServiceLimits) -> None:
-    """Refuse an empty batch or one over the limit."""
+def check_batch(items: int, limits: ServiceLimits, characters: int = 0) -> None:
+    """Refuse an empty batch, or one over the item or character limit (``characters``: of every
+    item's text or words together)."""
     if not items:
         raise InvalidRequest("empty batch: no items")
     if items > limits.max_batch_items:
         raise InvalidRequest(f"batch too large: {items} items, the limit is {limits.max_batch_items}")
+    if characters > limits.max_batch_chars:
+        raise InvalidRequest(f"batch too large: {characters} characters, the limit is {limits.max_batch_chars}")

@@ -1,0 +1,206 @@
+"""The ingress's own gRPC server against real callers: the real ``LinkNERIngress`` with a tiny
+model answering on its ``grpc.aio`` server in another process (``benchmarks/ingress_without_ray.py``),
+called over real channels: bearer tokens, TLS and mutual TLS, the receive limit, reflection, health
+and the admission limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from serve.ports import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "s3cret-token-for-tests"
+TEXT = "John Smith visited Paris yesterday ."
+
+
+def start_ingress(checkpoint: Path, server: dict, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """The ingress on its own server in a child process; returns it and ``127.0.0.1:port`` once it answers."""
+    port = free_port()
+    args = {"ner": {"checkpoint": str(checkpoint), "placement": "embedded"}, "llm_pool": {"enabled": False},
+            "server": server}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "ingress_without_ray.py"), "--port", str(port),
+         "--app-args", json.dumps(args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    line = process.stdout.readline()
+    if line.strip() != "READY":
+        process.kill()
+        raise AssertionError(f"the ingress did not start: {line}{process.stderr.read()[-3000:]}")
+    return process, f"127.0.0.1:{port}"
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def recognize(channel: grpc.Channel, text: str = TEXT, metadata=(), timeout: float = 30):
+    from protos.linkner.v1 import linkner_pb2 as pb
+    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
+
+    return pb_grpc.LinkNERStub(channel).Recognize(pb.RecognizeRequest(text=text), metadata=metadata, timeout=timeout)
+
+
+def code_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as error:
+        call()
+    return error.value.code()
+
+
+def health(channel: grpc.Channel, service: str = "") -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+
+
+def reflected_services(channel: grpc.Channel, metadata=()) -> list[str]:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answers = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                        metadata=metadata, timeout=10)
+    return [service.name for answer in answers for service in answer.list_services_response.service]
+
+
+@pytest.fixture(scope="module")
+def token_server(tiny_checkpoint):
+    process, target = start_ingress(tiny_checkpoint, {}, env={"LINKNER_AUTH_TOKEN": TOKEN})
+    yield target
+    stop(process)
+
+
+def test_a_call_needs_the_bearer_token(token_server):
+    with grpc.insecure_channel(token_server) as channel:
+        assert code_of(lambda: recognize(channel)) == grpc.StatusCode.UNAUTHENTICATED
+        assert code_of(lambda: recognize(channel, metadata=[("authorization", "Bearer wrong")])) \
+            == grpc.StatusCode.UNAUTHENTICATED
+        assert code_of(lambda: recognize(channel, metadata=[("authorization", TOKEN)])) \
+            == grpc.StatusCode.UNAUTHENTICATED  # the scheme is part of the value
+        answer = recognize(channel, metadata=[("authorization", f"Bearer {TOKEN}")])
+    assert ("John Smith", "PER") in {(e.text, e.label) for e in answer.entities}
+
+
+def test_health_stays_open_and_reflection_sits_behind_the_token(token_server):
+    from grpc_health.v1 import health_pb2
+
+    with grpc.insecure_channel(token_server) as channel:
+        assert health(channel) == health_pb2.HealthCheckResponse.SERVING
+        assert health(channel, "linkner.v1.LinkNER") == health_pb2.HealthCheckResponse.SERVING
+        assert code_of(lambda: reflected_services(channel)) == grpc.StatusCode.UNAUTHENTICATED
+        services = reflected_services(channel, metadata=[("authorization", f"Bearer {TOKEN}")])
+    assert {"linkner.v1.LinkNER", "grpc.health.v1.Health"} <= set(services)
+
+
+def test_a_huge_message_is_refused_before_it_is_read(token_server):
+    from protos.linkner.v1 import linkner_pb2 as pb
+    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
+
+    auth = [("authorization", f"Bearer {TOKEN}")]
+    huge = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text="x" * (1 << 20))] * 64)  # 64 MiB
+    options = [("grpc.max_send_message_length", -1)]
+    with grpc.insecure_channel(token_server, options=options) as channel:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as error:
+            pb_grpc.LinkNERStub(channel).RecognizeBatch(huge, metadata=auth, timeout=60)
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.value.details()
+        assert "larger than max" in error.value.details()
+        assert time.monotonic() - started < 30
+        assert recognize(channel, metadata=auth).entities  # the server goes on answering
+
+
+def test_bad_input_is_invalid_argument_on_the_own_server(token_server):
+    auth = [("authorization", f"Bearer {TOKEN}")]
+    with grpc.insecure_channel(token_server) as channel:
+        assert code_of(lambda: recognize(channel, text="   ", metadata=auth)) == grpc.StatusCode.INVALID_ARGUMENT
+        assert code_of(lambda: recognize(channel, text="x" * 100_001, metadata=auth)) \
+            == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from tls_helpers import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def secure_channel(target: str, pki: dict, client_certificate: bool) -> grpc.Channel:
+    read = lambda key: Path(pki[key]).read_bytes()  # noqa: E731
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read("ca"), private_key=read("client_key") if client_certificate else None,
+        certificate_chain=read("client") if client_certificate else None)
+    return grpc.secure_channel(target, credentials)
+
+
+def test_tls_answers_a_caller_with_the_ca_and_refuses_plaintext(tiny_checkpoint, pki):
+    process, target = start_ingress(tiny_checkpoint, {"tls_cert": str(pki["server"]), "tls_key": str(pki["server_key"])})
+    try:
+        with secure_channel(target, pki, client_certificate=False) as channel:
+            assert recognize(channel).entities
+        with grpc.insecure_channel(target) as channel:
+            assert code_of(lambda: recognize(channel, timeout=5)) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        stop(process)
+
+
+def test_mutual_tls_refuses_a_caller_without_a_client_certificate(tiny_checkpoint, pki):
+    process, target = start_ingress(tiny_checkpoint, {"tls_cert": str(pki["server"]), "tls_key": str(pki["server_key"]),
+                                                      "tls_client_ca": str(pki["ca"])})
+    try:
+        with secure_channel(target, pki, client_certificate=True) as channel:
+            assert recognize(channel).entities
+        with secure_channel(target, pki, client_certificate=False) as channel:
+            assert code_of(lambda: recognize(channel, timeout=5)) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        stop(process)
+
+
+def test_a_missing_certificate_is_a_config_error(tiny_checkpoint, tmp_path):
+    from serve.app import ConfigError, validate_config
+
+    args = {"ner": {"checkpoint": str(tiny_checkpoint)}, "llm_pool": {"enabled": False},
+            "server": {"tls_cert": str(tmp_path / "none.pem"), "tls_key": str(tmp_path / "none-key.pem")}}
+    with pytest.raises(ConfigError, match="server.tls_key=.*none-key.pem"):
+        validate_config(args)
+    with pytest.raises(ConfigError, match="tls_cert and server.tls_key go together"):
+        validate_config({**args, "server": {"tls_cert": "cert.pem"}})
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match="auth_token_file=.* is empty"):
+        validate_config({**args, "server": {"auth_token_file": str(empty)}})
+
+
+def test_admission_refuses_beyond_ongoing_and_queued_calls():
+    from deployments.grpc_server import Admission
+
+    async def scenario() -> list[bool]:
+        admission = Admission(ongoing=1, queued=1)
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with admission:
+                await release.wait()
+
+        first = asyncio.ensure_future(hold())
+        await asyncio.sleep(0)
+        full_with_one = admission.full()  # one running, no one waiting: a second may wait
+        second = asyncio.ensure_future(hold())
+        await asyncio.sleep(0)
+        full_with_two = admission.full()  # one running, one waiting: a third is refused
+        release.set()
+        await asyncio.gather(first, second)
+        return [full_with_one, full_with_two, admission.full()]
+
+    assert asyncio.run(scenario()) == [False, True, False]
