@@ -6,6 +6,9 @@
 
 A ``.txt`` input holds one document per non-empty line; a ``.jsonl`` input one
 ``{"text": ...}`` or ``{"words": [...]}`` object per line.
+
+Where the service asks for them: ``--token-file PATH`` (else $LINKNER_AUTH_TOKEN) sends a bearer
+token, ``--tls-ca PEM`` speaks TLS, and ``--tls-cert PEM --tls-key PEM`` mutual TLS.
 """
 
 from __future__ import annotations
@@ -17,11 +20,23 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from clients.client import DEFAULT_APPLICATION, DEFAULT_TARGET, AsyncLinkNERClient, LinkNERClient, LinkNERError
+from clients.client import (DEFAULT_APPLICATION, DEFAULT_TARGET, TOKEN_ENV, AsyncLinkNERClient, LinkNERClient,
+                            LinkNERConfigError, LinkNERError)
 
 
 class InputError(ValueError):
     pass
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in a file (surrounding whitespace dropped); errors name the file, never the token."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read the token file ({type(error).__name__})") from None
+    if not token:
+        raise InputError(f"{path}: the token file is empty")
+    return token
 
 
 def read_documents(path: Path) -> list[dict[str, Any]]:
@@ -61,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--estimator")
     parser.add_argument("--policy")
     parser.add_argument("--threshold", type=float)
+    security = parser.add_argument_group("authentication and TLS (where the service asks for them)")
+    security.add_argument("--token-file", type=Path, help=f"file holding the bearer token (default: ${TOKEN_ENV})")
+    security.add_argument("--tls-ca", type=Path, help="PEM of the CA that signed the server's certificate: TLS")
+    security.add_argument("--tls-cert", type=Path, help="PEM of the client's certificate: mutual TLS (with --tls-key)")
+    security.add_argument("--tls-key", type=Path, help="PEM of the client certificate's private key")
+    security.add_argument("--tls-server-name", help="the name in the server's certificate, when not the target's host")
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("recognize", help="entities of one text")
     one.add_argument("text")
@@ -77,11 +98,19 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {"estimator": args.estimator, "policy": args.policy, "threshold": args.threshold}
 
 
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """The clients' arguments: target, application, timeout, token (file, else the environment) and TLS."""
+    return {"target": args.target, "application": args.application, "timeout_s": args.timeout,
+            "token": read_token(args.token_file) if args.token_file else None, "tls_ca": args.tls_ca,
+            "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_server_name": args.tls_server_name}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        connection = _connection(args)
         if args.command == "recognize":
-            with LinkNERClient(args.target, args.application, args.timeout) as client:
+            with LinkNERClient(**connection) as client:
                 result = client.recognize(args.text, **_options(args))
             if args.json:
                 print(result.model_dump_json(indent=2))
@@ -92,14 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"(degraded: {result.degraded_reason})", file=sys.stderr)
             return 0
         if args.command == "describe":
-            with LinkNERClient(args.target, args.application, args.timeout) as client:
+            with LinkNERClient(**connection) as client:
                 print(client.describe().model_dump_json(indent=2))
             return 0
         documents = read_documents(args.input)
-        failures = asyncio.run(_run_file(args, documents))
+        failures = asyncio.run(_run_file(args, documents, connection))
         print(f"wrote {len(documents)} results to {args.out} ({failures} failed)", file=sys.stderr)
         return 1 if failures else 0
-    except InputError as error:
+    except (InputError, LinkNERConfigError) as error:
         print(f"linkner-client: error: {error}", file=sys.stderr)
         return 2
     except LinkNERError as error:
@@ -107,15 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-async def _run_file(args: argparse.Namespace, documents: list[dict[str, Any]]) -> int:
+async def _run_file(args: argparse.Namespace, documents: list[dict[str, Any]], connection: dict[str, Any]) -> int:
     """Bounded-concurrency calls with a progress bar; results written in input order."""
-    from tqdm.auto import tqdm
-
     limit = asyncio.Semaphore(args.concurrency)
     results: list[dict[str, Any]] = [{} for _ in documents]
     failures = 0
-    async with AsyncLinkNERClient(args.target, args.application, args.timeout) as client:
-        with tqdm(total=len(documents), desc="recognizing", unit="doc", file=sys.stderr) as bar:
+    async with AsyncLinkNERClient(**connection) as client:
+        with _progress_bar(len(documents)) as bar:
             async def one(index: int, document: dict[str, Any]) -> None:
                 nonlocal failures
                 async with limit:
@@ -133,6 +160,28 @@ async def _run_file(args: argparse.Namespace, documents: list[dict[str, Any]]) -
         for record in results:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return failures
+
+
+class _NoBar:
+    """Stands in for tqdm's bar where tqdm is not installed (the client installed alone)."""
+
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def update(self, count: int) -> None:
+        pass
+
+
+def _progress_bar(total: int) -> Any:
+    """tqdm's progress bar on stderr, or a silent stand-in without tqdm."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc="recognizing", unit="doc", file=sys.stderr)
 
 
 if __name__ == "__main__":

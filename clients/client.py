@@ -1,17 +1,24 @@
-"""Python clients of the LinkNER gRPC service (sync and asyncio). They need only ``protos/``.
+"""Python clients of the LinkNER gRPC service (sync and asyncio). They need only ``protos/``
+(installable alone as the ``linkner-client`` distribution, see ``clients/README.md``).
 
 Both send Ray Serve's ``application`` metadata and the call's deadline as a gRPC deadline (the
 server reads it like any gRPC client's; the ``linkner-deadline-ms`` metadata they also send is
 only for servers registered without ``deployments.grpc_deadlines``), and retry what did not run
 (``UNAVAILABLE``, ``RESOURCE_EXHAUSTED``) with jittered exponential backoff, within gRPC's retry
 throttling budget and never past the call's deadline.
+
+Where the server asks for them, they authenticate with a bearer token (``authorization: Bearer
+<token>`` on every call; by default the ``LINKNER_AUTH_TOKEN`` environment variable) and speak TLS
+(``tls_ca``), or mutual TLS with a client certificate (``tls_cert`` and ``tls_key``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import grpc
@@ -28,6 +35,35 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 # ("ipv4:127.0.0.1:9000,127.0.0.1:9001", or a DNS name with several addresses) spreads calls over
 # all of them and skips one that is down; with one address it is a plain connection
 CHANNEL_OPTIONS = [("grpc.lb_policy_name", "round_robin")]
+TOKEN_ENV = "LINKNER_AUTH_TOKEN"  # the bearer token every client sends when none is given
+PathLike = str | os.PathLike[str]
+
+
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+SERVING = 1  # grpc.health.v1.HealthCheckResponse.SERVING
+
+
+def health_request(service: str) -> bytes:
+    """A serialized ``grpc.health.v1.HealthCheckRequest`` (field 1: the service name), so the client
+    needs no health-checking package."""
+    name = service.encode("utf-8")
+    return b"" if not name else b"\x0a" + _varint(len(name)) + name
+
+
+def health_status(raw: bytes) -> int:
+    """The ``status`` (field 1, a varint) of a serialized ``grpc.health.v1.HealthCheckResponse``."""
+    if len(raw) >= 2 and raw[0] == 0x08:
+        return raw[1] & 0x7F
+    return 0  # UNKNOWN: the field is absent
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
 
 class RetryBudget:
@@ -56,6 +92,10 @@ class LinkNERError(RuntimeError):
         self.details = details
 
 
+class LinkNERConfigError(ValueError):
+    """A client argument cannot be used (the token, the TLS files); the message never quotes the token."""
+
+
 def build_options(estimator: str | None = None, policy: str | None = None, threshold: float | None = None,
                   budget: float | None = None, max_llm_spans: int | None = None,
                   return_candidates: bool = False, return_words: bool = False) -> pb.Options:
@@ -78,17 +118,83 @@ def build_request(text: str | None = None, words: Sequence[str] | None = None, r
                                request_id=request_id)
 
 
-class _Common:
-    def __init__(self, target: str, application: str, timeout_s: float, retries: int, backoff_s: float) -> None:
+def resolve_token(token: str | None) -> str | None:
+    """The bearer token to send: ``token``, or ``$LINKNER_AUTH_TOKEN`` when it is None; "" sends none.
+    Errors never quote the token."""
+    token = os.environ.get(TOKEN_ENV) if token is None else token
+    token = (token or "").strip()
+    if token and not (token.isascii() and token.isprintable()):
+        raise LinkNERConfigError("the auth token must be printable ASCII (gRPC metadata)")
+    return token or None
+
+
+def channel_credentials(tls_ca: PathLike | None = None, tls_cert: PathLike | None = None,
+                        tls_key: PathLike | None = None) -> grpc.ChannelCredentials | None:
+    """TLS credentials from PEM files, or None (plaintext) when none is given. ``tls_ca`` verifies
+    the server (the system's roots without it); ``tls_cert`` with ``tls_key`` is the client's
+    certificate for mutual TLS."""
+    if (tls_cert is None) != (tls_key is None):
+        raise LinkNERConfigError("a client certificate needs both tls_cert and tls_key")
+    if tls_ca is None and tls_cert is None:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates=_read_pem(tls_ca), private_key=_read_pem(tls_key),
+                                        certificate_chain=_read_pem(tls_cert))
+
+
+def _read_pem(path: PathLike | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise LinkNERConfigError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+class BaseClient:
+    """What both clients share: the channel (TLS or not), the metadata (token included) and the retry policy."""
+
+    channel_api: Any = grpc  # grpc or grpc.aio: where the channel comes from
+
+    def __init__(self, target: str = DEFAULT_TARGET, application: str = DEFAULT_APPLICATION,
+                 timeout_s: float = 30.0, retries: int = 3, backoff_s: float = 0.2, *, token: str | None = None,
+                 tls_ca: PathLike | None = None, tls_cert: PathLike | None = None, tls_key: PathLike | None = None,
+                 tls_server_name: str | None = None) -> None:
+        """Connect to ``target`` (host:port, or ``ipv4:HOST:PORT,HOST:PORT`` for several replicas).
+
+        ``token``: bearer token sent on every call (default ``$LINKNER_AUTH_TOKEN``; "" sends none).
+        ``tls_ca``, ``tls_cert``, ``tls_key``: PEM files; any of them makes the channel TLS, the last
+        two together give the client certificate of mutual TLS. ``tls_server_name``: the name the
+        server's certificate must carry when it is not the target's host."""
         self.target = target
         self.application = application
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
         self.budget = RetryBudget()
+        self._token = resolve_token(token)
+        credentials = channel_credentials(tls_ca, tls_cert, tls_key)
+        self.secure = credentials is not None
+        self.channel = self._open_channel(credentials, tls_server_name)
+        self.stub = pb_grpc.LinkNERStub(self.channel)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(target={self.target!r}, application={self.application!r}, "
+                f"tls={self.secure}, token={'set' if self._token else 'none'})")
+
+    def _open_channel(self, credentials: grpc.ChannelCredentials | None, server_name: str | None) -> Any:
+        if server_name and credentials is None:
+            raise LinkNERConfigError("tls_server_name needs TLS: give tls_ca (or tls_cert and tls_key) too")
+        options = CHANNEL_OPTIONS + ([("grpc.ssl_target_name_override", server_name)] if server_name else [])
+        if credentials is None:
+            return self.channel_api.insecure_channel(self.target, options=options)
+        return self.channel_api.secure_channel(self.target, credentials, options=options)
+
+    def _auth_metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self._token}")] if self._token else []
 
     def _metadata(self, timeout_s: float) -> list[tuple[str, str]]:
-        return [("application", self.application), ("linkner-deadline-ms", str(int(timeout_s * 1000)))]
+        return [("application", self.application), ("linkner-deadline-ms", str(int(timeout_s * 1000))),
+                *self._auth_metadata()]
 
     def _retry_delay(self, code: grpc.StatusCode, attempt: int, deadline: float) -> float | None:
         """Seconds to wait before the next attempt (exponential, jittered, never past the deadline),
@@ -103,14 +209,8 @@ class _Common:
         return delay if delay < left else None
 
 
-class LinkNERClient(_Common):
-    """Blocking client. Use as a context manager or call :meth:`close`."""
-
-    def __init__(self, target: str = DEFAULT_TARGET, application: str = DEFAULT_APPLICATION, timeout_s: float = 30.0,
-                 retries: int = 3, backoff_s: float = 0.2) -> None:
-        super().__init__(target, application, timeout_s, retries, backoff_s)
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-        self.stub = pb_grpc.LinkNERStub(self.channel)
+class LinkNERClient(BaseClient):
+    """Blocking client. Use as a context manager or call :meth:`close`; arguments as :class:`BaseClient`."""
 
     def __enter__(self) -> "LinkNERClient":
         return self
@@ -149,13 +249,13 @@ class LinkNERClient(_Common):
         """The server's model, labels, estimators, LLM, default policy and calibration status."""
         return description_from_proto(self._call(self.stub.Describe, pb.DescribeRequest(), timeout_s))
 
-    def health(self, timeout_s: float = 5.0) -> bool:
-        """Ray Serve's gRPC health endpoint."""
-        method = self.channel.unary_unary("/ray.serve.RayServeAPIService/Healthz",
-                                          request_serializer=lambda _: b"", response_deserializer=lambda raw: raw)
+    def health(self, timeout_s: float = 5.0, service: str = "") -> bool:
+        """Whether the standard ``grpc.health.v1`` check answers SERVING for ``service`` ("": the
+        service; ``linkner.v1.LinkNER/llm``: the LLM pool)."""
+        method = self.channel.unary_unary(HEALTH_CHECK, request_serializer=health_request,
+                                          response_deserializer=lambda raw: raw)
         try:
-            method(None, timeout=timeout_s)
-            return True
+            return health_status(method(service, timeout=timeout_s, metadata=self._auth_metadata())) == SERVING
         except grpc.RpcError:
             return False
 
@@ -177,14 +277,10 @@ class LinkNERClient(_Common):
             attempt += 1
 
 
-class AsyncLinkNERClient(_Common):
-    """asyncio client (``grpc.aio``)."""
+class AsyncLinkNERClient(BaseClient):
+    """asyncio client (``grpc.aio``); arguments as :class:`BaseClient`."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, application: str = DEFAULT_APPLICATION, timeout_s: float = 30.0,
-                 retries: int = 3, backoff_s: float = 0.2) -> None:
-        super().__init__(target, application, timeout_s, retries, backoff_s)
-        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-        self.stub = pb_grpc.LinkNERStub(self.channel)
+    channel_api = grpc.aio
 
     async def __aenter__(self) -> "AsyncLinkNERClient":
         return self

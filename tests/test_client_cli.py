@@ -29,3 +29,26 @@ def test_cli_reports_bad_file_without_traceback(tmp_path, capsys):
     path.write_text("{oops\n")
     assert main(["file", str(path), "--out", str(tmp_path / "out.jsonl")]) == 2
     assert "docs.jsonl:1: invalid JSON" in capsys.readouterr().err
+
+
+def test_the_token_file_is_read_stripped(tmp_path):
+    from clients.cli import read_token
+
+    path = tmp_path / "token"
+    path.write_text("  abc.DEF-123\n")
+    assert read_token(path) == "abc.DEF-123"
+    path.write_text("\n")
+    with pytest.raises(InputError, match="token file is empty"):
+        read_token(path)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--token-file", "{tmp}/absent"], "absent: cannot read the token file"),
+    (["--tls-cert", "{tmp}/client.pem"], "needs both tls_cert and tls_key"),
+    (["--tls-ca", "{tmp}/ca.pem"], "ca.pem: cannot read"),
+    (["--tls-server-name", "localhost"], "tls_server_name needs TLS"),
+])
+def test_unusable_token_or_tls_flags_are_reported_without_traceback(tmp_path, capsys, flags, message):
+    argv = [flag.format(tmp=tmp_path) for flag in flags]
+    assert main(["--target", "127.0.0.1:1", *argv, "recognize", "Paris"]) == 2
+    assert message in capsys.readouterr().err

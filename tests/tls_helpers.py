@@ -14,20 +14,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = datetime.timedelta(days=2)
 CLIENT_NAME = "linkner-test-client"  # the client certificate's common name
+Key = ec.EllipticCurvePrivateKey
+Extensions = list[tuple[x509.ExtensionType, bool]]  # (extension, critical)
 
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-Key = ec.EllipticCurvePrivateKey
-Extensions = list[tuple[x509.ExtensionType, bool]]  # (extension, critical)
-
-
 def _certificate(subject: str, key: Key, issuer: x509.Name, issuer_key: Key,
                  extensions: Extensions) -> x509.Certificate:
     """A certificate of ``key`` for ``subject``, signed by ``issuer_key``, valid from an hour ago."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + VALIDITY))
