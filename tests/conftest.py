@@ -57,6 +57,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _SKIPPED.append((report.nodeid, _skip_reason(report)))
 
 
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """Record deselected tests (``-k``, ``--deselect``): under CI they fail the run like skips."""
+    _SKIPPED.extend((item.nodeid, "deselected") for item in items)
+
+
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     """Record modules skipped while collecting (``pytest.skip(allow_module_level=True)``, importorskip)."""
     if report.skipped:

@@ -73,3 +73,21 @@ def test_ci_true_without_skips_passes(pytester: pytest.Pytester, monkeypatch):
     pytester.makeconftest((ROOT / "tests" / "conftest.py").read_text(encoding="utf-8"))
     pytester.makepyfile(test_fine="def test_fine():\n    pass\n")
     assert pytester.runpytest_subprocess("-p", "no:cacheprovider").ret == pytest.ExitCode.OK
+
+
+def test_ci_true_fails_a_run_with_deselected_tests(project: pytest.Pytester, monkeypatch):
+    """Leaving a test out with --deselect or -k is a skip by another name: under CI it fails too."""
+    monkeypatch.setenv("CI", "true")
+    project.makepyfile(test_later="def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "test_later.py", "--deselect",
+                                          "test_later.py::test_b")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["SKIPPED test_later.py::test_b: deselected"])
+    monkeypatch.delenv("CI")
+    assert project.runpytest_subprocess("-p", "no:cacheprovider", "test_later.py", "--deselect",
+                                        "test_later.py::test_b").ret == pytest.ExitCode.OK
+
+
+def test_ci_sets_ci_true_itself() -> None:
+    """The skip rule must not depend on the runner exporting CI=true."""
+    assert "export CI=true" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
