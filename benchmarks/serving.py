@@ -27,6 +27,7 @@ import random
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -88,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also measure the local path with the embedded model's other ner.pass_workers")
     parser.add_argument("--compare-placement", action="store_true",
                         help="also measure the local path with the other ner.placement, side by side")
+    parser.add_argument("--compare-security", action="store_true",
+                        help="also measure the local path with a bearer token required and with TLS on the port")
     parser.add_argument("--compare-one-pass", action="store_true",
                         help="also measure the local path with one forward pass at a time (ner.concurrent_passes: "
                              "1, one worker): the model on one core, the rest of the stack on the other")
@@ -132,7 +135,32 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-async def closed_loop(target: str, texts: list[str], words: list[int], concurrency: int, seconds: float,
+@dataclass(frozen=True)
+class Endpoint:
+    """Where callers dial, and what a protected port wants of them: a bearer token, the CA of its
+    TLS certificate."""
+
+    address: str
+    token: str | None = None
+    ca: bytes | None = None
+
+    def channel(self) -> Any:
+        """An asyncio channel to the endpoint (TLS when it has a CA)."""
+        import grpc
+
+        if self.ca is None:
+            return grpc.aio.insecure_channel(self.address)
+        return grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=self.ca))
+
+    def metadata(self, app: str) -> list[tuple[str, str]]:
+        return [("application", app)] + ([("authorization", f"Bearer {self.token}")] if self.token else [])
+
+
+def endpoint(target: "str | Endpoint") -> Endpoint:
+    return target if isinstance(target, Endpoint) else Endpoint(target)
+
+
+async def closed_loop(target: "str | Endpoint", texts: list[str], words: list[int], concurrency: int, seconds: float,
                       options: Any = None, deadline_s: float = 30.0, app: str = APP) -> dict[str, Any]:
     """``concurrency`` callers, each sending its next request when the last is answered, for
     ``seconds``. Only answered calls count towards throughput; every status is tallied."""
@@ -142,14 +170,14 @@ async def closed_loop(target: str, texts: list[str], words: list[int], concurren
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 
     requests = [pb.RecognizeRequest(text=text, options=options) for text in texts]
-    metadata = [("application", app)]
+    metadata = endpoint(target).metadata(app)
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     degraded: dict[str, int] = {}  # answered degraded (the local labels kept), by degraded_kind
     linked = [0]  # answered with every routed span's LLM answer
     done_words = [0]
     counter = [0]
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with endpoint(target).channel() as channel:
         stub = pb_grpc.LinkNERStub(channel)
         stop_at = time.perf_counter() + seconds
 
@@ -260,20 +288,19 @@ def resident_mb(parts: dict[str, list[int]]) -> dict[str, float]:
     return per_part(parts, lambda process: process.memory_info().rss / 2**20)
 
 
-async def warm_up(target: str, texts: list[str], options: Any, calls: int = 8, app: str = APP) -> None:
+async def warm_up(target: "str | Endpoint", texts: list[str], options: Any, calls: int = 8, app: str = APP) -> None:
     """A few calls before measuring: the ingress builds its service, the LLM engine warms up."""
-    import grpc
-
     from protos.linkner.v1 import linkner_pb2 as pb
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with endpoint(target).channel() as channel:
         stub = pb_grpc.LinkNERStub(channel)
         await asyncio.gather(*[stub.Recognize(pb.RecognizeRequest(text=text, options=options),
-                                              metadata=[("application", app)], timeout=120) for text in texts[:calls]])
+                                              metadata=endpoint(target).metadata(app), timeout=120)
+                               for text in texts[:calls]])
 
 
-def run_level(target: str, texts: list[str], words: list[int], concurrency: int, seconds: float,
+def run_level(target: "str | Endpoint", texts: list[str], words: list[int], concurrency: int, seconds: float,
               options: Any) -> dict[str, Any]:
     import psutil
 
@@ -330,11 +357,11 @@ async def mixed_load(target: str, texts: list[str], long_text: str, short_caller
             "long_p50_ms": 1000 * percentile(long, 0.5)}
 
 
-def measured_levels(name: str, address: str, texts: list[str], words: list[int], levels: str, seconds: float,
+def measured_levels(name: str, address: "str | Endpoint", texts: list[str], words: list[int], levels: str, seconds: float,
                     options: Any) -> list[dict[str, Any]]:
     """Warm ``address`` up, then one row per concurrency level of ``levels`` ("1,8,32")."""
     asyncio.run(warm_up(address, texts, options))
-    print(f"{name} ({address}): stack processes {stack_processes()}", flush=True)
+    print(f"{name} ({endpoint(address).address}): stack processes {stack_processes()}", flush=True)
     rows = []
     for concurrency in [int(c) for c in levels.split(",")]:
         row = {"path": name, **run_level(address, texts, words, concurrency, seconds, options)}
@@ -364,16 +391,36 @@ def start_local_serve(env: dict[str, str], grpc_port: int | None = None) -> None
 
 
 def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
-              ner: dict[str, Any] | None = None) -> str:
-    """Run the application; returns the address of its ingress replicas' own gRPC server."""
+              ner: dict[str, Any] | None = None, server: dict[str, Any] | None = None) -> str:
+    """Run the application (``server`` settings added to its own gRPC server's); returns the
+    address of that server."""
     from ray import serve
 
     from serve.app import build_app
 
     app_args = application_args(args, llm, router, ner)
+    app_args["server"].update(server or {})
     serve.run(build_app(app_args), name=APP, route_prefix=f"/{APP}",
               logging_config=shipped_application().get("logging_config"))  # as shipped: no access log
     return f"127.0.0.1:{app_args['server']['port']}"
+
+
+def secured_configurations() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(path, server settings, what the caller sends) of ``--compare-security``: a token required, and
+    TLS with a self-signed certificate made here (openssl)."""
+    import secrets
+    import subprocess
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="linkner-bench-"))
+    token = secrets.token_hex(16)
+    (folder / "token").write_text(token)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(folder / "key.pem"),
+                    "-out", str(folder / "cert.pem")], check=True, capture_output=True)
+    return [("local, token required", {"auth_token_file": str(folder / "token")}, {"token": token}),
+            ("local, TLS", {"tls_cert": str(folder / "cert.pem"), "tls_key": str(folder / "key.pem")},
+             {"ca": (folder / "cert.pem").read_bytes()})]
 
 
 def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
@@ -479,9 +526,10 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
     proxy = f"127.0.0.1:{proxy_port}"
     start_local_serve(env, proxy_port)
 
-    def deployed(llm: bool, router: dict[str, Any] | None = None, ner: dict[str, Any] | None = None) -> str:
+    def deployed(llm: bool, router: dict[str, Any] | None = None, ner: dict[str, Any] | None = None,
+                 server: dict[str, Any] | None = None) -> str:
         """Run the app; the address callers dial (its ingress replicas' own server, or the proxy)."""
-        own = serve_app(args, llm, router, ner)
+        own = serve_app(args, llm, router, ner, server)
         return proxy if args.ingress == "proxy" else own
 
     rows = []
@@ -508,6 +556,11 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
             comparisons.append((f"local, passes in worker {other}s", {"pass_workers": other}))
         if args.compare_one_pass and args.ner_placement == "embedded" and args.concurrent_passes != 1:
             comparisons.append((ONE_PASS_PATH, {"concurrent_passes": 1}))
+        if args.compare_security:
+            for name, server, caller in secured_configurations():
+                rows += measured_levels(name, Endpoint(deployed(False, server=server), **caller), texts, words,
+                                        args.concurrency, args.seconds, pb.Options(policy="none"))
+                serve.delete(APP)
         for name, ner in comparisons:
             rows += measured_levels(name, deployed(False, ner=ner), texts, words, args.concurrency, args.seconds,
                                     pb.Options(policy="none"))
@@ -574,7 +627,7 @@ def markdown(report: dict[str, Any]) -> str:
                 "stack_cpu_ms_per_request", "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms",
                 "own_server_vs_proxy_c32", "cpu_ms_saved_by_own_server", "other_placement_vs_local_c32",
                 "other_pass_workers_vs_local_c32", "local_vs_without_ray_c32", "without_ray_vs_inprocess_c32",
-                "one_pass_served_vs_inprocess_c32", "one_pass_vs_local_c32"):
+                "one_pass_served_vs_inprocess_c32", "one_pass_vs_local_c32", "token_vs_local_c32", "tls_vs_local_c32"):
         if report.get(key) is not None:
             lines.append(f"- {key}: {report[key]:.2f}")
     return "\n".join(lines)
@@ -618,6 +671,10 @@ def summarise(report: dict[str, Any]) -> None:
     workers = {row["concurrency"]: row for row in report["served"] if row["path"].startswith("local, passes in ")}
     if c32 and workers.get(32):
         report["other_pass_workers_vs_local_c32"] = workers[32]["requests_per_s"] / c32["requests_per_s"]
+    for key, path in (("token_vs_local_c32", "local, token required"), ("tls_vs_local_c32", "local, TLS")):
+        secured = {row["concurrency"]: row for row in report["served"] if row["path"] == path}
+        if c32 and secured.get(32):
+            report[key] = secured[32]["requests_per_s"] / c32["requests_per_s"]
     for level in (64, 128):
         if c32 and local.get(level):
             report[f"c{level}_vs_c32"] = local[level]["requests_per_s"] / c32["requests_per_s"]
