@@ -2,8 +2,8 @@
 
 Ray exports them on its Prometheus endpoint (the node's ``metrics_export_port``) beside Ray
 Serve's own ``ray_serve_*`` series; Ray's exporter prefixes every application metric with
-``ray_``, so ``linkner_requests_total`` is scraped as ``ray_linkner_requests_total`` (the README's
-scrape config strips the prefix). Ray Serve adds the ``application``, ``deployment`` and ``replica``
+``ray_``, so ``linkner_requests_total`` is scraped as ``ray_linkner_requests_total`` (the scrape config in
+docs/operations.md strips the prefix). Ray Serve adds the ``application``, ``deployment`` and ``replica``
 labels. Each replica reports its own series: sum over ``replica`` in queries.
 
 Ray computes a histogram's ``_sum`` from bucket midpoints, so exact totals are also kept as

@@ -344,10 +344,9 @@ applications:
 - `applications[0].args` is validated by `serve.app:build_app` against the models on this page.
   An unknown key, a wrong type or a value out of range stops the deployment with
   `invalid LinkNER application args:` and pydantic's list of what is wrong.
-- Relative paths of the model files (`ner.checkpoint`, `llm_pool.llm.model`,
-  `router.demonstrations.train`, `telemetry.jsonl_path`) are relative to the project root, wherever
-  the replicas start. Give certificate and token files (`server.tls_*`, `server.auth_token_file`)
-  as absolute paths.
+- Relative paths (`ner.checkpoint`, `llm_pool.llm.model`, `router.demonstrations.train`,
+  `telemetry.jsonl_path`, `server.tls_*`, `server.auth_token_file`) are relative to the project
+  root, wherever the replicas start.
 - The standard OpenTelemetry environment variables (`OTEL_EXPORTER_OTLP_ENDPOINT`,
   `OTEL_TRACES_EXPORTER`, `OTEL_SERVICE_NAME`, ...), where set in the process that builds the
   application (`serve run`, `serve deploy`'s controller, `python -m serve`), win over `telemetry`.

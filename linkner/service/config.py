@@ -56,10 +56,10 @@ class NERConfig(BaseModel):
     pass_workers: Literal["thread", "process"] = Field(
         "thread", description="embedded: where each concurrent pass runs: a worker thread of the ingress, or a "
         "worker process of its own with its own copy of the model (no interpreter lock shared with the request "
-        "handling: 1.1-1.9x the requests/s of threads at 8-128 callers on 2 CPU cores, README \"Serving\")")
+        "handling; docs/performance.md)")
     lone_pass_borrows: bool = Field(True, description="embedded, worker processes: a pass that finds every worker "
                                     "idle, no call waiting and few recent calls overlapping also runs on the other "
-                                    "workers' threads (a lone caller's sentence on 2 cores: 7 ms instead of 11); a "
+                                    "workers' threads; a "
                                     "call that waited never does, so under load each worker runs its own")
     max_batch_size: int = Field(16, ge=1, description="requests merged into one forward pass")
     batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill; the ingress "
@@ -70,12 +70,12 @@ class NERConfig(BaseModel):
                                      "are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
     mc_samples: int = Field(8, ge=2)
     pack_tokens: int | None = Field(None, ge=0, description="sub-words per packed encoder row: a forward pass "
-                                    "reads its sentences end to end, no padding (1.2x the sentences/s of padded "
-                                    "batches of 16 on one CPU thread, README \"Serving\"); 0: padded batches; "
+                                    "reads its sentences end to end, no padding (docs/performance.md); 0: padded "
+                                    "batches; "
                                     "default: 256 on a CPU, 512 on a GPU")
     document_consistency: bool = Field(False, description="give every mention of a surface form in a request the "
                                        "label its mentions' summed probabilities favour (off: it did not help on "
-                                       "CoNLL-2003 dev, see the README)")
+                                       "CoNLL-2003 dev, docs/quality.md)")
     resources: Resources = Field(default_factory=Resources)
 
     @model_validator(mode="after")
@@ -141,7 +141,7 @@ class RouterConfig(BaseModel):
     limits: ServiceLimits = Field(default_factory=ServiceLimits)
     max_ongoing_requests: int = Field(128, ge=1, description="calls one ingress replica holds at once (waiting "
                                       "for the NER pool costs it nothing)")
-    max_queued_requests: QueueLimit = Field(128, description="calls waiting at the proxy beyond max_ongoing_requests "
+    max_queued_requests: QueueLimit = Field(128, description="calls waiting beyond max_ongoing_requests "
                                      "per replica; more are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0))
 

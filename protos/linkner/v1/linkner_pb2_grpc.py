@@ -5,7 +5,7 @@ import warnings
 
 from protos.linkner.v1 import linkner_pb2 as protos_dot_linkner_dot_v1_dot_linkner__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -72,7 +72,7 @@ class LinkNERServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecognizeStream(self, request, context):
-        """Large jobs: one response per item, streamed as each finishes.
+        """Large jobs: one response per item, streamed in item order (items run concurrently).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
