@@ -204,3 +204,41 @@ def test_admission_refuses_beyond_ongoing_and_queued_calls():
         return [full_with_one, full_with_two, admission.full()]
 
     assert asyncio.run(scenario()) == [False, True, False]
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    import shutil
+
+    path = shutil.which("node")
+    if path is None or not (ROOT / "tests" / "interop" / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        pytest.skip("node or tests/interop/node_modules is absent (scripts/setup.sh installs them with npm)")
+    return path
+
+
+def test_the_docs_node_example_gets_entities_over_tls_with_the_token(tiny_checkpoint, pki, node):
+    """docs/examples/recognize.js (grpc-js, a client we did not write the stack of) against the real
+    ingress with TLS and a token: entities with the CA and the token; UNAUTHENTICATED without the
+    token; no answer in plaintext."""
+    process, target = start_ingress(tiny_checkpoint, {"tls_cert": str(pki["server"]), "tls_key": str(pki["server_key"])},
+                                    env={"LINKNER_AUTH_TOKEN": TOKEN})
+    example = [node, str(ROOT / "docs" / "examples" / "recognize.js"), target]
+    env = {**os.environ, "NODE_PATH": str(ROOT / "tests" / "interop" / "node_modules")}
+    env.pop("LINKNER_AUTH_TOKEN", None)
+
+    def run(*args: str, token: str | None = None) -> subprocess.CompletedProcess:
+        extra = {"LINKNER_AUTH_TOKEN": token} if token else {}
+        return subprocess.run([*example, *args], capture_output=True, text=True, timeout=60, env={**env, **extra})
+
+    try:
+        answered = run("--ca", str(pki["ca"]), TEXT, token=TOKEN)
+        refused = run("--ca", str(pki["ca"]), TEXT)
+        plaintext = run(TEXT, token=TOKEN)
+    finally:
+        stop(process)
+    assert answered.returncode == 0, answered.stderr
+    entities = [json.loads(line) for line in answered.stdout.splitlines()]
+    assert ("John Smith", "PER", 0, 10) in {(e["text"], e["label"], e["char_start"], e["char_end"]) for e in entities}
+    assert refused.returncode == 1 and refused.stderr.strip(), (refused.returncode, refused.stdout)
+    assert json.loads(refused.stderr.strip().splitlines()[-1])["code"] == "UNAUTHENTICATED"
+    assert plaintext.returncode == 1 and json.loads(plaintext.stderr.strip().splitlines()[-1])["code"] == "UNAVAILABLE"
