@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from linkner.data.spans import Sentence  # noqa: E402
+from linkner.evaluation.calibration import linked_f1  # noqa: E402
 from linkner.evaluation.linking import gold_answer, sweep  # noqa: E402
 from linkner.llm.protocol import NON_ENTITY, LLMBackend  # noqa: E402
 from linkner.routing.answers import AnswerCache  # noqa: E402
-from linkner.routing.calibration import linked_f1  # noqa: E402
 from linkner.routing.linker import backend_candidates, candidate_labels  # noqa: E402
 from linkner.routing.ranking import rank_by_uncertainty, share_count  # noqa: E402
 

@@ -9,7 +9,7 @@ import pytest
 
 from linkner.llm.factory import LLMConfig, model_id_for
 from linkner.model.metadata import read_metadata, write_metadata
-from linkner.routing.calibration import Calibration
+from linkner.routing.policy import Calibration
 from linkner.service.calibration_state import calibration_state, expected_key
 from linkner.service.config import AppConfig
 
@@ -131,7 +131,7 @@ def test_the_model_id_for_matches_the_transformers_backend(smollm2):
 
 def test_main_job_recalibrates_only_when_the_key_changes(tiny_checkpoint, toy_dev, tmp_path, monkeypatch):
     from linkner.data.readers import write_dataset
-    from linkner.routing import calibration as calibration_module
+    from linkner.evaluation import calibration as calibration_module
     from linkner.service.prepare import ensure_calibration
 
     checkpoint = shutil.copytree(tiny_checkpoint, tmp_path / "model")

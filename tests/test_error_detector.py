@@ -238,7 +238,7 @@ def test_routing_calibrates_on_the_learned_estimator(detector_checkpoint, toy_de
     import asyncio
 
     from linkner.llm.oracle import OracleBackend
-    from linkner.routing.calibration import calibrate_on
+    from linkner.evaluation.calibration import calibrate_on
 
     predictor = SpanPredictor.from_checkpoint(detector_checkpoint, device="cpu")
     dev = toy_dev + perturb(toy_dev, "oov", 2, toy_train)

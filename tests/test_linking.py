@@ -6,11 +6,11 @@ import pytest
 from linkner.data.spans import Span, make_sentence
 from linkner.evaluation.scores import entity_scores
 from linkner.evaluation.linking import evaluate_linking
+from linkner.evaluation.calibration import calibrate
 from linkner.routing.answers import AnswerCache
-from linkner.routing.calibration import Calibration, calibrate
 from linkner.routing.linker import RDCLinker
 from linkner.routing.merge import merge
-from linkner.routing.policy import DetectionPolicy, detect
+from linkner.routing.policy import Calibration, DetectionPolicy, detect
 from linkner.llm.openai_backend import OpenAIBackend, OpenAISettings
 from linkner.llm.oracle import OracleBackend
 from linkner.llm.protocol import NON_ENTITY, SpanAnswer
@@ -60,7 +60,7 @@ def test_missing_calibration_names_a_command_the_cli_accepts():
     command = re.search(r"`(linkner [^`]+)`", str(refused.value)).group(1)
     words = shlex.split(command)
     args = build_parser().parse_args(words[1:])  # exits (SystemExit) on an unknown command or option
-    assert args.command == "link-eval" and args.save_calibration and args.dev and args.backend != "none"
+    assert args.command == "prepare" and str(args.config) == "serve_config.yaml"
 
 
 def test_merge_replaces_drops_and_degrades():
@@ -255,7 +255,7 @@ def test_calibration_routes_nothing_for_a_gain_on_one_sentence():
 
 
 def test_paired_bootstrap_is_seeded_and_paired():
-    from linkner.routing.calibration import paired_bootstrap
+    from linkner.evaluation.calibration import paired_bootstrap
 
     local = np.array([[1, 1, 1]] * 50 + [[0, 1, 1]] * 50)
     assert paired_bootstrap(local, local) == (0.0, 0.0)  # paired: identical systems never differ

@@ -6,8 +6,7 @@ import math
 import pytest
 
 from linkner.data.spans import Entity
-from linkner.routing.calibration import Calibration
-from linkner.routing.policy import DetectionPolicy, detect
+from linkner.routing.policy import Calibration, DetectionPolicy, detect
 from linkner.service.api import InvalidRequest, RecognizeOptions
 from linkner.service.precedence import resolve_policy
 

@@ -40,7 +40,7 @@ def stale_checkpoint(checkpoint, folder):
     import shutil
 
     from linkner.model.metadata import read_metadata, write_metadata
-    from linkner.routing.calibration import Calibration
+    from linkner.routing.policy import Calibration
     from linkner.routing.calibration_key import calibration_key
 
     shutil.copytree(checkpoint, folder)

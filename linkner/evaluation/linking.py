@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Sequence
 from pydantic import BaseModel
 
 from linkner.data.spans import Sentence
+from linkner.evaluation.calibration import calibrate_on, linked_f1
 from linkner.llm.protocol import LLMBackend
 from linkner.routing.answers import AnswerCache
-from linkner.routing.calibration import Calibration, calibrate_on, linked_f1
+from linkner.routing.policy import Calibration
 from linkner.routing.ranking import Predictions, rank_by_uncertainty, share_count
 
 if TYPE_CHECKING:

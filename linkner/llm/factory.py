@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from linkner.llm.ids import llm_id, transformers_mode
 from linkner.llm.prompts import AnswerMode
 from linkner.llm.protocol import LLMBackend
 from linkner.paths import ARTIFACTS
@@ -50,25 +50,9 @@ def candidate_count(config: LLMConfig) -> int | None:
     return config.candidates if config.options == "candidates" else None
 
 
-def compose_model_id(backend: str, model: str, mode: str | None, candidates: int | None) -> str:
-    """``backend:model[:mode][:topN]``: what stored calibrations are keyed by. ``model`` is a folder's
-    name for the local backends; the ``topN`` suffix marks the candidates form only."""
-    parts = [backend, model] + ([mode] if mode else []) + ([f"top{candidates}"] if candidates else [])
-    return ":".join(parts)
-
-
-def transformers_mode(mode: AnswerMode) -> AnswerMode:
-    """The transformers backend scores names for ``choice`` (its constrained generation is vLLM's)."""
-    return "label" if mode == "choice" else mode
-
-
 def model_id_for(config: LLMConfig) -> str:
     """The ``model_id`` the configured backend will report, computed without loading anything."""
-    candidates = candidate_count(config)
-    if config.backend == "openai":
-        return compose_model_id("openai", config.model, None, candidates)
-    mode = config.mode if config.backend == "vllm" else transformers_mode(config.mode)
-    return compose_model_id(config.backend, Path(config.model).name, mode, candidates)
+    return llm_id(config.backend, config.model, config.mode, candidate_count(config))
 
 
 def vllm_available() -> bool:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, Field
 
-from linkner.llm.factory import compose_model_id
+from linkner.llm.ids import llm_id
 from linkner.llm.prompts import Option, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery
 
@@ -47,7 +47,7 @@ class OpenAIBackend:
         self.settings = settings
         self.definitions = definitions
         self.candidates = candidates
-        self.model_id = compose_model_id("openai", settings.model, None, candidates)
+        self.model_id = llm_id("openai", settings.model, None, candidates)
         key = os.environ.get(settings.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.AsyncClient(base_url=settings.base_url.rstrip("/"), headers=headers,

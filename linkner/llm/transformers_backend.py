@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from linkner.model.encoders import offline_hub
-from linkner.llm.factory import compose_model_id
+from linkner.llm.ids import llm_id
 from linkner.llm.prompts import AnswerMode, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
 from linkner.llm.scoring import answer_from_logprobs
@@ -56,8 +56,8 @@ class TransformersBackend:
         self.mode: AnswerMode = mode
         self.definitions = definitions
         self.candidates = candidates
-        self.folder_name = path.name
-        self.model_id = compose_model_id("transformers", path.name, mode, candidates)
+        self.folder = path
+        self.model_id = llm_id("transformers", path, mode, candidates)
         self._builders: dict[tuple[str, ...], PromptBuilder] = {}
         self._prefixes: dict[tuple[tuple[str, ...], bool], tuple[list[int], Any]] = {}
         self._lock = threading.Lock()  # one forward pass at a time on this model
@@ -80,7 +80,7 @@ class TransformersBackend:
         its lock and its cached preambles."""
         other = copy.copy(self)
         other.candidates = candidates
-        other.model_id = compose_model_id("transformers", self.folder_name, self.mode, candidates)
+        other.model_id = llm_id("transformers", self.folder, self.mode, candidates)
         return other
 
     async def close(self) -> None:

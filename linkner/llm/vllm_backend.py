@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, Field
 
 from linkner.model.encoders import offline_hub
-from linkner.llm.factory import compose_model_id
+from linkner.llm.ids import llm_id
 from linkner.llm.prompts import AnswerMode, Option, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
 from linkner.llm.scoring import answer_from_logprobs
@@ -69,7 +69,7 @@ class VLLMBackend:
         self.settings = settings
         self.definitions = definitions
         self.candidates = settings.candidates
-        self.model_id = compose_model_id("vllm", path.name, settings.mode, settings.candidates)
+        self.model_id = llm_id("vllm", settings.model, settings.mode, settings.candidates)
         self._shared = _EngineState()  # one engine for this backend and every with_mode() view
         self._ids = itertools.count()
         self._builders: dict[tuple[str, ...], PromptBuilder] = {}
@@ -87,8 +87,7 @@ class VLLMBackend:
         other.__dict__.update(self.__dict__)
         other.settings = self.settings.model_copy(update=update)
         other.candidates = other.settings.candidates
-        other.model_id = compose_model_id("vllm", Path(other.settings.model).name, other.settings.mode,
-                                          other.settings.candidates)
+        other.model_id = llm_id("vllm", other.settings.model, other.settings.mode, other.settings.candidates)
         return other
 
     async def start(self) -> None:

@@ -1,4 +1,5 @@
-"""Detection: which predicted spans go to the LLM, by threshold, budget, calibration or none."""
+"""Detection: which predicted spans go to the LLM, by threshold, budget, calibration or none; the
+calibration applied here is made offline by :mod:`linkner.evaluation.calibration`."""
 
 from __future__ import annotations
 
@@ -6,13 +7,51 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from linkner.routing.calibration import Calibration
+from linkner.routing.calibration_key import CalibrationKey
 from linkner.routing.ranking import EntityRef, Predictions, rank_by_uncertainty, share_count
 from linkner.uncertainty.names import ESTIMATOR_NAMES
 
 PolicyKind = Literal["threshold", "budget", "calibrated", "none"]
 POLICY_KINDS: tuple[str, ...] = PolicyKind.__args__  # type: ignore[attr-defined]
 CALIBRATE_COMMAND = "linkner prepare --config serve_config.yaml"
+
+
+class Calibration(BaseModel):
+    """A threshold chosen on dev data; ``threshold`` None means the LLM did not help: route nothing.
+
+    ``gain`` is the best candidate's linked minus local F1 on dev and ``gain_low``/``gain_high`` its
+    paired-bootstrap interval; routing is on only when ``gain_low > margin``. ``key`` says what the
+    calibration measured (LLM, demonstrations, estimator, checkpoint)."""
+
+    estimator: str
+    threshold: float | None
+    llm_model: str
+    dev_f1_local: float
+    dev_f1_linked: float  # F1 of what is applied: the local F1 when routing nothing
+    routed_share: float
+    max_share: float
+    sentences: int
+    gain: float | None = None
+    gain_low: float | None = None
+    gain_high: float | None = None
+    candidate_share: float | None = None
+    confidence: float = 0.95
+    resamples: int = 0
+    margin: float = 0.0
+    key: CalibrationKey | None = None
+
+    def summary(self) -> str:
+        """One line: the threshold, dev F1s and the gain's interval."""
+        threshold = "route nothing" if self.threshold is None else f"threshold {self.threshold:.4f}"
+        text = (f"{threshold} (dev F1 {100 * self.dev_f1_local:.2f} local, {100 * self.dev_f1_linked:.2f} linked, "
+                f"LLM share {100 * self.routed_share:.1f}%)")
+        if self.gain is not None and self.gain_low is not None and self.gain_high is not None:
+            low, high = 100 * self.gain_low, 100 * self.gain_high
+            text += (f"; best candidate (share {100 * (self.candidate_share or 0):.1f}%) gain {100 * self.gain:+.2f} "
+                     f"F1, {100 * self.confidence:g}% interval [{low:+.2f}, {high:+.2f}]"
+                     f" over {self.resamples} resamples of {self.sentences} sentences, routes when the low end "
+                     f"> {100 * self.margin:+.2f}")
+        return text
 
 
 class DetectionPolicy(BaseModel):

@@ -10,9 +10,8 @@ from pydantic import BaseModel, ValidationError
 
 from linkner.llm.factory import model_id_for
 from linkner.model.metadata import read_metadata
-from linkner.routing.calibration import Calibration
 from linkner.routing.calibration_key import CalibrationKey, calibration_key, demonstrations_identity
-from linkner.routing.policy import DetectionPolicy
+from linkner.routing.policy import Calibration, DetectionPolicy
 from linkner.service.config import AppConfig
 
 log = logging.getLogger(__name__)

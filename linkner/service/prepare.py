@@ -191,7 +191,7 @@ def ensure_calibration(config: AppConfig, data_dir: Path, sentences: int, margin
     was made for something else (another LLM, answer mode, demonstrations, estimator or checkpoint)."""
     import asyncio
 
-    from linkner.routing.calibration import calibrate_on
+    from linkner.evaluation.calibration import calibrate_on
     from linkner.llm.factory import build_backend
     from linkner.model.metadata import read_metadata, write_metadata
     from linkner.model.predictor import SpanPredictor

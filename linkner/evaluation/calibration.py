@@ -1,62 +1,25 @@
-"""Calibrating the routing threshold on dev data: the threshold that maximises linked F1, kept only
-when a paired bootstrap over sentences shows the gain over local-only is not noise; otherwise no
-routing at all."""
+"""The offline calibration sweep: on dev data, the routing threshold that maximises linked F1, kept
+only when a paired bootstrap over sentences shows the gain over local-only is not noise; otherwise no
+routing at all. The result is the :class:`~linkner.routing.policy.Calibration` the detection policy
+applies at run time."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from pydantic import BaseModel
 
 from linkner.data.spans import Sentence, Span
 from linkner.evaluation.scores import entity_scores
 from linkner.llm.protocol import LLMBackend, SpanAnswer
+from linkner.routing.answers import AnswerCache
 from linkner.routing.calibration_key import CalibrationKey
 from linkner.routing.merge import merge
+from linkner.routing.policy import Calibration
 from linkner.routing.ranking import EntityRef, Predictions, rank_by_uncertainty, share_count
 
 if TYPE_CHECKING:
     from linkner.llm.demonstrations import DemonstrationSelector
-    from linkner.routing.answers import AnswerCache
-
-
-class Calibration(BaseModel):
-    """A threshold chosen on dev data; ``threshold`` None means the LLM did not help: route nothing.
-
-    ``gain`` is the best candidate's linked minus local F1 on dev and ``gain_low``/``gain_high`` its
-    paired-bootstrap interval; routing is on only when ``gain_low > margin``. ``key`` says what the
-    calibration measured (LLM, demonstrations, estimator, checkpoint)."""
-
-    estimator: str
-    threshold: float | None
-    llm_model: str
-    dev_f1_local: float
-    dev_f1_linked: float  # F1 of what is applied: the local F1 when routing nothing
-    routed_share: float
-    max_share: float
-    sentences: int
-    gain: float | None = None
-    gain_low: float | None = None
-    gain_high: float | None = None
-    candidate_share: float | None = None
-    confidence: float = 0.95
-    resamples: int = 0
-    margin: float = 0.0
-    key: CalibrationKey | None = None
-
-    def summary(self) -> str:
-        """One line: the threshold, dev F1s and the gain's interval."""
-        threshold = "route nothing" if self.threshold is None else f"threshold {self.threshold:.4f}"
-        text = (f"{threshold} (dev F1 {100 * self.dev_f1_local:.2f} local, {100 * self.dev_f1_linked:.2f} linked, "
-                f"LLM share {100 * self.routed_share:.1f}%)")
-        if self.gain is not None and self.gain_low is not None and self.gain_high is not None:
-            low, high = 100 * self.gain_low, 100 * self.gain_high
-            text += (f"; best candidate (share {100 * (self.candidate_share or 0):.1f}%) gain {100 * self.gain:+.2f} "
-                     f"F1, {100 * self.confidence:g}% interval [{low:+.2f}, {high:+.2f}]"
-                     f" over {self.resamples} resamples of {self.sentences} sentences, routes when the low end "
-                     f"> {100 * self.margin:+.2f}")
-        return text
 
 
 def linked_spans(predictions: Predictions, estimator: str, routed: Sequence[EntityRef],
@@ -145,8 +108,7 @@ async def calibrate_on(predictor, backend: LLMBackend, dev: Sequence[Sentence], 
                        progress: bool = True, margin: float = 0.0, key: CalibrationKey | None = None) -> Calibration:
     """Ask the LLM about the most uncertain ``max_share`` of dev spans and choose the threshold;
     ``key`` (what this measures) is stored with the result."""
-    from linkner.evaluation.assessment import predict_with_progress
-    from linkner.routing.answers import AnswerCache
+    from linkner.evaluation.assessment import predict_with_progress  # imports the predictor (torch): when run
 
     predictions = predict_with_progress(predictor, dev, [estimator], progress)
     cache = AnswerCache(backend, dev, predictions, predictor.labels, selector)
