@@ -73,6 +73,23 @@ def deployment_options(resources: Resources, max_ongoing_requests: int, max_queu
     return options
 
 
+def embedded_ingress_resources(config: AppConfig) -> Resources:
+    """With ``ner.placement: embedded`` each ingress replica runs the model: it reserves the CPUs,
+    GPUs and custom resources of ``ner.resources`` on top of ``router.resources``. The replica
+    count and autoscaling come from ``router.resources``: set in ``ner.resources`` they would be
+    ignored, so they are refused."""
+    ner, router = config.ner.resources, config.router.resources
+    if ner.num_replicas != 1 or ner.autoscaling:
+        raise ConfigError("ner.resources.num_replicas and ner.resources.autoscaling apply to ner.placement: pool; "
+                          "with placement: embedded the model runs in each ingress replica: scale "
+                          "router.resources (num_replicas or autoscaling) instead")
+    custom = dict(router.resources)
+    for name, amount in ner.resources.items():
+        custom[name] = custom.get(name, 0.0) + amount
+    return router.model_copy(update={"num_cpus": router.num_cpus + ner.num_cpus,
+                                     "num_gpus": router.num_gpus + ner.num_gpus, "resources": custom})
+
+
 def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
     """Bind the NER replicas (unless ``ner.placement`` is ``embedded``: then each ingress replica
     runs the model), the LLM pool and the gRPC ingress (which also routes) into one application."""
@@ -89,9 +106,7 @@ def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
             config.ner.resources, config.ner.max_ongoing_requests, config.ner.max_queued_requests)
         ).bind(config.ner, config.telemetry)
     else:  # embedded: each ingress replica reserves what the model's replica would have
-        ingress_resources = ingress_resources.model_copy(update={
-            "num_cpus": ingress_resources.num_cpus + config.ner.resources.num_cpus,
-            "num_gpus": ingress_resources.num_gpus + config.ner.resources.num_gpus})
+        ingress_resources = embedded_ingress_resources(config)
     llm = None
     if config.llm_pool.enabled:
         llm = LLMPool.options(name="llm", **deployment_options(

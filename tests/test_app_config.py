@@ -75,6 +75,48 @@ def test_an_embedded_model_binds_no_ner_pool_and_the_ingress_reserves_its_cpus(t
     assert pooled.init_args[0]._bound_deployment.name == "ner" and pooled.ray_actor_options["num_cpus"] == 0.0
 
 
+def test_an_embedded_model_takes_its_custom_resources_to_the_ingress_and_refuses_its_own_scaling(tiny_checkpoint):
+    from serve.app import ConfigError, build_app
+
+    args = {"ner": {"checkpoint": str(tiny_checkpoint), "placement": "embedded",
+                    "resources": {"num_cpus": 1, "resources": {"ner_slot": 1}}},
+            "router": {"resources": {"num_cpus": 0, "resources": {"ner_slot": 0.5, "head": 1}}},
+            "llm_pool": {"enabled": False}}
+    ingress = build_app(args)._bound_deployment
+    assert ingress.ray_actor_options["resources"] == {"ner_slot": 1.5, "head": 1}
+    for scaling in ({"num_replicas": 2}, {"autoscaling": {"min_replicas": 1, "max_replicas": 2}}):
+        args["ner"]["resources"] = {"num_cpus": 1, **scaling}
+        with pytest.raises(ConfigError, match="scale router.resources"):
+            build_app(args)
+
+
+def test_ingress_autoscaling_counts_the_calls_of_its_own_server(tiny_checkpoint):
+    from deployments.autoscaling import POLICY
+    from serve.app import build_app
+
+    autoscaling = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4}
+    ingress = build_app({"ner": {"checkpoint": str(tiny_checkpoint), "placement": "embedded"},
+                         "router": {"resources": {"autoscaling": autoscaling}},
+                         "llm_pool": {"enabled": False}})._bound_deployment
+    config = ingress._deployment_config.autoscaling_config
+    assert config.policy.policy_function == POLICY and config.max_replicas == 3
+
+
+def test_the_ongoing_calls_policy_wants_calls_over_target_replicas():
+    from types import SimpleNamespace
+
+    from deployments.autoscaling import ongoing_calls_policy
+
+    def context(calls: list[float], replicas: int = 2):
+        return SimpleNamespace(current_num_replicas=replicas, target_num_replicas=replicas,
+                               aggregated_metrics={"ongoing_calls": dict(enumerate(calls))},
+                               config=SimpleNamespace(get_target_ongoing_requests=lambda: 4))
+
+    assert ongoing_calls_policy(context([8.0, 8.0]))[0] == 4.0  # 16 calls, 4 a replica
+    assert ongoing_calls_policy(context([0.0, 1.0]))[0] == 0.25  # Ray rounds and applies min_replicas
+    assert ongoing_calls_policy(context([], replicas=0))[0] == 0
+
+
 def test_the_llm_pool_queue_is_bounded_and_a_zero_queue_is_refused(tiny_checkpoint):
     from serve.app import build_app
 
