@@ -303,13 +303,24 @@ def test_a_refused_llm_call_keeps_the_local_answers_marked_overloaded(tiny_check
            [[(e.start, e.end, e.label) for e in s] for s in local.sentences]
 
 
-def test_merge_tells_failures_apart_by_kind():
-    from linkner.llm.protocol import OVERLOADED
-
-    answers = [SpanAnswer(error=f"{OVERLOADED}: queue full", model="m"),
-               SpanAnswer(error="LLM deadline of 1.00s exceeded", model="m"), SpanAnswer(error="boom", model="m")]
+def test_merge_tells_failures_apart_by_their_typed_kind_not_their_text():
+    answers = [SpanAnswer(error="queue full", failure="overloaded", model="m"),
+               SpanAnswer(error="took too long", failure="timeout", model="m"),
+               SpanAnswer(error="a deadline-shaped message, but an error", model="m")]
+    assert answers[2].failure == "error"  # every error answer gets a kind
     _, stats = merge(PREDICTIONS, [(0, 0), (0, 1), (1, 0)], answers)
     assert (stats.llm_errors, stats.llm_timeouts, stats.llm_overloaded) == (3, 1, 1)
     assert stats.degraded_kind == "llm_overloaded"  # the first failure's kind
-    _, stats = merge(PREDICTIONS, [(1, 0)], [SpanAnswer(error="LLM deadline of 1.00s exceeded", model="m")])
+    _, stats = merge(PREDICTIONS, [(1, 0)], [SpanAnswer(error="x", failure="timeout", model="m")])
     assert stats.degraded_kind == "llm_timeout"
+
+
+def test_a_caught_exception_gets_its_kind_where_it_is_caught():
+    import asyncio
+
+    from linkner.llm.protocol import LLMOverloaded, error_answer, failure_of
+
+    assert [failure_of(error) for error in (TimeoutError("t"), asyncio.TimeoutError(), LLMOverloaded("full"),
+                                            ConnectionError("down"))] == ["timeout", "timeout", "overloaded", "error"]
+    answer = error_answer("m", TimeoutError("slow peer"))
+    assert (answer.failure, answer.error, answer.ok) == ("timeout", "TimeoutError: slow peer", False)

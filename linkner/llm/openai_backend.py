@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from linkner.llm.ids import llm_id
 from linkner.llm.prompts import Option, PromptBuilder
-from linkner.llm.protocol import SpanAnswer, SpanQuery
+from linkner.llm.protocol import SpanAnswer, SpanQuery, error_answer
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -68,8 +68,7 @@ class OpenAIBackend:
         deadline = time.monotonic() + timeout_s if timeout_s else None
         results = await asyncio.gather(*[self._one(query, builder, deadline) for query in queries],
                                        return_exceptions=True)
-        return [result if isinstance(result, SpanAnswer)
-                else SpanAnswer(model=self.model_id, error=f"{type(result).__name__}: {result}")
+        return [result if isinstance(result, SpanAnswer) else error_answer(self.model_id, result)
                 for result in results]
 
     async def _one(self, query: SpanQuery, builder: PromptBuilder, deadline: float | None) -> SpanAnswer:
@@ -105,7 +104,8 @@ class OpenAIBackend:
             except (httpx.TransportError, httpx.TimeoutException) as error:
                 problem = error
             if attempt >= self.settings.max_retries:
-                raise ConnectionError(f"{type(problem).__name__}: {problem} (after {attempt + 1} attempts)")
+                kind = TimeoutError if isinstance(problem, httpx.TimeoutException) else ConnectionError
+                raise kind(f"{type(problem).__name__}: {problem} (after {attempt + 1} attempts)")
             await asyncio.sleep(self.settings.backoff_s * 2**attempt)
             attempt += 1
 

@@ -6,13 +6,15 @@ fails returns answers with ``error`` set; it never raises into the linker.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+import asyncio
+from typing import Literal, Protocol, Sequence, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NON_ENTITY = "Non-entity"
-OVERLOADED = "LLM overloaded"
-"""How an answer's ``error`` starts when the LLM refused the call at once (:class:`LLMOverloaded`)."""
+FailureKind = Literal["timeout", "overloaded", "error"]
+"""Why an LLM answer failed, set where the failure is caught: a missed deadline, a call the LLM
+refused at once (:class:`LLMOverloaded`), anything else."""
 
 
 class LLMOverloaded(Exception):
@@ -70,7 +72,14 @@ class SpanAnswer(BaseModel):
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    error: str | None = None
+    error: str | None = None  # what went wrong, for people
+    failure: FailureKind | None = None  # what went wrong, for code: set with every error
+
+    @model_validator(mode="after")
+    def _every_error_has_a_kind(self) -> "SpanAnswer":
+        if self.error is not None and self.failure is None:
+            self.failure = "error"
+        return self
 
     @property
     def ok(self) -> bool:
@@ -94,6 +103,18 @@ class LLMBackend(Protocol):
         ...
 
 
-def failed(queries: Sequence[SpanQuery], model: str, error: str) -> list[SpanAnswer]:
+def failed(queries: Sequence[SpanQuery], model: str, error: str, failure: FailureKind = "error") -> list[SpanAnswer]:
     """The same error answer for every query."""
-    return [SpanAnswer(model=model, error=error) for _ in queries]
+    return [SpanAnswer(model=model, error=error, failure=failure) for _ in queries]
+
+
+def failure_of(error: BaseException) -> FailureKind:
+    """The kind of a caught exception: a timeout, an LLM that refused the call at once, or an error."""
+    if isinstance(error, LLMOverloaded):
+        return "overloaded"
+    return "timeout" if isinstance(error, (TimeoutError, asyncio.TimeoutError)) else "error"
+
+
+def error_answer(model: str, error: BaseException) -> SpanAnswer:
+    """The answer for a query whose call raised ``error``."""
+    return SpanAnswer(model=model, error=f"{type(error).__name__}: {error}", failure=failure_of(error))

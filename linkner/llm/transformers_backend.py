@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from linkner.model.encoders import offline_hub
 from linkner.llm.ids import llm_id
 from linkner.llm.prompts import AnswerMode, PromptBuilder
-from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
+from linkner.llm.protocol import SpanAnswer, SpanQuery, failed, failure_of
 from linkner.llm.scoring import answer_from_logprobs
 from linkner.llm.tokens import end_of_turn_ids, single_token_id
 
@@ -73,7 +73,7 @@ class TransformersBackend:
         try:
             return await asyncio.to_thread(self._classify_all, list(queries), tuple(labels), deadline)
         except Exception as error:  # the protocol: failures become error answers
-            return failed(queries, self.model_id, f"{type(error).__name__}: {error}")
+            return failed(queries, self.model_id, f"{type(error).__name__}: {error}", failure_of(error))
 
     def with_candidates(self, candidates: int | None) -> "TransformersBackend":
         """A view offering the top-``candidates`` labels (None: every label), sharing the model,
@@ -95,7 +95,8 @@ class TransformersBackend:
             builder = self._builder(labels)
             for query in queries:
                 if deadline is not None and time.monotonic() > deadline:
-                    answers.append(SpanAnswer(model=self.model_id, error="deadline exceeded before this span"))
+                    answers.append(SpanAnswer(model=self.model_id, error="deadline exceeded before this span",
+                                              failure="timeout"))
                     continue
                 answers.append(self._classify_one(query, builder))
         return answers

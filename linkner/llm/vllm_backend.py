@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from linkner.model.encoders import offline_hub
 from linkner.llm.ids import llm_id
 from linkner.llm.prompts import AnswerMode, Option, PromptBuilder
-from linkner.llm.protocol import SpanAnswer, SpanQuery, failed
+from linkner.llm.protocol import SpanAnswer, SpanQuery, error_answer, failed, failure_of
 from linkner.llm.scoring import answer_from_logprobs
 from linkner.llm.tokens import end_of_turn_ids, single_token_id
 from linkner.telemetry import current_carrier
@@ -142,11 +142,10 @@ class VLLMBackend:
             calls = asyncio.gather(*[self._classify_one(query, builder) for query in queries], return_exceptions=True)
             results = await (asyncio.wait_for(calls, timeout_s) if timeout_s is not None else calls)
         except asyncio.TimeoutError:
-            return failed(queries, self.model_id, f"LLM deadline of {timeout_s:.2f}s exceeded")
+            return failed(queries, self.model_id, f"LLM deadline of {timeout_s:.2f}s exceeded", "timeout")
         except Exception as error:
-            return failed(queries, self.model_id, f"{type(error).__name__}: {error}")
-        return [result if isinstance(result, SpanAnswer)
-                else SpanAnswer(model=self.model_id, error=f"{type(result).__name__}: {result}")
+            return failed(queries, self.model_id, f"{type(error).__name__}: {error}", failure_of(error))
+        return [result if isinstance(result, SpanAnswer) else error_answer(self.model_id, result)
                 for result in results]
 
     def _builder(self, labels: tuple[str, ...]) -> PromptBuilder:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 
 from linkner.data.spans import OUTSIDE
-from linkner.llm.protocol import OVERLOADED, Demonstration, LLMBackend, LLMOverloaded, SpanAnswer, SpanQuery
+from linkner.llm.protocol import Demonstration, LLMBackend, LLMOverloaded, SpanAnswer, SpanQuery, failed, failure_of
 from linkner.data.spans import Entity
 from linkner.routing.merge import LinkStats, merge
 from linkner.routing.policy import DetectionPolicy, detect
@@ -101,13 +101,13 @@ async def classify_with_deadline(
         call = backend.classify(queries, labels, timeout_s)
         answers = await (asyncio.wait_for(call, timeout_s) if timeout_s else call)
     except asyncio.TimeoutError:
-        return [SpanAnswer(model=model, error=f"LLM deadline of {timeout_s:.2f}s exceeded") for _ in queries]
+        return failed(queries, model, f"LLM deadline of {timeout_s:.2f}s exceeded", "timeout")
     except LLMOverloaded as error:  # refused at once: the local answer now beats a place in a long queue
-        return [SpanAnswer(model=model, error=f"{OVERLOADED}: {error}") for _ in queries]
+        return failed(queries, model, f"LLM overloaded: {error}", "overloaded")
     except Exception as error:  # a backend must not fail the request
-        return [SpanAnswer(model=model, error=f"{type(error).__name__}: {error}") for _ in queries]
+        return failed(queries, model, f"{type(error).__name__}: {error}", failure_of(error))
     if len(answers) != len(queries):
-        return [SpanAnswer(model=model, error="LLM returned a wrong number of answers") for _ in queries]
+        return failed(queries, model, "LLM returned a wrong number of answers")
     return list(answers)
 
 

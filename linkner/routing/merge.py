@@ -10,7 +10,7 @@ from typing import Sequence
 from pydantic import BaseModel, Field
 
 from linkner.data.spans import Entity
-from linkner.llm.protocol import NON_ENTITY, OVERLOADED, SpanAnswer
+from linkner.llm.protocol import NON_ENTITY, SpanAnswer
 from linkner.routing.ranking import EntityRef, Predictions
 
 
@@ -31,15 +31,6 @@ class LinkStats(BaseModel):
     degraded_kind: str | None = None  # "llm_timeout", "llm_overloaded" or "llm_error": a bounded reason
     llm_model: str | None = None
     timings_s: dict[str, float] = Field(default_factory=dict)
-
-
-def failure_kind(error: str) -> str:
-    """``"overloaded"`` for an LLM answer refused at once, ``"timeout"`` for one that failed by a
-    missed deadline, ``"error"`` otherwise."""
-    if error.startswith(OVERLOADED):
-        return "overloaded"
-    text = error.lower()
-    return "timeout" if "deadline" in text or "timeout" in text or "timed out" in text else "error"
 
 
 def merge(
@@ -64,7 +55,7 @@ def merge(
             stats.llm_model = stats.llm_model or answer.model or None
             if not answer.ok:
                 stats.llm_errors += 1
-                kind = failure_kind(answer.error or "")
+                kind = answer.failure or "error"
                 stats.llm_timeouts += kind == "timeout"
                 stats.llm_overloaded += kind == "overloaded"
                 stats.degraded = True
