@@ -143,10 +143,6 @@ class NERReplica:
         """Span embeddings (for retrieved demonstrations) of ``(words, start, end)`` items."""
         return await self.model.embed(items)
 
-    def replica(self) -> str:
-        """This replica's id (shows which replica served a call)."""
-        return self.model.replica_id
-
     async def predict(self, sentences: list[list[str]], estimators: list[str],
                       carrier: dict[str, str] | None = None, documents: list[int] | None = None
                       ) -> list[list[Entity]]:

@@ -129,28 +129,40 @@ def build_exporter(config: TelemetryConfig) -> Any:
     return OTLPSpanExporter(endpoint=config.otlp_endpoint, insecure=not config.otlp_endpoint.startswith("https://"))
 
 
-class _OncePerMinute(logging.Filter):
-    """Lets one of the batch processor's "Queue full, dropping Span" warnings through per minute:
-    the SDK logs one per dropped span, which would make a collector outage cost every request."""
+class RepeatedLineLimiter(logging.Filter):
+    """Lets through at most one record starting with ``prefix`` every ``interval_s`` seconds; the
+    next one that passes says how many were held back meanwhile. Other records pass untouched."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str, interval_s: float = 10.0) -> None:
         super().__init__()
-        self._last = 0.0
-        self._dropped = 0
+        self.prefix = prefix
+        self.interval_s = interval_s
+        self.held = 0
+        self._last: float | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("Queue full"):
+        message = record.getMessage()
+        if not message.startswith(self.prefix):
             return True
         now = time.monotonic()
-        self._dropped += 1
-        if now - self._last < 60.0:
+        if self._last is not None and now - self._last < self.interval_s:
+            self.held += 1
             return False
-        record.msg = f"{record.msg} ({self._dropped} spans dropped in the last minute at most)"
-        self._last, self._dropped = now, 0
+        if self.held:
+            record.msg, record.args = f"{message} ({self.held} more like it since the last such line)", ()
+        self._last, self.held = now, 0
         return True
 
 
-_QUEUE_FULL_FILTER = _OncePerMinute()
+def limit_repeated_lines(logger_name: str, prefix: str, interval_s: float) -> RepeatedLineLimiter:
+    """Install (once per process and prefix) a :class:`RepeatedLineLimiter` on a logger."""
+    logger = logging.getLogger(logger_name)
+    for existing in logger.filters:
+        if isinstance(existing, RepeatedLineLimiter) and existing.prefix == prefix:
+            return existing
+    limiter = RepeatedLineLimiter(prefix, interval_s)
+    logger.addFilter(limiter)
+    return limiter
 
 
 def build_provider(config: TelemetryConfig, component: str) -> Any:
@@ -163,9 +175,8 @@ def build_provider(config: TelemetryConfig, component: str) -> Any:
     attributes = {**config.resource_attributes, "service.name": config.service_name,
                   "linkner.component": component}
     provider = TracerProvider(resource=Resource.create(attributes), sampler=build_sampler(config))
-    shared = logging.getLogger("opentelemetry.sdk._shared_internal")
-    if _QUEUE_FULL_FILTER not in shared.filters:
-        shared.addFilter(_QUEUE_FULL_FILTER)
+    # the SDK logs "Queue full, dropping Span" once per dropped span: a collector outage would cost every request
+    limit_repeated_lines("opentelemetry.sdk._shared_internal", "Queue full", 60.0)
     exporter = build_exporter(config)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(

@@ -161,15 +161,15 @@ def test_learned_is_chosen_per_request_through_the_service(detector_checkpoint, 
     service = LinkNERService(linker, predictor.estimators, "tiny")
     assert "learned" in service.describe().estimators
     text = "John Smith visited Paris yesterday .  Google said Mary Jones will move to Tokyo ."
-    learned = asyncio.run(service.recognize(RecognizeInput(text=text, options=RecognizeOptions(
-        estimator="learned", budget=0.0))))
+    learned = asyncio.run(service.answer(service.prepare(RecognizeInput(text=text, options=RecognizeOptions(
+        estimator="learned", budget=0.0)))))
     assert learned.estimator == "learned" and learned.entities
     assert all(0.0 <= e.uncertainty["learned"] <= 1.0 and set(e.uncertainty) == {"learned"} for e in learned.entities)
-    default = asyncio.run(service.recognize(RecognizeInput(text=text, options=RecognizeOptions(policy="none"))))
+    default = asyncio.run(service.answer(service.prepare(RecognizeInput(text=text, options=RecognizeOptions(policy="none")))))
     assert all(set(e.uncertainty) == {"confidence"} for e in default.entities)
     # everything routed by the learned ranking goes to the (oracle) LLM
-    routed = asyncio.run(service.recognize(RecognizeInput(text=text, options=RecognizeOptions(
-        estimator="learned", budget=1.0))))
+    routed = asyncio.run(service.answer(service.prepare(RecognizeInput(text=text, options=RecognizeOptions(
+        estimator="learned", budget=1.0)))))
     assert routed.llm_spans == len(learned.entities)
 
 

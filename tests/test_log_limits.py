@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from deployments.log_limits import BACKPRESSURE_PREFIX, RepeatedLineLimiter, limit_backpressure_warnings
+from deployments.log_limits import BACKPRESSURE_PREFIX, limit_backpressure_warnings
+from linkner.telemetry import RepeatedLineLimiter
 
 
 def warning(message: str) -> logging.LogRecord:
@@ -13,7 +14,7 @@ def warning(message: str) -> logging.LogRecord:
 
 def test_one_backpressure_line_passes_per_interval_and_the_next_counts_the_rest(monkeypatch) -> None:
     clock = [100.0]
-    monkeypatch.setattr("deployments.log_limits.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("linkner.telemetry.time.monotonic", lambda: clock[0])
     limiter = RepeatedLineLimiter(BACKPRESSURE_PREFIX, interval_s=10.0)
     refused = f"{BACKPRESSURE_PREFIX} (num_queued_requests=4, max_queued_requests=4)."
     assert limiter.filter(warning(refused))

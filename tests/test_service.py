@@ -21,7 +21,7 @@ def service(tiny_checkpoint, toy_dev):
 
 
 def recognize(service, **fields):
-    return asyncio.run(service.recognize(RecognizeInput(**fields)))
+    return asyncio.run(service.answer(service.prepare(RecognizeInput(**fields))))  # as the ingress does
 
 
 def test_text_gets_entities_with_character_offsets(service):

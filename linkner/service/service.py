@@ -88,11 +88,6 @@ class LinkNERService:
         result = await self.linker.link(prepared.document.sentences, prepared.policy, timeout_s, deadline_at)
         return build_output(prepared.document, result, prepared, self.model, started)
 
-    async def recognize(self, request: RecognizeInput, timeout_s: float | None = None,
-                        deadline_at: float | None = None) -> RecognizeOutput:
-        """Validate and answer one request (see :meth:`prepare` and :meth:`answer`)."""
-        return await self.answer(self.prepare(request), timeout_s, deadline_at)
-
 
 @dataclass(frozen=True)
 class Prepared:
