@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two commands of a new user:
 #   ./run.sh         set up, then run the main job
-#   ./run.sh test    set up, then run the test suite
+#   ./run.sh test    set up, then run the test suite (--fast: the quick subset, a few minutes)
 set -euo pipefail
 cd "$(dirname "$0")"
 what=main
@@ -15,6 +15,10 @@ case "$what" in
     ;;
   test)
     scripts/setup.sh
+    if [ "${1:-}" = "--fast" ]; then  # the quick subset: no Ray cluster, LLM engine, network or benchmark run
+      shift
+      exec .venv/bin/python -m pytest -m "not slow" "$@"
+    fi
     exec .venv/bin/python -m pytest "$@"
     ;;
   *)

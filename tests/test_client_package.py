@@ -28,6 +28,8 @@ API_SCRIPT = """
 import asyncio, json, sys
 from clients.client import AsyncLinkNERClient, LinkNERClient
 
+pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
+
 async def main(target, text):
     async with AsyncLinkNERClient(target, timeout_s=60) as client:
         return await client.recognize(text)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
+
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = "https://pypi.org/simple/pip/"
 # What CUDA vLLM needs beside it, which scripts/setup.sh removes on CPU only.

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 
 import grpc_floor
+import pytest
+
+pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
 
 
 def test_a_bare_server_answers_every_call_and_its_cpu_per_request_is_measured(tmp_path) -> None:

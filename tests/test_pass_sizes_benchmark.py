@@ -8,6 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pass_sizes
 import serving
+import pytest
+
+pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
 
 TWO_SENTENCES = "John Smith lives in Berlin. Mary works in Paris."
 

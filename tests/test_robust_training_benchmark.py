@@ -8,6 +8,9 @@ import robust_training
 
 from linkner.data.readers import write_dataset
 from linkner.model.predictor import SpanPredictor
+import pytest
+
+pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
 
 
 def test_baseline_and_robust_side_by_side_in_two_processes(tiny_encoder, toy_train, toy_dev, tmp_path) -> None:
