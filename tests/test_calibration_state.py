@@ -130,23 +130,36 @@ def test_the_model_id_for_matches_the_transformers_backend(smollm2):
 
 
 def test_main_job_recalibrates_only_when_the_key_changes(tiny_checkpoint, toy_dev, tmp_path, monkeypatch):
+    """The real calibration (the checkpoint predicts dev, the LLM is asked about the most uncertain
+    spans, the threshold is swept and bootstrapped) with the oracle backend as the LLM: it answers
+    the gold label, so asking it can only help. Only the configured backend's construction is
+    replaced (the factory builds no oracle); what it was asked to build is recorded."""
     from linkner.data.readers import write_dataset
-    from linkner.evaluation import calibration as calibration_module
+    from linkner.data.spans import Span
+    from linkner.evaluation.scores import entity_scores
+    from linkner.llm import factory
+    from linkner.llm.oracle import OracleBackend
+    from linkner.model.predictor import SpanPredictor
+    from linkner.routing.ranking import share_count
     from linkner.service.prepare import ensure_calibration
 
     checkpoint = shutil.copytree(tiny_checkpoint, tmp_path / "model")
     data = tmp_path / "data"
     data.mkdir()
     write_dataset(data / "dev.txt", toy_dev)
-    calls = []
+    dev = toy_dev[:20]
+    built, asked = [], []
 
-    async def fake_calibrate_on(predictor, backend, dev, estimator, selector=None, margin=0.0, key=None, **_):
-        calls.append((backend.model_id, estimator, len(dev), margin))
-        return Calibration(estimator=estimator, threshold=0.2, llm_model=backend.model_id, dev_f1_local=0.5,
-                           dev_f1_linked=0.6, routed_share=0.1, max_share=0.3, sentences=len(dev), gain=0.1,
-                           gain_low=0.05, gain_high=0.15, candidate_share=0.1, resamples=1000, key=key)
+    class AskedOracle(OracleBackend):
+        async def classify(self, queries, labels, timeout_s=None):
+            asked.append([(tuple(q.tokens), q.start, q.end) for q in queries])
+            return await super().classify(queries, labels, timeout_s)
 
-    monkeypatch.setattr(calibration_module, "calibrate_on", fake_calibrate_on)
+    def build_backend(config):
+        built.append(config)
+        return AskedOracle(toy_dev)
+
+    monkeypatch.setattr(factory, "build_backend", build_backend)
 
     def served(model):
         return AppConfig.model_validate({
@@ -154,14 +167,34 @@ def test_main_job_recalibrates_only_when_the_key_changes(tiny_checkpoint, toy_de
             "llm_pool": {"llm": {"backend": "openai", "model": model, "base_url": "http://127.0.0.1:1/v1"}}})
 
     ensure_calibration(served("small"), data, 20, margin=0.01)
-    assert calls == [("openai:small:top2", "confidence", 20, 0.01)]
+    assert [config.model for config in built] == ["small"]
+    stored = Calibration.model_validate(read_metadata(checkpoint)["calibration"])
+    # what the checkpoint itself gets on these 20 sentences, without any LLM
+    predicted = SpanPredictor.from_checkpoint(checkpoint, device="cpu").predict([s.tokens for s in dev])
+    local_f1 = entity_scores([s.entities for s in dev],
+                             [[Span(e.start, e.end, e.label) for e in sentence] for sentence in predicted]).micro.f1
+    spans = sum(map(len, predicted))
+    assert (stored.sentences, stored.estimator, stored.margin, stored.max_share) == (20, "confidence", 0.01, 0.3)
+    assert stored.llm_model == "oracle" and stored.key == expected_key(served("small"))
+    assert stored.dev_f1_local == pytest.approx(local_f1) and stored.dev_f1_linked >= stored.dev_f1_local
+    # the oracle was asked about the most uncertain 30% of the predicted spans, in these 20 sentences only
+    questions = {question for call in asked for question in call}
+    assert len(questions) == share_count(0.3, spans) > 0
+    assert {tokens for tokens, _, _ in questions} <= {s.tokens for s in dev}
+    # the oracle corrects what it is asked about: the best candidate share never loses F1, and was bootstrapped
+    assert stored.gain is not None and stored.gain >= 0 and stored.candidate_share > 0 and stored.resamples == 1000
+    assert 0.0 <= stored.routed_share <= stored.max_share
+    if stored.threshold is not None:  # routing kept: the gain's interval is above the margin
+        assert stored.gain_low > 0.01 and stored.dev_f1_linked > stored.dev_f1_local
+    else:
+        assert stored.routed_share == 0.0 and stored.dev_f1_linked == stored.dev_f1_local
     assert calibration_state(served("small")).status == "applied"
     ensure_calibration(served("small"), data, 20)  # fresh: nothing to do
-    assert len(calls) == 1
+    assert len(built) == 1 and read_metadata(checkpoint)["calibration"] == stored.model_dump(mode="json")
     assert calibration_state(served("large")).status == \
         "stale: llm differs (stored openai:small:top2, configured openai:large:top2)"
     ensure_calibration(served("large"), data, 20)  # a stronger LLM: recalibrated
-    assert [call[0] for call in calls] == ["openai:small:top2", "openai:large:top2"]
+    assert [config.model for config in built] == ["small", "large"]
     assert read_metadata(checkpoint)["calibration"]["key"]["llm"] == "openai:large:top2"
     assert calibration_state(served("large")).status == "applied"
 

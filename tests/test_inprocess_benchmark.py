@@ -39,14 +39,26 @@ def test_passes_find_the_same_entities_one_at_a_time_and_batched(tiny_checkpoint
 
 
 def test_hf_pipeline_pass_on_a_tiny_token_head(tiny_encoder: Path, toy_dev, tmp_path: Path) -> None:
+    import torch
     from transformers import AutoTokenizer, BertForTokenClassification
 
     folder = tmp_path / "head"
-    BertForTokenClassification.from_pretrained(tiny_encoder, num_labels=3).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(folder)
-    pipe = inprocess.hf_pipeline(folder)
     sentences = [list(s.tokens) for s in toy_dev[:5]]
-    assert inprocess.pipeline_pass(pipe, sentences, 2) >= 0
+    labels = {0: "O", 1: "B-PER", 2: "I-PER"}
+    for tagged, expected in (("O", 0), ("I-PER", len(sentences))):
+        # a head that tags every sub-word ``tagged``: no entity at all, or one entity spanning each sentence
+        head = BertForTokenClassification.from_pretrained(tiny_encoder, num_labels=3, id2label=labels,
+                                                          label2id={v: k for k, v in labels.items()})
+        with torch.no_grad():
+            head.classifier.weight.zero_()
+            head.classifier.bias.copy_(torch.tensor([10.0 if labels[i] == tagged else 0.0 for i in range(3)]))
+        head.save_pretrained(folder)
+        pipe = inprocess.hf_pipeline(folder)
+        assert inprocess.pipeline_pass(pipe, sentences, 2) == expected, tagged  # chunks of 2, 2 and 1
+        if tagged == "I-PER":  # one entity each, the whole sentence
+            texts = [" ".join(s) for s in sentences]
+            assert [[(e["start"], e["end"]) for e in found] for found in pipe(texts)] == [[(0, len(t))] for t in texts]
 
 
 def test_cli_writes_json_and_markdown(tiny_checkpoint, toy_dev, tmp_path: Path) -> None:

@@ -117,6 +117,10 @@ def test_prometheus_counters_move_by_exactly_what_was_sent(observed):
     from protos.linkner.v1 import linkner_pb2 as pb
 
     metadata = [("application", "obs")]
+    # a caller's deadline of 300 ms leaves the LLM step nothing (it ends 300 ms before the deadline):
+    # an answer that had its local entities in time is degraded ``llm_timeout``; one that did not (a
+    # loaded machine) ends DEADLINE_EXCEEDED. Sent until one timed out; every outcome is accounted below.
+    tight = metadata + [("linkner-deadline-ms", "300")]
     with grpc.insecure_channel(observed["targets"]["obs"]) as channel:
         stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=metadata, timeout=30)  # warm up
         before = settled(observed["metrics"])
@@ -127,13 +131,30 @@ def test_prometheus_counters_move_by_exactly_what_was_sent(observed):
                                            timeout=30) for text, options in requests]
         with pytest.raises(grpc.RpcError) as refused:
             stub(channel).Recognize(pb.RecognizeRequest(text=""), metadata=metadata, timeout=30)
+        late, missed = [], []  # answers under the tight deadline, and the status codes of those that failed
+        for _ in range(10):
+            try:
+                late.append(stub(channel).Recognize(pb.RecognizeRequest(text=TEXT, options=routed), metadata=tight,
+                                                    timeout=30))
+            except grpc.RpcError as error:
+                missed.append(error.code())
+            if late and late[-1].degraded_kind == "llm_timeout":
+                break
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [reply.degraded for reply in replies] == [False] * 5 + [True] and replies[5].llm_spans > 0
+    assert [reply.degraded_kind for reply in replies] == [""] * 5 + ["llm_error"]
     assert all(reply.llm_spans == 0 for reply in replies[:3]) and replies[3].llm_spans > 0
+    timed_out = [reply for reply in late if reply.degraded_kind == "llm_timeout"]
+    assert timed_out, f"no answer timed out its LLM step in 10 tries: {missed}"
+    assert all(reply.llm_spans > 0 and "deadline" in reply.degraded_reason for reply in timed_out)
+    assert all(reply.degraded_kind == "" for reply in late if reply not in timed_out)  # the LLM made 1 ms
+    assert set(missed) <= {grpc.StatusCode.DEADLINE_EXCEEDED}, missed
     after = settled(observed["metrics"])
-    sent = len(requests)
+    answered = replies + late
+    sent = len(answered)
     assert delta(after, before, "linkner_requests_total", method="Recognize", code="OK") == sent
     assert delta(after, before, "linkner_requests_total", method="Recognize", code="INVALID_ARGUMENT") == 1
+    assert delta(after, before, "linkner_requests_total", method="Recognize", code="DEADLINE_EXCEEDED") == len(missed)
     assert delta(after, before, "linkner_documents_total") == sent
     for stage in ("recognize", "detect", "classify", "merge", "total"):
         assert delta(after, before, "linkner_stage_seconds_count", stage=stage) == sent, stage
@@ -141,20 +162,29 @@ def test_prometheus_counters_move_by_exactly_what_was_sent(observed):
     assert delta(after, before, "linkner_llm_share_count") == sent
     assert delta(after, before, "linkner_stage_seconds_total", stage="total") > 0
     assert delta(after, before, "linkner_llm_share_bucket", le="0.001") == 3  # the local-only requests
-    entities = Counter((e.label, e.source) for reply in replies for e in reply.entities)
+    entities = Counter((e.label, e.source) for reply in answered for e in reply.entities)
     for (label, source), count in entities.items():
         assert delta(after, before, "linkner_entities_total", label=label, source=source) == count
     assert {source for _, source in entities} == {"local", "llm"}
-    llm_spans = sum(reply.llm_spans for reply in replies)
+    llm_spans = sum(reply.llm_spans for reply in answered)
     assert delta(after, before, "linkner_llm_routed_spans_total") == llm_spans
     spans = sum(len(reply.entities) for reply in replies[:3]) + llm_spans  # threshold 0 routes every span
     assert delta(after, before, "linkner_spans_total") == spans
-    assert delta(after, before, "linkner_degraded_total", reason="llm_error") == 1
-    assert delta(after, before, "linkner_llm_failures_total", kind="error") == replies[5].llm_spans
-    sentences = sum(max(word.sentence for word in reply.words) + 1 for reply in replies)
-    assert delta(after, before, "linkner_ner_sentences_total") == sentences
+
+    def moved(name: str, key: str) -> dict[str, float]:
+        """The series of ``name`` that moved, by the value of their one label ``key``."""
+        return {dict(labels)[key]: delta(after, before, name, **dict(labels)) for series, labels in after
+                if series == name and delta(after, before, name, **dict(labels))}
+
+    # each degraded answer under its own reason, and no other reason moved (llm_overloaded, other)
+    assert moved("linkner_degraded_total", "reason") == {"llm_error": 1, "llm_timeout": len(timed_out)}
+    assert moved("linkner_llm_failures_total", "kind") == {
+        "error": replies[5].llm_spans, "timeout": sum(reply.llm_spans for reply in timed_out)}
+    sentences = sum(max(word.sentence for word in reply.words) + 1 for reply in answered)
+    # a request that missed its deadline may still have had its sentences through the model (2 each)
+    assert sentences <= delta(after, before, "linkner_ner_sentences_total") <= sentences + 2 * len(missed)
     batches = delta(after, before, "linkner_ner_batch_sentences_count")
-    assert 1 <= batches <= sent and delta(after, before, "linkner_ner_batch_requests_count") == batches
+    assert 1 <= batches <= sent + len(missed) and delta(after, before, "linkner_ner_batch_requests_count") == batches
     assert delta(after, before, "linkner_ner_queue_seconds_count") >= batches
 
 

@@ -29,14 +29,25 @@ def test_the_ingress_without_ray_answers_over_grpc_and_counts_as_the_ingress(tin
     args = argparse.Namespace(model=tiny_checkpoint, threads=1, max_batch_size=16, ner_placement="embedded",
                               concurrent_passes=2, pass_workers="process", lone_pass_borrows=True, batch_wait_s=None,
                               llm=None)
+    from linkner.model.predictor import SpanPredictor
+
+    text = "John Smith lives in Berlin ."
+    # what the checkpoint itself finds in these words, in process (its entities are the answer's)
+    [found] = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu").predict([text.split()])
+    expected = [(text.split()[e.start:e.end], e.label, e.start, e.end) for e in found]
+    assert expected, "the tiny checkpoint finds no entity here: the answer would prove nothing"
     with serving.ingress_without_ray(serving.application_args(args, False)) as (server, address):
         parts = serving.stack_processes()
         ours = {server.pid} | {child.pid for child in psutil.Process(server.pid).children(recursive=True)}
         assert len(ours) >= 3 and ours <= set(parts["ingress"])  # the server and its 2 workers, none elsewhere
         with grpc.insecure_channel(address) as channel:
             reply = pb_grpc.LinkNERStub(channel).Recognize(
-                pb.RecognizeRequest(text="John Smith lives in Berlin .", options=pb.Options(policy="none")), timeout=60)
-            assert reply.model and not reply.degraded and reply.timings.total_ms > 0
+                pb.RecognizeRequest(text=text, options=pb.Options(policy="none")), timeout=60)
+            assert reply.model and not reply.degraded and reply.llm_spans == 0
+            assert [(e.text.split(), e.label, e.word_start, e.word_end) for e in reply.entities] == expected
+            assert all(text[e.char_start:e.char_end] == e.text and e.source == "local" and e.sentence == 0
+                       for e in reply.entities)
+            assert reply.timings.total_ms >= reply.timings.recognize_ms > 0
             with pytest.raises(grpc.RpcError) as refused:
                 pb_grpc.LinkNERStub(channel).Recognize(pb.RecognizeRequest(text=""), timeout=60)
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
