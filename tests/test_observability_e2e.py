@@ -63,7 +63,7 @@ def observed(tiny_checkpoint):
         for key, value in saved.items():
             os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     serve.run(built, name="env", route_prefix="/env")
-    yield {"targets": {"obs": address(main), "env": address(env_app)}, "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+    yield {"peer": peer, "targets": {"obs": address(main), "env": address(env_app)}, "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
            "by_file": by_file, "by_env": by_env}
     serve.shutdown()
     ray.shutdown()
@@ -196,6 +196,7 @@ def test_a_callers_trace_holds_every_stage_with_its_parents(observed):
     from protos.linkner.v1 import linkner_pb2 as pb
 
     trace_id, caller = "5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b7"
+    seen_by_llm = len(observed["peer"].headers)
     with grpc.insecure_channel(observed["targets"]["obs"]) as channel:
         unsampled = stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "obs")],
                                             timeout=30)
@@ -204,6 +205,10 @@ def test_a_callers_trace_holds_every_stage_with_its_parents(observed):
             metadata=[("application", "obs"), ("traceparent", f"00-{trace_id}-{caller}-01"),
                       ("tracestate", "vendor=1"), ("baggage", "tenant=acme")])
     assert reply.trace_id == trace_id and reply.llm_spans > 0
+    # the caller's baggage and trace reach the LLM server, through the ingress and the LLM pool
+    llm_calls = [{k.lower(): v for k, v in h.items()} for h in observed["peer"].headers[seen_by_llm:]]
+    ours = [h for h in llm_calls if trace_id in h.get("traceparent", "")]
+    assert ours and all(h.get("baggage") == "tenant=acme" for h in ours), llm_calls
     rpc_name = "linkner.v1.LinkNER/Recognize"
     spans = observed["by_file"].wait_for(trace_id, STAGES | {rpc_name})
     by_name = {span["name"]: span for span in spans}

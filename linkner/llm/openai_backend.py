@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from linkner.llm.ids import llm_id
 from linkner.llm.prompts import Option, PromptBuilder
 from linkner.llm.protocol import SpanAnswer, SpanQuery, error_answer
+from linkner.telemetry import current_carrier
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -96,7 +97,9 @@ class OpenAIBackend:
                 raise TimeoutError("deadline exceeded")
             timeout = self.settings.request_timeout_s if remaining is None else min(remaining, self.settings.request_timeout_s)
             try:
-                response = await self._client.post("/chat/completions", json=body, timeout=timeout)
+                # the W3C trace context and baggage of the call, as any traced HTTP client sends them
+                response = await self._client.post("/chat/completions", json=body, timeout=timeout,
+                                                   headers=current_carrier())
                 if response.status_code not in RETRYABLE_STATUS:
                     response.raise_for_status()
                     return response.json()
