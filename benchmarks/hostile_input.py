@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from hypothesis import strategies as st
 
+from clients.client import varint
 from protos.linkner.v1 import linkner_pb2 as pb
 
 METHODS = ("Recognize", "RecognizeBatch", "RecognizeStream")
@@ -22,18 +23,9 @@ HUGE_TEXTS = ["", " ", "x" * 100_000, "x" * 100_001, "Paris is nice . " * 6_000,
               "a " * 50_000, "\u0301" * 50_000, "\n" * 100_000]
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (string, bytes, message)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def encode_text(text: str) -> bytes:

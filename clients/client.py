@@ -47,7 +47,7 @@ def health_request(service: str) -> bytes:
     """A serialized ``grpc.health.v1.HealthCheckRequest`` (field 1: the service name), so the client
     needs no health-checking package."""
     name = service.encode("utf-8")
-    return b"" if not name else b"\x0a" + _varint(len(name)) + name
+    return b"" if not name else b"\x0a" + varint(len(name)) + name
 
 
 def health_status(raw: bytes) -> int:
@@ -57,7 +57,8 @@ def health_status(raw: bytes) -> int:
     return 0  # UNKNOWN: the field is absent
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """``value`` as a protobuf base-128 varint."""
     out = bytearray()
     while True:
         byte, value = value & 0x7F, value >> 7
