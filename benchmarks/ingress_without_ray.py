@@ -59,14 +59,13 @@ async def serve_forever(port: int, app_args: dict[str, Any], count_passes: bool 
     config = validate_config({**app_args, "server": {**app_args.get("server", {}), "port": port}})
     if config.ner.placement != "embedded" or config.llm_pool.enabled:
         raise SystemExit("without Ray only the embedded model is measured: ner.placement embedded, llm_pool off")
-    ingress = LinkNERIngress.func_or_class(None, None, config)  # the class behind the Serve deployment
+    ingress = await LinkNERIngress.func_or_class.create(None, None, config)  # the class behind the deployment
     if count_passes:
         import asyncio
         import signal
 
         counter = ingress.ner.metrics = PassCounter(ingress.ner.metrics)
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, counter.report)
-    await ingress._grpc_started
     print(READY, flush=True)
     await ingress.grpc_server.wait_for_termination()
 

@@ -30,11 +30,16 @@ from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 DEFAULT_TARGET = "127.0.0.1:9000"
 DEFAULT_APPLICATION = "linkner"
 # The request did not run: a replica was unavailable, or a queue was full (refused before any work).
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# CANCELLED from the server: a stopping replica (a rollout, a scale-down) drops calls it had received but
+# not started (the client never cancels a call itself, and every method only reads), so they are retried too.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
 # gRPC's own client-side balancing: a target naming several ingress replicas
 # ("ipv4:127.0.0.1:9000,127.0.0.1:9001", or a DNS name with several addresses) spreads calls over
 # all of them and skips one that is down; with one address it is a plain connection
-CHANNEL_OPTIONS = [("grpc.lb_policy_name", "round_robin")]
+CHANNEL_OPTIONS = [("grpc.lb_policy_name", "round_robin"),
+                   # reconnect within the retries' backoff when a replica's connection is reset (gRPC waits 1 s)
+                   ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 2000)]
 TOKEN_ENV = "LINKNER_AUTH_TOKEN"  # the bearer token every client sends when none is given
 PathLike = str | os.PathLike[str]
 

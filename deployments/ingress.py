@@ -143,7 +143,8 @@ class LinkNERIngress:
     """gRPC methods of ``linkner.v1.LinkNER`` answered by RDC over the NER and LLM pools (``ner``:
     the NER pool's handle, or None for the local model embedded in this replica)."""
 
-    def __init__(self, ner: Any | None, llm: Any | None, config: AppConfig) -> None:
+    async def __init__(self, ner: Any | None, llm: Any | None, config: AppConfig) -> None:
+        """Ray Serve awaits this constructor (outside Serve: ``await LinkNERIngress.create(...)``)."""
         setup_tracing(config.telemetry, "ingress")
         self.metrics = IngressMetrics()
         self._in_flight = 0
@@ -163,24 +164,29 @@ class LinkNERIngress:
         self.calibration = calibration_state(config)  # at start-up: a stale calibration is logged now
         self.service: LinkNERService | None = None
         self._building = asyncio.Lock()
-        self.grpc_server, self.grpc_port, self._grpc_started = None, None, None
+        self.grpc_server, self.grpc_port = None, None
         if config.server.port is not None:
-            self._open_grpc_server()
+            # the port opens once the model answers: until then Ray keeps the replicas this one replaces
+            # serving, and no call waits here for a model that is still loading (or an NER pool still starting)
+            await self.ner.describe()
+            await self._open_grpc_server()
 
-    def _open_grpc_server(self) -> None:
+    @classmethod
+    async def create(cls, ner: Any | None, llm: Any | None, config: AppConfig) -> "LinkNERIngress":
+        """The ingress outside Ray Serve (``benchmarks/ingress_without_ray.py``), built as Serve builds it."""
+        ingress = cls.__new__(cls)
+        await ingress.__init__(ner, llm, config)
+        return ingress
+
+    async def _open_grpc_server(self) -> None:
         """Bind the replica's own gRPC server (a busy port or a bad certificate fails the replica
         here, with the reason) and start it on this replica's event loop."""
         from deployments.grpc_server import build_server
 
         self.grpc_server, self.grpc_port = build_server(
             self, self.config.server, self.router, refused=lambda method: self.metrics.call(method, "RESOURCE_EXHAUSTED"))
-        self._grpc_started = asyncio.get_running_loop().create_task(self.grpc_server.start())
+        await self.grpc_server.start()
         log.info("answering gRPC on %s:%s", self.config.server.host, self.grpc_port)
-
-    def check_health(self) -> None:
-        """Ray Serve's replica health check: the replica's gRPC server must have started."""
-        if self._grpc_started is not None and self._grpc_started.done() and self._grpc_started.exception():
-            raise RuntimeError(f"the gRPC server failed to start: {self._grpc_started.exception()}")
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Calls in flight on this replica, for :func:`deployments.autoscaling.ongoing_calls_policy`

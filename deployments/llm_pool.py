@@ -25,6 +25,10 @@ class LLMPool:
         if start is not None:
             await start()
 
+    async def __del__(self) -> None:
+        """Ray Serve's shutdown hook: stop the engine (vLLM's processes and shared memory)."""
+        await self.backend.close()
+
     def model_id(self) -> str:
         return self.backend.model_id
 

@@ -13,6 +13,8 @@ import random
 import socket
 from pathlib import Path
 
+_RANDOM = random.SystemRandom()
+
 RAY_WORKER_PORTS = range(10002, 20000)
 """Ray's default ``min_worker_port``..``max_worker_port``: its workers listen there."""
 
@@ -46,7 +48,7 @@ def free_ports(count: int = 1, host: str = "127.0.0.1", attempts: int = 500) -> 
     if not candidates:
         raise RuntimeError(f"no ports outside the ephemeral range {ephemeral.start}-{ephemeral.stop - 1}")
     for _ in range(attempts):
-        first = random.choice(candidates)
+        first = _RANDOM.choice(candidates)  # not the global generator: training seeds it
         if all(_bindable(port, host) for port in range(first, first + count)):
             return first
     raise RuntimeError(f"no {count} consecutive free ports found on {host}")

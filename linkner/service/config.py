@@ -146,6 +146,15 @@ class RouterConfig(BaseModel):
     resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0))
 
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ingress_reserves_no_cpu_unless_told(cls, data: Any) -> Any:
+        """``resources: {num_replicas: 2}`` keeps the ingress's own num_cpus at 0 (the model's CPUs are
+        added to it under ``ner.placement: embedded``), not the generic default of 1."""
+        if isinstance(data, dict) and isinstance(data.get("resources"), dict) and "num_cpus" not in data["resources"]:
+            data = {**data, "resources": {**data["resources"], "num_cpus": 0}}
+        return data
+
     @model_validator(mode="after")
     def _every_method_has_a_budget(self) -> "RouterConfig":
         self.answer_budget_s = {**{"Recognize": 10.0, "RecognizeBatch": 60.0, "RecognizeStream": 300.0},
