@@ -21,14 +21,14 @@ import pytest
 
 from serve.ports import free_port
 
+pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
+
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "John Smith visited Paris yesterday ."
 READY_TIMEOUT_S = 180
 API_SCRIPT = """
 import asyncio, json, sys
 from clients.client import AsyncLinkNERClient, LinkNERClient
-
-pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
 
 async def main(target, text):
     async with AsyncLinkNERClient(target, timeout_s=60) as client:

@@ -449,15 +449,21 @@ def test_a_long_document_goes_out_in_chunks_and_comes_back_whole(cluster):
 
 
 def test_two_ner_replicas_both_serve(cluster):
-    from ray import serve
+    """Concurrent callers of the main application reach both of its NER replicas: the replica that
+    answered each NER call is on its ``linkner.ner.request`` span."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    handle = serve.get_deployment_handle("ner", app_name="main")
-    seen = set()
-    for _ in range(10):
-        seen |= {response.result() for response in [handle.replica.remote() for _ in range(16)]}
-        if len(seen) == 2:
-            break
-    assert len(seen) == 2
+    def served_by() -> set:
+        return {span["attributes"].get("linkner.replica") for span in exported_spans(cluster["traces"])
+                if span["name"] == "linkner.ner.request"} - {None}
+
+    with client(cluster, timeout_s=30) as c, ThreadPoolExecutor(8) as pool:
+        for _ in range(10):
+            assert all(result.entities for result in pool.map(lambda _: c.recognize(TEXT, policy="none"), range(32)))
+            time.sleep(1.5)  # the batch span processor exports every second
+            if len(served_by()) == 2:
+                break
+    assert len(served_by()) == 2, served_by()
 
 
 def exported_spans(path):
