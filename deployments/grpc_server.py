@@ -139,25 +139,24 @@ OVERLOADED_DETAILS = "overloaded, try again later: the ingress replica's calls a
 def _admitted(method: str, call: Callable, admission: Admission, refused: Callable[[str], None],
               streaming: bool) -> Callable:
     """``call`` behind ``admission``; a refused call ends with RESOURCE_EXHAUSTED and is counted."""
-    if streaming:
-        async def stream(request: Any, context: Any) -> Any:
-            if admission.full():
-                refused(method)
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVERLOADED_DETAILS)
-            async with admission:
-                async for message in call(request, context):
-                    yield message
 
-        return stream
-
-    async def unary(request: Any, context: Any) -> Any:
+    async def refuse_if_full(context: Any) -> None:
         if admission.full():
             refused(method)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVERLOADED_DETAILS)
+
+    async def stream(request: Any, context: Any) -> Any:
+        await refuse_if_full(context)
+        async with admission:
+            async for message in call(request, context):
+                yield message
+
+    async def unary(request: Any, context: Any) -> Any:
+        await refuse_if_full(context)
         async with admission:
             return await call(request, context)
 
-    return unary
+    return stream if streaming else unary
 
 
 class _Collector:
@@ -181,14 +180,11 @@ def linkner_handlers(ingress: Any, admission: Admission, refused: Callable[[str]
     linkner_pb2_grpc.add_LinkNERServicer_to_server(ingress, collector)
     handlers = {}
     for method, handler in collector.services[SERVICE].items():
-        if handler.response_streaming:
-            behaviour = _admitted(method, server_streaming_handler(handler.unary_stream), admission, refused, True)
-            handlers[method] = handler._replace(unary_stream=behaviour,
-                                                request_deserializer=safe_deserializer(handler.request_deserializer))
-        else:
-            behaviour = _admitted(method, unary_handler(handler.unary_unary), admission, refused, False)
-            handlers[method] = handler._replace(unary_unary=behaviour,
-                                                request_deserializer=safe_deserializer(handler.request_deserializer))
+        streaming = handler.response_streaming
+        kind, wrap = ("unary_stream", server_streaming_handler) if streaming else ("unary_unary", unary_handler)
+        behaviour = _admitted(method, wrap(getattr(handler, kind)), admission, refused, streaming)
+        handlers[method] = handler._replace(**{kind: behaviour},
+                                            request_deserializer=safe_deserializer(handler.request_deserializer))
     return handlers
 
 

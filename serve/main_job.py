@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from linkner.service.prepare import DEFAULT_DATA
+
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = Path(os.environ.get("LINKNER_CONLL_DIR", ROOT.parent / "shared" / "data" / "conll2003"))
 SAMPLE = "Peter Blackburn of the European Commission spoke in Brussels about German beef."
 SERVER_FLAGS = ("host", "port", "tls_cert", "tls_key", "tls_client_ca")  # --flags that set the app's `server`
 
