@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def _value(value: Any) -> Any:
@@ -89,10 +89,16 @@ class OTLPReceiver:
 
     def wait_for(self, trace_id: str, names: set[str], timeout_s: float = 20.0) -> list[dict[str, Any]]:
         """The spans of ``trace_id`` once every name in ``names`` arrived (or the timeout passed)."""
+        return self.wait_until(trace_id, lambda spans: names <= {span["name"] for span in spans}, timeout_s)
+
+    def wait_until(self, trace_id: str, complete: Callable[[list[dict[str, Any]]], bool],
+                   timeout_s: float = 20.0) -> list[dict[str, Any]]:
+        """The spans of ``trace_id`` once ``complete(spans)`` holds (or the timeout passed): spans of
+        one trace come from several processes, each exporting on its own schedule."""
         deadline = time.monotonic() + timeout_s
         while True:
             spans = self.trace(trace_id)
-            if names <= {span["name"] for span in spans} or time.monotonic() > deadline:
+            if complete(spans) or time.monotonic() > deadline:
                 return spans
             time.sleep(0.2)
 
