@@ -8,7 +8,7 @@ The page is a hand-written introduction (``INTRO`` below) followed by one table 
 :class:`linkner.service.config.AppConfig`, found by walking the models: every field of every nested
 model, with its type (constraints included), its default, its description, and the value that
 ``serve_config.yaml`` and ``serve_config.gpu.yaml`` ship where it differs from the default. A field
-added to a model shows up here on the next run; ``tests/test_docs.py`` fails while the committed
+added to a model shows up here on the next run; ``tests/project/test_docs.py`` fails while the committed
 page differs from what this script writes.
 """
 

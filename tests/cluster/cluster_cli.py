@@ -1,4 +1,4 @@
-"""Helpers of tests/test_cluster_deploy.py: a user's clone of the project, a Ray cluster started
+"""Helpers of tests/cluster/test_cluster_deploy.py: a user's clone of the project, a Ray cluster started
 with the command line (``ray start --head`` and ``ray start --address``, token auth, loopback
 only), ``serve deploy`` / ``serve status``, and callers in another language (grpc-js).
 
@@ -23,9 +23,9 @@ import yaml
 
 from serve.ports import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-INTEROP = Path(__file__).resolve().parent / "interop"
+INTEROP = ROOT / "tests" / "interop"
 MARKER = "LINKNER_TEST_CLUSTER"  # in the environment of every process of a test cluster, and of no other
 
 

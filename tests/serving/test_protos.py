@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ["linkner_pb2.py", "linkner_pb2.pyi", "linkner_pb2_grpc.py"]
 
 

@@ -31,7 +31,7 @@ def test_missing_llm_folder_says_prepare_llm(tiny_checkpoint, tmp_path):
 def test_relative_paths_resolve_against_the_project_root(tiny_checkpoint):
     config = validate_config({"ner": {"checkpoint": str(tiny_checkpoint)}, "llm_pool": {"enabled": False},
                               "telemetry": {"exporter": "jsonl", "jsonl_path": "artifacts/traces.jsonl"}})
-    project = Path(__file__).resolve().parent.parent
+    project = Path(__file__).resolve().parents[2]
     assert config.telemetry.jsonl_path == str(project / "artifacts" / "traces.jsonl")
     assert config.ner.max_ongoing_requests == 4 * config.ner.max_batch_size  # the batch queue fills a batch
 
@@ -39,7 +39,7 @@ def test_relative_paths_resolve_against_the_project_root(tiny_checkpoint):
 def test_the_default_checkpoint_is_in_the_projects_artifacts():
     from linkner.service.config import DEFAULT_CHECKPOINT
 
-    assert DEFAULT_CHECKPOINT == Path(__file__).resolve().parent.parent / "artifacts" / "models" / "default"
+    assert DEFAULT_CHECKPOINT == Path(__file__).resolve().parents[2] / "artifacts" / "models" / "default"
 
 
 def test_the_shipped_config_files_validate(tiny_checkpoint):

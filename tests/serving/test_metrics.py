@@ -2,7 +2,7 @@
 
 Ray's metric objects validate values and tags without a Ray instance, but hand each point to a
 Cython recorder (``metric._metric.record(value, tags=...)``) that has no read-back API: the
-values only come out of a running node's Prometheus endpoint (tests/test_observability_e2e.py
+values only come out of a running node's Prometheus endpoint (tests/serving/test_observability_e2e.py
 scrapes them there). These tests keep the real Ray metric objects and their real recorder, and
 wrap the recorder so that every point that passes Ray's own validation is also kept here, per
 metric and tag set, then read back."""

@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INDEX = "https://pypi.org/simple/pip/"
 # What CUDA vLLM needs beside it, which scripts/setup.sh removes on CPU only.
 CUDA_COMPANIONS = {"triton", "torchvision", "torchaudio", "torchcodec", "flashinfer-python"}

@@ -203,7 +203,7 @@ def test_without_a_tracer_spans_cost_nothing_but_a_callers_trace_still_travels()
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", TRACER_LESS_PROCESS], cwd=root, capture_output=True, text=True,
                           timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(root)})
     assert done.returncode == 0 and "ok" in done.stdout.splitlines(), done.stderr[-2000:]

@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 
 from linkner.text.segment import Token, split_sentences, tokenize
 
-CASES = [json.loads(line) for line in
-         (Path(__file__).parent / "data" / "segmentation_cases.jsonl").read_text(encoding="utf-8").splitlines()
-         if line.strip()]
+CASES_FILE = Path(__file__).resolve().parents[2] / "data" / "segmentation_cases.jsonl"  # tests/data
+CASES = [json.loads(line) for line in CASES_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 

@@ -542,10 +542,10 @@ def grpcjs(cluster, application, calls):
     import subprocess
     from pathlib import Path
 
-    folder = Path(__file__).resolve().parent / "interop"
+    folder = Path(__file__).resolve().parents[1] / "interop"
     assert shutil.which("node") and (folder / "node_modules" / "@grpc" / "grpc-js").is_dir(), \
         "grpc-js is missing: scripts/setup.sh installs it (npm ci --prefix tests/interop)"
-    proto = folder.parent.parent / "protos" / "linkner" / "v1" / "linkner.proto"
+    proto = folder.parents[1] / "protos" / "linkner" / "v1" / "linkner.proto"
     done = subprocess.run(["node", str(folder / "client.js"), target(cluster, application), application, str(proto),
                            json.dumps(calls)], capture_output=True, text=True, timeout=120, check=True)
     return {result["name"]: result for result in map(json.loads, done.stdout.splitlines())}

@@ -18,7 +18,7 @@ import pytest
 
 from serve.ports import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token-for-tests"
 TEXT = "John Smith visited Paris yesterday ."
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 MONITORING = DOCS / "monitoring"
 DASHBOARD = MONITORING / "grafana-dashboard.json"

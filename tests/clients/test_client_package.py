@@ -23,7 +23,7 @@ from serve.ports import free_port
 
 pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = "John Smith visited Paris yesterday ."
 READY_TIMEOUT_S = 180
 API_SCRIPT = """
