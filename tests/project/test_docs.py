@@ -44,7 +44,7 @@ def _generator():
 
 
 def _markdown_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    return [ROOT / "README.md", ROOT / "tests" / "README.md", *sorted(DOCS.rglob("*.md"))]
 
 
 # ---------------------------------------------------------------- the configuration reference
