@@ -23,9 +23,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import grpc
 
-from clients.models import Description, Result, description_from_proto, result_from_proto
 from protos.linkner.v1 import linkner_pb2 as pb
 from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
+from protos.convert import description_from_proto, options_to_proto, request_to_proto, result_from_proto
+from protos.protocol import Description, RecognizeOptions, RecognizeRequest, RecognizeResult
 
 DEFAULT_TARGET = "127.0.0.1:9000"
 DEFAULT_APPLICATION = "linkner"
@@ -102,26 +103,17 @@ class LinkNERConfigError(ValueError):
     """A client argument cannot be used (the token, the TLS files); the message never quotes the token."""
 
 
-def build_options(estimator: str | None = None, policy: str | None = None, threshold: float | None = None,
-                  budget: float | None = None, max_llm_spans: int | None = None,
-                  return_candidates: bool = False, return_words: bool = False) -> pb.Options:
-    """A ``linkner.v1.Options`` message from keyword arguments (None keeps the server's choice)."""
-    options = pb.Options(estimator=estimator or "", policy=policy or "", return_candidates=return_candidates,
-                         return_words=return_words)
-    if threshold is not None:
-        options.threshold = threshold
-    if budget is not None:
-        options.budget = budget
-    if max_llm_spans is not None:
-        options.max_llm_spans = max_llm_spans
-    return options
-
-
 def build_request(text: str | None = None, words: Sequence[str] | None = None, request_id: str = "",
                   **options: Any) -> pb.RecognizeRequest:
-    return pb.RecognizeRequest(text=text or "", words=[w.encode("utf-8") for w in words or []],
-                               options=build_options(**options),
-                               request_id=request_id)
+    """A ``linkner.v1.RecognizeRequest``; ``options`` are :class:`RecognizeOptions` fields (None keeps
+    the server's choice)."""
+    return request_to_proto(RecognizeRequest(text=text or "", words=list(words or []),
+                                             options=RecognizeOptions(**options), request_id=request_id))
+
+
+def build_options(**options: Any) -> pb.Options:
+    """A batch's ``linkner.v1.Options`` from :class:`RecognizeOptions` fields."""
+    return options_to_proto(RecognizeOptions(**options))
 
 
 def resolve_token(token: str | None) -> str | None:
@@ -228,19 +220,19 @@ class LinkNERClient(BaseClient):
         self.channel.close()
 
     def recognize(self, text: str | None = None, *, words: Sequence[str] | None = None,
-                  timeout_s: float | None = None, request_id: str = "", **options: Any) -> Result:
+                  timeout_s: float | None = None, request_id: str = "", **options: Any) -> RecognizeResult:
         """Entities of one text (or pre-tokenized words)."""
         request = build_request(text, words, request_id, **options)
         return result_from_proto(self._call(self.stub.Recognize, request, timeout_s))
 
-    def recognize_batch(self, texts: Iterable[str], *, timeout_s: float | None = None, **options: Any) -> list[Result]:
+    def recognize_batch(self, texts: Iterable[str], *, timeout_s: float | None = None, **options: Any) -> list[RecognizeResult]:
         """Entities of many texts in one call."""
         request = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text=t) for t in texts],
                                            options=build_options(**options))
         return [result_from_proto(r) for r in self._call(self.stub.RecognizeBatch, request, timeout_s).results]
 
     def recognize_stream(self, texts: Iterable[str], *, timeout_s: float | None = None,
-                         **options: Any) -> Iterator[Result]:
+                         **options: Any) -> Iterator[RecognizeResult]:
         """Results of many texts, streamed one by one as the server finishes them (no retries)."""
         request = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text=t) for t in texts],
                                            options=build_options(**options))
@@ -298,12 +290,12 @@ class AsyncLinkNERClient(BaseClient):
         await self.channel.close()
 
     async def recognize(self, text: str | None = None, *, words: Sequence[str] | None = None,
-                        timeout_s: float | None = None, request_id: str = "", **options: Any) -> Result:
+                        timeout_s: float | None = None, request_id: str = "", **options: Any) -> RecognizeResult:
         request = build_request(text, words, request_id, **options)
         return result_from_proto(await self._call(self.stub.Recognize, request, timeout_s))
 
     async def recognize_batch(self, texts: Iterable[str], *, timeout_s: float | None = None,
-                              **options: Any) -> list[Result]:
+                              **options: Any) -> list[RecognizeResult]:
         request = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text=t) for t in texts],
                                            options=build_options(**options))
         return [result_from_proto(r) for r in (await self._call(self.stub.RecognizeBatch, request, timeout_s)).results]

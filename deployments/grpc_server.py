@@ -29,7 +29,7 @@ from typing import Any, Callable
 import grpc
 
 from deployments.grpc_deadlines import server_streaming_handler, safe_deserializer, unary_handler
-from linkner.service.api import max_request_bytes
+from linkner.service.limits import max_request_bytes
 from linkner.service.config import AUTH_TOKEN_ENV, RouterConfig, ServerConfig
 from protos.linkner.v1 import linkner_pb2_grpc
 

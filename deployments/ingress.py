@@ -20,7 +20,6 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 import grpc
 from ray import serve
 
-from deployments.convert import description_to_proto, request_from_proto, response_to_proto
 from deployments.grpc_deadlines import DEADLINE_METADATA
 from deployments.handles import CoalescingRecognizer, HandleBackend, NERClient, NERPool
 from deployments.log_limits import limit_backpressure_warnings
@@ -28,13 +27,14 @@ from deployments.metrics import IngressMetrics
 from linkner.llm.factory import candidate_count
 from linkner.model.processes import WorkerLost
 from linkner.routing.linker import DeadlineExceeded, RDCLinker
-from linkner.service.api import InvalidRequest
 from linkner.service.calibration_state import calibration_state
 from linkner.service.config import AppConfig
 from linkner.service.documents import check_batch
 from linkner.service.service import LinkNERService, Prepared
 from linkner.telemetry import server_span, setup_tracing, traced
+from protos.convert import description_to_proto, request_from_proto, result_to_proto
 from protos.linkner.v1 import linkner_pb2 as pb
+from protos.protocol import InvalidRequest
 
 log = logging.getLogger(__name__)
 TRACE_HEADERS = ("traceparent", "tracestate", "baggage")
@@ -225,7 +225,7 @@ class LinkNERIngress:
         stored = self.calibration.stored
         return LinkNERService(linker, info["estimators"], served_model_name(info),
                               self.router.limits, self.calibration.status,
-                              stored.model_dump_json() if stored is not None else "")
+                              stored.model_dump(mode="json") if stored is not None else None)
 
     async def _selector(self) -> Any:
         """Demonstrations as configured; retrieved ones embed through the NER replicas, and the
@@ -285,15 +285,14 @@ class LinkNERIngress:
         """The answer, its spans children of the call's span (``carrier``)."""
         service = await self._service()
         with traced("linkner.request", carrier, request_id=prepared.request.request_id or None) as span:
-            output = await service.answer(prepared, self.router.llm_timeout_s, deadline_at)
+            result, stats = await service.answer(prepared, self.router.llm_timeout_s, deadline_at)
             if span is not None and span.is_recording():
-                span.set_attributes({"linkner.spans": output.spans, "linkner.routed": output.llm_spans,
-                                     "linkner.entities": len(output.entities), "linkner.degraded": output.degraded,
-                                     "linkner.estimator": output.estimator})
-        self.metrics.answered(output)
-        response = response_to_proto(output)
-        response.trace_id = trace_id_of(span)
-        return response
+                span.set_attributes({"linkner.spans": stats.spans, "linkner.routed": stats.routed,
+                                     "linkner.entities": len(result.entities), "linkner.degraded": result.degraded,
+                                     "linkner.estimator": prepared.policy.estimator})
+        self.metrics.answered(result, stats)
+        result.trace_id = trace_id_of(span)
+        return result_to_proto(result)
 
     async def _run(self, grpc_context: Any, call: Any) -> Any:
         """Await ``call``; a failure sets its status on the context and raises :class:`_Failed`."""

@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
+from protos.convert import STAGES
+
 if TYPE_CHECKING:
-    from linkner.service.api import RecognizeOutput
+    from linkner.routing.merge import LinkStats
+    from protos.protocol import RecognizeResult
 
 # seconds: the local path takes milliseconds, the LLM path up to tens of seconds
 LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 SHARE_BUCKETS = [0.001, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0]  # the first catches requests that route nothing
 SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-STAGES = ("recognize", "detect", "classify", "merge", "total")
 
 
 class IngressMetrics:
@@ -57,29 +59,29 @@ class IngressMetrics:
         """One gRPC call ended with status ``code`` (its name, e.g. ``OK``)."""
         self.requests.inc(1, tags={"method": method, "code": code})
 
-    def answered(self, output: "RecognizeOutput") -> None:
-        """One document answered."""
+    def answered(self, result: "RecognizeResult", stats: "LinkStats") -> None:
+        """One document answered (``stats``: what linking did for it)."""
         self.documents.inc(1)
         counts: dict[tuple[str, str], int] = {}
-        for entity in output.entities:
+        for entity in result.entities:
             key = (entity.label, entity.source)
             counts[key] = counts.get(key, 0) + 1
         for (label, source), count in counts.items():
             self.entities.inc(count, tags={"label": label, "source": source})
-        if output.spans:
-            self.spans.inc(output.spans)
-        if output.llm_spans:
-            self.routed.inc(output.llm_spans)
-        self.share.observe(output.llm_spans / output.spans if output.spans else 0.0)
-        if output.degraded:
-            self.degraded.inc(1, tags={"reason": output.degraded_kind or "other"})
-        failures = {"timeout": output.llm_timeouts, "overloaded": output.llm_overloaded,
-                    "error": output.llm_errors - output.llm_timeouts - output.llm_overloaded}
+        if stats.spans:
+            self.spans.inc(stats.spans)
+        if stats.routed:
+            self.routed.inc(stats.routed)
+        self.share.observe(stats.routed / stats.spans if stats.spans else 0.0)
+        if result.degraded:
+            self.degraded.inc(1, tags={"reason": result.degraded_kind or "other"})
+        failures = {"timeout": stats.llm_timeouts, "overloaded": stats.llm_overloaded,
+                    "error": stats.llm_errors - stats.llm_timeouts - stats.llm_overloaded}
         for kind, count in failures.items():
             if count:
                 self.llm_failures.inc(count, tags={"kind": kind})
         for stage in STAGES:
-            seconds = output.timings_ms.get(stage, 0.0) / 1000.0
+            seconds = result.timings_ms.get(stage, 0.0) / 1000.0
             self.stage.observe(seconds, tags={"stage": stage})
             if seconds > 0:  # Ray's Counter refuses an increment of 0 (a stage that took no measurable time)
                 self.stage_total.inc(seconds, tags={"stage": stage})

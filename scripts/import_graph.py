@@ -30,7 +30,8 @@ Rationale: each floor only needs what is under it, so training measures F1 witho
 LLM, and the router applies a calibration without pulling the sweep that made it.
 
 Project rules: ``linkner/`` imports nothing from serve/, deployments/, clients/, benchmarks/ (it
-is the Ray-free core); ``clients/`` imports only clients/ and protos/ (it ships alone);
+is the Ray-free core) and of protos/ only ``protos.protocol``, the service's wire shapes in plain
+pydantic that server and client share (a leaf: it imports no project module); ``clients/`` imports only clients/ and protos/ (it ships alone);
 ``deployments/`` never imports serve/ (serve/ builds the app out of the deployments).
 
 Usage: ``python scripts/import_graph.py`` prints cycles (each strongly connected component of more
@@ -66,8 +67,9 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
 
 # (importer prefix, allowed target prefixes or None, forbidden target prefixes, why)
 RULES: list[tuple[str, tuple[str, ...] | None, tuple[str, ...], str]] = [
-    ("linkner", ("linkner",), (), "linkner/ is the Ray-free core: it imports no serve/, deployments/, clients/, "
-     "benchmarks/ (nor protos/)"),
+    ("linkner", ("linkner", "protos.protocol"), (), "linkner/ is the Ray-free core: it imports no serve/, "
+     "deployments/, clients/, benchmarks/, and of protos/ only the wire shapes (protos.protocol, plain pydantic)"),
+    ("protos.protocol", ("protos.protocol",), (), "protos/protocol.py is the leaf both server and client share"),
     ("clients", ("clients", "protos"), (), "clients/ ships alone: it imports only clients/ and protos/"),
     ("deployments", None, ("serve",), "deployments/ never imports serve/"),
 ]

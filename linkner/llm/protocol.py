@@ -7,14 +7,13 @@ fails returns answers with ``error`` set; it never raises into the linker.
 from __future__ import annotations
 
 import asyncio
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from protos.protocol import FailureKind
+
 NON_ENTITY = "Non-entity"
-FailureKind = Literal["timeout", "overloaded", "error"]
-"""Why an LLM answer failed, set where the failure is caught: a missed deadline, a call the LLM
-refused at once (:class:`LLMOverloaded`), anything else."""
 
 
 class LLMOverloaded(Exception):

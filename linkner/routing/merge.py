@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from linkner.data.spans import Entity
 from linkner.llm.protocol import NON_ENTITY, SpanAnswer
 from linkner.routing.ranking import EntityRef, Predictions
+from protos.protocol import DegradedKind, degraded_kind
 
 
 class LinkStats(BaseModel):
@@ -28,7 +29,7 @@ class LinkStats(BaseModel):
     completion_tokens: int = 0
     degraded: bool = False
     degraded_reason: str | None = None
-    degraded_kind: str | None = None  # "llm_timeout", "llm_overloaded" or "llm_error": a bounded reason
+    degraded_kind: DegradedKind = ""  # the first failure's kind: a bounded reason
     llm_model: str | None = None
     timings_s: dict[str, float] = Field(default_factory=dict)
 
@@ -60,7 +61,7 @@ def merge(
                 stats.llm_overloaded += kind == "overloaded"
                 stats.degraded = True
                 stats.degraded_reason = stats.degraded_reason or f"LLM failed: {answer.error}"
-                stats.degraded_kind = stats.degraded_kind or f"llm_{kind}"
+                stats.degraded_kind = stats.degraded_kind or degraded_kind(kind)
                 linked.append(replace(entity, degraded=True))
                 continue
             if answer.label == NON_ENTITY:

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from linkner.routing.policy import DetectionPolicy
 from linkner.llm.factory import LLMConfig
 from linkner.paths import ARTIFACTS
-from linkner.service.api import ServiceLimits
+from linkner.service.limits import ServiceLimits
 from linkner.telemetry import TelemetryConfig
 
 Method = Literal["Recognize", "RecognizeBatch", "RecognizeStream"]

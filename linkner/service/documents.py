@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from linkner.service.api import InvalidRequest, RecognizeInput, ServiceLimits, Word
+from linkner.service.limits import ServiceLimits
 from linkner.text.segment import split_sentences
+from protos.protocol import InvalidRequest, RecognizeRequest, Word
 
 
 @dataclass
 class Document:
-    """A request's words grouped in sentences, with character offsets (-1 for given words)."""
+    """A request's words grouped in sentences, with character offsets (-1 for given words); the
+    words are built unchecked (``model_construct``): the segmenter's offsets are ints already."""
 
     sentences: list[list[str]]
     words: list[Word]
     first_word: list[int]  # document index of each sentence's first word
 
 
-def prepare_document(request: RecognizeInput, limits: ServiceLimits) -> Document:
+def prepare_document(request: RecognizeRequest, limits: ServiceLimits) -> Document:
     """Validate and split a request; raise :class:`InvalidRequest` naming the problem."""
     if request.text and request.words:
         raise InvalidRequest("give either text or words, not both")
@@ -33,13 +35,14 @@ def prepare_document(request: RecognizeInput, limits: ServiceLimits) -> Document
             raise InvalidRequest(f"words too long: {characters} characters together, the limit is {limits.max_chars}")
         for index, word in enumerate(request.words):
             _check_word(index, word, limits)
-        words = [Word(text=word, char_start=-1, char_end=-1, sentence=0) for word in request.words]
+        words = [Word.model_construct(text=word, char_start=-1, char_end=-1, sentence=0) for word in request.words]
         return Document(sentences=[list(request.words)], words=words, first_word=[0])
     sentences, words, first = [], [], []
     for number, tokens in enumerate(split_sentences(request.text)):
         first.append(len(words))
         sentences.append([token.text for token in tokens])
-        words += [Word(text=t.text, char_start=t.start, char_end=t.end, sentence=number) for t in tokens]
+        words += [Word.model_construct(text=t.text, char_start=t.start, char_end=t.end, sentence=number)
+                  for t in tokens]
     if not words:
         raise InvalidRequest("text has no words")
     if len(words) > limits.max_words:

@@ -18,7 +18,7 @@ import math
 from typing import Sequence
 
 from linkner.routing.policy import POLICY_KINDS, DetectionPolicy
-from linkner.service.api import InvalidRequest, RecognizeOptions
+from protos.protocol import InvalidRequest, RecognizeOptions
 
 
 def _check_share(name: str, value: float | None) -> None:

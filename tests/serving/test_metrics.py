@@ -14,8 +14,8 @@ from collections import defaultdict
 import pytest
 
 from deployments.metrics import STAGES, IngressMetrics, NERMetrics
-from linkner.data.spans import Entity
-from linkner.service.api import RecognizeOutput
+from linkner.routing.merge import LinkStats
+from protos.protocol import Entity, RecognizeResult
 
 
 class Recorded:
@@ -52,7 +52,18 @@ def recorded(metrics) -> dict[str, Recorded]:
 
 
 def entity(label: str, source: str = "local") -> Entity:
-    return Entity(start=0, end=1, label=label, probability=0.9, source=source)
+    return Entity(text="x", label=label, char_start=0, char_end=1, word_start=0, word_end=1, sentence=0,
+                  source=source, uncertainty=0.1, local_label=label, local_probability=0.9)
+
+
+def document(entities: list[Entity], timings: dict[str, float], spans: int, routed: int = 0,
+             degraded_kind: str = "", **failures: int) -> tuple[RecognizeResult, LinkStats]:
+    """An answer as the service returns it: the result and what linking did (``llm_errors``,
+    ``llm_timeouts``, ``llm_overloaded`` in ``failures``); degraded when any LLM answer failed."""
+    degraded = bool(failures.get("llm_errors"))
+    return (RecognizeResult(entities=entities, timings_ms=timings, llm_spans=routed, degraded=degraded,
+                            degraded_kind=degraded_kind),
+            LinkStats(spans=spans, routed=routed, degraded=degraded, degraded_kind=degraded_kind, **failures))
 
 
 def test_an_answered_document_is_recorded_in_every_series() -> None:
@@ -61,17 +72,14 @@ def test_an_answered_document_is_recorded_in_every_series() -> None:
     assert {"requests", "in_flight", "documents", "entities", "spans", "routed", "share", "degraded", "llm_failures",
             "stage", "stage_total"} <= set(series)
     timings = {"recognize": 4.0, "detect": 1.0, "classify": 250.0, "merge": 0.5, "total": 256.0}
-    metrics.answered(RecognizeOutput(
-        entities=[entity("PER"), entity("PER"), entity("LOC", "llm"), entity("PER", "llm")], estimator="confidence",
-        timings_ms=timings, spans=8, llm_spans=2))
+    metrics.answered(*document([entity("PER"), entity("PER"), entity("LOC", "llm"), entity("PER", "llm")],
+                               timings, spans=8, routed=2))
     # degraded: 5 routed spans failed, of them 2 timed out and 1 was refused (the other 2 are errors)
-    metrics.answered(RecognizeOutput(
-        entities=[entity("ORG")], estimator="confidence", timings_ms=timings, spans=5, llm_spans=5, degraded=True,
-        degraded_kind="llm_timeout", llm_errors=5, llm_timeouts=2, llm_overloaded=1))
-    metrics.answered(RecognizeOutput(entities=[], estimator="confidence", timings_ms=timings, spans=1, llm_spans=1,
-                                     degraded=True, degraded_kind="llm_overloaded", llm_errors=1, llm_overloaded=1))
-    metrics.answered(RecognizeOutput(entities=[], estimator="confidence", timings_ms=timings, spans=2, llm_spans=2,
-                                     degraded=True, llm_errors=2))  # no kind given: counted as "other"
+    metrics.answered(*document([entity("ORG")], timings, spans=5, routed=5, degraded_kind="llm_timeout",
+                               llm_errors=5, llm_timeouts=2, llm_overloaded=1))
+    metrics.answered(*document([], timings, spans=1, routed=1, degraded_kind="llm_overloaded", llm_errors=1,
+                               llm_overloaded=1))
+    metrics.answered(*document([], timings, spans=2, routed=2, llm_errors=2))  # no kind given: counted as "other"
 
     assert series["documents"].total() == 4
     assert {tags: sum(values) for tags, values in series["entities"].points.items()} == {
@@ -95,11 +103,11 @@ def test_a_stage_that_took_no_measurable_time_is_recorded_not_raised() -> None:
     counter of exact seconds, which refuses an increment of 0 (before, that failed the request)."""
     metrics = IngressMetrics()
     series = recorded(metrics)
-    entities = [Entity(start=0, end=1, label="PER", probability=0.9)]
+    entities = [entity("PER")]
     timings = {stage: 0.0 for stage in STAGES if stage != "classify"}  # classify missing, the rest 0 ms
     timings["total"] = 3.0
-    metrics.answered(RecognizeOutput(entities=entities, estimator="confidence", timings_ms=timings, spans=1))
-    metrics.answered(RecognizeOutput(entities=[], estimator="confidence", timings_ms={}, spans=0))
+    metrics.answered(*document(entities, timings, spans=1))
+    metrics.answered(*document([], {}, spans=0))
     assert series["documents"].total() == 2 and series["spans"].total() == 1
     assert series["share"].observed() == [0.0, 0.0]  # no span routed, none found: share 0, not a division by 0
     for stage in STAGES:

@@ -202,13 +202,12 @@ def test_main_job_recalibrates_only_when_the_key_changes(tiny_checkpoint, toy_de
 def test_describe_shows_policy_and_calibration_status(tiny_checkpoint, toy_dev):
     import json
 
-    from clients.models import description_from_proto
-    from deployments.convert import description_to_proto
+    from protos.convert import description_from_proto, description_to_proto
     from linkner.llm.oracle import OracleBackend
     from linkner.model.predictor import SpanPredictor
     from linkner.routing.linker import RDCLinker
     from linkner.routing.policy import DetectionPolicy
-    from linkner.service.api import ServiceLimits
+    from linkner.service.limits import ServiceLimits
     from linkner.service.service import LinkNERService
 
     calibration = Calibration(estimator="confidence", threshold=0.25, llm_model="oracle", dev_f1_local=0.8,
@@ -216,7 +215,7 @@ def test_describe_shows_policy_and_calibration_status(tiny_checkpoint, toy_dev):
     predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
     linker = RDCLinker(predictor, OracleBackend(toy_dev), DetectionPolicy(kind="calibrated", calibration=calibration))
     service = LinkNERService(linker, ["confidence", "entropy"], "tiny", ServiceLimits(max_llm_spans_per_request=7),
-                             "applied", calibration.model_dump_json())
+                             "applied", calibration.model_dump(mode="json"))
     description = service.describe()
     assert (description.model, description.llm_backend, description.calibration_status) == ("tiny", "oracle", "applied")
     assert description.labels == predictor.labels and description.estimators == ["confidence", "entropy"]
@@ -224,4 +223,4 @@ def test_describe_shows_policy_and_calibration_status(tiny_checkpoint, toy_dev):
     client_side = description_from_proto(description_to_proto(description))
     assert client_side.calibration["threshold"] == 0.25 and client_side.max_llm_spans_per_request == 7
     assert client_side.model_dump(exclude={"calibration"}) == description.model_dump(exclude={"calibration"})
-    assert json.loads(description.calibration) == client_side.calibration
+    assert description.calibration == client_side.calibration == calibration.model_dump(mode="json")

@@ -7,7 +7,7 @@ import pytest
 
 from linkner.data.spans import Entity
 from linkner.routing.policy import Calibration, DetectionPolicy, detect
-from linkner.service.api import InvalidRequest, RecognizeOptions
+from protos.protocol import InvalidRequest, RecognizeOptions
 from linkner.service.precedence import resolve_policy
 
 ESTIMATORS = ["confidence", "entropy", "mc_dropout"]

@@ -9,8 +9,9 @@ from linkner.routing.linker import RDCLinker
 from linkner.routing.policy import DetectionPolicy
 from linkner.llm.oracle import OracleBackend
 from linkner.model.predictor import SpanPredictor
-from linkner.service.api import InvalidRequest, RecognizeInput, RecognizeOptions, ServiceLimits
+from linkner.service.limits import ServiceLimits
 from linkner.service.service import LinkNERService
+from protos.protocol import InvalidRequest, RecognizeOptions, RecognizeRequest
 
 
 @pytest.fixture()
@@ -21,7 +22,8 @@ def service(tiny_checkpoint, toy_dev):
 
 
 def recognize(service, **fields):
-    return asyncio.run(service.answer(service.prepare(RecognizeInput(**fields))))  # as the ingress does
+    result, _ = asyncio.run(service.answer(service.prepare(RecognizeRequest(**fields))))  # as the ingress does
+    return result
 
 
 def test_text_gets_entities_with_character_offsets(service):
@@ -39,7 +41,7 @@ def test_words_input_and_candidates(service):
     output = recognize(service, words=["Anna", "Berg", "left", "Acme", "Corp", "."],
                        options=RecognizeOptions(return_candidates=True, policy="none"))
     assert all(e.char_start == -1 and e.source == "local" for e in output.entities)
-    assert output.entities and all(len(e.alternatives) == 3 for e in output.entities)  # the top 3, "O" included
+    assert output.entities and all(len(e.candidates) == 3 for e in output.entities)  # the top 3, "O" included
     assert output.llm_spans == 0
 
 

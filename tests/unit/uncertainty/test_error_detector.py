@@ -19,7 +19,7 @@ from linkner.model.decoding import consistent_labels
 from linkner.model.predictor import SpanPredictor
 from linkner.routing.linker import RDCLinker
 from linkner.routing.policy import DetectionPolicy
-from linkner.service.api import InvalidRequest, RecognizeInput, RecognizeOptions
+from protos.protocol import InvalidRequest, RecognizeOptions, RecognizeRequest
 from linkner.service.service import LinkNERService
 from linkner.uncertainty.detector import DETECTOR_FILE, DetectorError, checkpoint_fingerprint, load_detector
 from linkner.uncertainty.features import (DOCUMENT_FEATURES, Lexicon, document_features, document_groups,
@@ -161,16 +161,22 @@ def test_learned_is_chosen_per_request_through_the_service(detector_checkpoint, 
     service = LinkNERService(linker, predictor.estimators, "tiny")
     assert "learned" in service.describe().estimators
     text = "John Smith visited Paris yesterday .  Google said Mary Jones will move to Tokyo ."
-    learned = asyncio.run(service.answer(service.prepare(RecognizeInput(text=text, options=RecognizeOptions(
-        estimator="learned", budget=0.0)))))
-    assert learned.estimator == "learned" and learned.entities
-    assert all(0.0 <= e.uncertainty["learned"] <= 1.0 and set(e.uncertainty) == {"learned"} for e in learned.entities)
-    default = asyncio.run(service.answer(service.prepare(RecognizeInput(text=text, options=RecognizeOptions(policy="none")))))
-    assert all(set(e.uncertainty) == {"confidence"} for e in default.entities)
+
+    def answer(**options):
+        result, _ = asyncio.run(service.answer(service.prepare(RecognizeRequest(
+            text=text, options=RecognizeOptions(**options)))))
+        return result
+
+    learned = answer(estimator="learned", budget=0.0)
+    default = answer(policy="none")
+    assert learned.entities and all(0.0 <= e.uncertainty <= 1.0 for e in learned.entities)
+    # the default estimator is confidence (1 - the local probability); learned is the detector's own score
+    assert all(e.uncertainty == pytest.approx(1 - e.local_probability) for e in default.entities)
+    sentences = [text.split(" .")[0].split() + ["."], text.split(" .  ")[1].split()]
+    scored = [e.uncertainty["learned"] for s in predictor.predict(sentences, ["learned"]) for e in s]
+    assert [e.uncertainty for e in learned.entities] == pytest.approx(scored)
     # everything routed by the learned ranking goes to the (oracle) LLM
-    routed = asyncio.run(service.answer(service.prepare(RecognizeInput(text=text, options=RecognizeOptions(
-        estimator="learned", budget=1.0)))))
-    assert routed.llm_spans == len(learned.entities)
+    assert answer(estimator="learned", budget=1.0).llm_spans == len(learned.entities)
 
 
 def test_served_scores_equal_the_detectors_own_and_see_the_whole_request(detector_checkpoint):
@@ -202,7 +208,7 @@ def test_a_stale_detector_is_refused(detector_checkpoint, tmp_path):
         predictor.predict([["John", "Smith"]], ["learned"])
     service = LinkNERService(RDCLinker(predictor, None, DetectionPolicy()), predictor.estimators, "tiny")
     with pytest.raises(InvalidRequest, match="unknown estimator 'learned'"):
-        service.prepare(RecognizeInput(text="John Smith", options=RecognizeOptions(estimator="learned")))
+        service.prepare(RecognizeRequest(text="John Smith", options=RecognizeOptions(estimator="learned")))
 
 
 def test_the_ner_pool_gets_whole_documents_and_their_ids_for_learned():
