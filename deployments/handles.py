@@ -1,6 +1,6 @@
-"""The core's Recognizer and LLMBackend protocols over the deployments: the NER pool (through its
-deployment handle, or the model embedded in the ingress: both are an :class:`NERClient`) and the LLM
-pool."""
+"""The core's Recognizer and LLMBackend protocols over the deployments: the local model (an
+:class:`NERClient`: :class:`deployments.ner.EmbeddedNER` in the ingress, or the NER pool through
+:class:`NERPool`), coalesced by :class:`CoalescingRecognizer`, and the LLM pool."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ class NERClient(Protocol):
     async def embed(self, items: list[tuple[list[str], int, int]]) -> Any: ...
 
     async def predict(self, sentences: list[list[str]], estimators: list[str], carrier: dict[str, str],
-                      documents: list[int] | None = None) -> list[list["Entity"]]: ...
+                      documents: list[int] | None = None, requests: int = 1) -> list[list["Entity"]]:
+        """One forward pass over ``sentences`` (the ``requests`` merged into this call; ``documents``:
+        each sentence's document, for the learned estimator)."""
 
 
 class NERPool:
@@ -57,9 +59,8 @@ class NERPool:
         return await self.handle.embed.remote(items)
 
     async def predict(self, sentences: list[list[str]], estimators: list[str], carrier: dict[str, str],
-                      documents: list[int] | None = None) -> list[list["Entity"]]:
-        extra = {"documents": documents} if documents is not None else {}
-        return await self.handle.predict.remote(sentences, estimators, carrier, **extra)
+                      documents: list[int] | None = None, requests: int = 1) -> list[list["Entity"]]:
+        return await self.handle.predict.remote(sentences, estimators, carrier, documents, requests)
 
 
 @dataclass
@@ -146,7 +147,7 @@ class CoalescingRecognizer:
             if LEARNED in estimators else None
         failure: Exception | None = None
         try:
-            predictions = await self.ner.predict(sentences, estimators, items[0].carrier, documents)
+            predictions = await self.ner.predict(sentences, estimators, items[0].carrier, documents, len(items))
         except Exception as error:  # noqa: BLE001 (every waiting request learns of it)
             failure = error
         finally:  # the slot is free, and the next call on its way, before any request is woken

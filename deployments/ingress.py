@@ -152,23 +152,25 @@ class LinkNERIngress:
         self.router = config.router
         if ner is not None:
             self.ner: NERClient = NERPool(ner)
-        else:  # imported here: with the pool or passes in worker processes, the ingress loads no torch for the model
-            from deployments.ner import LocalNER
+            self.ner_calls_in_flight = self.router.ner_calls_in_flight
+        else:
+            from deployments.ner import EmbeddedNER
 
-            self.ner = LocalNER.in_this_replica(config.ner)
-        # the embedded model runs ner.concurrent_passes forward passes at a time: requests arriving
-        # meanwhile go together in the next free one
-        self.ner_calls_in_flight = self.router.ner_calls_in_flight if ner is not None else config.ner.concurrent_passes
+            embedded = EmbeddedNER(config.ner)
+            # one call per forward pass the workers run at once: requests arriving meanwhile go
+            # together in the next free one
+            self.ner, self.ner_calls_in_flight = embedded, embedded.passes
         self.llm = llm
         limit_backpressure_warnings()  # under overload, a warning per refused call would flood this replica's log
         self.calibration = calibration_state(config)  # at start-up: a stale calibration is logged now
         self.service: LinkNERService | None = None
         self._building = asyncio.Lock()
         self.grpc_server, self.grpc_port = None, None
+        self._model_info: dict | None = None  # the model's describe(), asked once
         if config.server.port is not None:
             # the port opens once the model answers: until then Ray keeps the replicas this one replaces
             # serving, and no call waits here for a model that is still loading (or an NER pool still starting)
-            await self.ner.describe()
+            self._model_info = await self.ner.describe()
             await self._open_grpc_server()
 
     @classmethod
@@ -213,7 +215,7 @@ class LinkNERIngress:
         return self.service
 
     async def _build(self) -> LinkNERService:
-        info = await self.ner.describe()
+        info = self._model_info if self._model_info is not None else await self.ner.describe()
         backend = None
         if self.llm is not None:
             backend = HandleBackend(self.llm, await self.llm.model_id.remote(),

@@ -91,7 +91,7 @@ class NERMetrics:
     """What an NER replica records: the size of each forward pass's batch and its queue wait."""
 
     def __init__(self) -> None:
-        self.batch_requests = Histogram("linkner_ner_batch_requests", "NER calls merged into one forward pass",
+        self.batch_requests = Histogram("linkner_ner_batch_requests", "requests the ingress merged into one forward pass",
                                         boundaries=SIZE_BUCKETS)
         self.batch_sentences = Histogram("linkner_ner_batch_sentences", "sentences in one NER forward pass",
                                          boundaries=SIZE_BUCKETS)

@@ -287,8 +287,6 @@ def _same(shipped: Any, default: Any) -> bool:
 # pool's replica, batching and queue settings then do not apply"; with `embedded` only num_cpus and
 # num_gpus of ner.resources are added to each ingress replica: serve/app.py).
 PLACEMENT = {
-    "ner.max_batch_size": "pool",
-    "ner.batch_wait_timeout_s": "pool",
     "ner.max_ongoing_requests": "pool",
     "ner.max_queued_requests": "pool",
     "ner.resources.num_replicas": "pool",

@@ -40,52 +40,28 @@ class Resources(BaseModel):
 
 
 class NERConfig(BaseModel):
-    """Local-NER replicas."""
+    """The local model: embedded in each ingress replica (CPU) or a pool of NER replicas (GPU)."""
 
     model_config = ConfigDict(extra="forbid")
     checkpoint: str = str(DEFAULT_CHECKPOINT)
-    placement: Literal["pool", "embedded"] = Field(
-        "pool", description="pool: NER replicas of their own (they batch, scale and take GPUs apart from the "
-        "ingress); embedded: each ingress replica runs the model itself, one Ray call less per request (the "
-        "lean choice on a small CPU machine; the pool's replica, batching and queue settings then do not apply)")
+    placement: Literal["embedded", "pool"] = Field(
+        "embedded", description="embedded: each ingress replica runs the model in worker processes of its own, "
+        "one forward pass per core (cores / threads; one on a GPU), scaled with router.resources; pool: NER "
+        "replicas of their own, one pass at a time each, scaled and given GPUs with ner.resources apart from "
+        "the ingress (serve_config.gpu.yaml)")
     device: str = "auto"
-    threads: int | None = Field(1, ge=1, description="torch threads per replica (per forward pass)")
-    concurrent_passes: int = Field(1, ge=1, description="embedded: forward passes the ingress runs at once, each "
-                                   "in a worker thread or process of its own (`pass_workers`) with `threads` torch "
-                                   "threads (the pool runs one per replica: add replicas instead)")
-    pass_workers: Literal["thread", "process"] = Field(
-        "thread", description="embedded: where each concurrent pass runs: a worker thread of the ingress, or a "
-        "worker process of its own with its own copy of the model (no interpreter lock shared with the request "
-        "handling; docs/performance.md)")
-    lone_pass_borrows: bool = Field(True, description="embedded, worker processes: a pass that finds every worker "
-                                    "idle, no call waiting and few recent calls overlapping also runs on the other "
-                                    "workers' threads; a "
-                                    "call that waited never does, so under load each worker runs its own")
-    max_batch_size: int = Field(16, ge=1, description="requests merged into one forward pass")
-    batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill; the ingress "
-                                        "already coalesces concurrent requests, so this stays short")
-    max_ongoing_requests: int | None = Field(None, ge=1, description="requests a replica holds at once (its "
-                                             "batch queue included); default: 4 x max_batch_size")
-    max_queued_requests: QueueLimit = Field(64, description="requests waiting for a replica beyond that; more "
-                                     "are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
+    threads: int = Field(1, ge=1, description="torch threads per forward pass")
+    max_ongoing_requests: int = Field(8, ge=1, description="pool: NER calls a replica holds at once (one runs, "
+                                      "the rest wait their turn)")
+    max_queued_requests: QueueLimit = Field(64, description="pool: NER calls waiting for a replica beyond that; "
+                                            "more are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
     mc_samples: int = Field(8, ge=2)
     pack_tokens: int | None = Field(None, ge=0, description="sub-words per packed encoder row: a forward pass "
-                                    "reads its sentences end to end, no padding (docs/performance.md); 0: padded "
-                                    "batches; "
-                                    "default: 256 on a CPU, 512 on a GPU")
+                                    "reads its sentences end to end, no padding; 0: padded batches; default: 256 "
+                                    "on a CPU, 512 on a GPU")
     document_consistency: bool = Field(False, description="give every mention of a surface form in a request the "
-                                       "label its mentions' summed probabilities favour (off: it did not help on "
-                                       "CoNLL-2003 dev, docs/quality.md)")
+                                       "label its mentions' summed probabilities favour (docs/quality.md)")
     resources: Resources = Field(default_factory=Resources)
-
-    @model_validator(mode="after")
-    def _batch_fits(self) -> "NERConfig":
-        ongoing = self.max_ongoing_requests or 4 * self.max_batch_size
-        if ongoing < self.max_batch_size:
-            raise ValueError(f"max_ongoing_requests ({ongoing}) must be at least max_batch_size "
-                             f"({self.max_batch_size}): a batch can never be larger than it")
-        self.max_ongoing_requests = ongoing
-        return self
 
 
 class LLMPoolConfig(BaseModel):
@@ -94,8 +70,8 @@ class LLMPoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     llm: LLMConfig = Field(default_factory=LLMConfig)
-    max_ongoing_requests: int = Field(16, ge=1, description="LLM calls a replica takes at once")
-    max_queued_requests: QueueLimit = Field(16, description="LLM calls waiting for a replica beyond that, per "
+    max_ongoing_requests: int = Field(4, ge=1, description="LLM calls a replica takes at once")
+    max_queued_requests: QueueLimit = Field(4, description="LLM calls waiting for a replica beyond that, per "
                                      "ingress replica; more are refused at once and their requests answered "
                                      "with the local labels, marked degraded (llm_overloaded), instead of "
                                      "waiting out their deadline in the queue; -1: unbounded")

@@ -13,10 +13,10 @@ def test_missing_checkpoint_says_how_to_train(tmp_path):
 
 
 def test_unknown_keys_and_bad_values_are_reported(tiny_checkpoint):
-    with pytest.raises(ConfigError, match="ner.max_batch_sise"):
-        validate_config({"ner": {"checkpoint": str(tiny_checkpoint), "max_batch_sise": 4}})
-    with pytest.raises(ConfigError, match="must be at least max_batch_size"):
-        validate_config({"ner": {"checkpoint": str(tiny_checkpoint), "max_batch_size": 8, "max_ongoing_requests": 4}})
+    with pytest.raises(ConfigError, match="ner.max_ongoing_request"):
+        validate_config({"ner": {"checkpoint": str(tiny_checkpoint), "max_ongoing_request": 4}})
+    with pytest.raises(ConfigError, match="ner.concurrent_passes"):  # derived from the cores now, not set
+        validate_config({"ner": {"checkpoint": str(tiny_checkpoint), "concurrent_passes": 2}})
     with pytest.raises(ConfigError, match="unknown uncertainty estimator"):
         validate_config({"ner": {"checkpoint": str(tiny_checkpoint)},
                          "router": {"policy": {"estimator": "vibes"}}})
@@ -33,13 +33,30 @@ def test_relative_paths_resolve_against_the_project_root(tiny_checkpoint):
                               "telemetry": {"exporter": "jsonl", "jsonl_path": "artifacts/traces.jsonl"}})
     project = Path(__file__).resolve().parents[2]
     assert config.telemetry.jsonl_path == str(project / "artifacts" / "traces.jsonl")
-    assert config.ner.max_ongoing_requests == 4 * config.ner.max_batch_size  # the batch queue fills a batch
 
 
 def test_the_default_checkpoint_is_in_the_projects_artifacts():
     from linkner.service.config import DEFAULT_CHECKPOINT
 
     assert DEFAULT_CHECKPOINT == Path(__file__).resolve().parents[2] / "artifacts" / "models" / "default"
+
+
+def test_the_code_defaults_are_the_shipped_cpu_profile():
+    """serve_config.yaml sets only what a user changes: where the model and LLM are, the port, and
+    what each replica reserves; everything else it serves is the code's default."""
+    import yaml
+
+    from linkner.service.config import AppConfig
+    from serve.main_job import ROOT
+
+    args = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
+    shipped, default = AppConfig.model_validate(args), AppConfig()
+    assert shipped.ner.model_dump(exclude={"checkpoint", "resources"}) == default.ner.model_dump(
+        exclude={"checkpoint", "resources"})
+    assert shipped.llm_pool.model_dump(exclude={"llm": {"model"}, "resources": True}) == \
+        default.llm_pool.model_dump(exclude={"llm": {"model"}, "resources": True})
+    assert shipped.router.model_dump(exclude={"resources"}) == default.router.model_dump(exclude={"resources"})
+    assert shipped.server == default.server and shipped.telemetry == default.telemetry
 
 
 def test_the_shipped_config_files_validate(tiny_checkpoint):

@@ -18,9 +18,11 @@ class _NER:
 
     def __init__(self):
         self.calls = []
+        self.requests = []  # how many requests the recognizer said each call merges
 
-    async def predict(self, sentences, estimators, carrier, documents=None):
+    async def predict(self, sentences, estimators, carrier, documents=None, requests=1):
         self.calls.append(len(sentences))
+        self.requests.append(requests)
         await asyncio.sleep(0.01 * (5 - len(self.calls)))
         return [[f"{sentence[0]}"] for sentence in sentences]
 
@@ -47,7 +49,7 @@ def test_requests_arriving_during_a_call_share_the_next_one_and_each_gets_its_ow
     for sentences, answer in zip(requests, answers):
         assert answer == [[sentence[0]] for sentence in sentences]
     # the first request goes at once (nothing in flight); the other five wait for it, then go together
-    assert ner.calls == [1, 20]
+    assert ner.calls == [1, 20] and ner.requests == [1, 5]
 
 
 def test_a_failing_call_fails_every_request_in_it_and_the_next_call_still_goes():
@@ -55,7 +57,7 @@ def test_a_failing_call_fails_every_request_in_it_and_the_next_call_still_goes()
         def __init__(self):
             self.calls = 0
 
-        async def predict(self, sentences, estimators, carrier, documents=None):
+        async def predict(self, sentences, estimators, carrier, documents=None, requests=1):
             self.calls += 1
             if self.calls == 1:
                 raise RuntimeError("replica died")
@@ -81,7 +83,7 @@ def test_the_next_call_goes_before_the_answered_requests_are_woken():
     events = []
 
     class Recording:
-        async def predict(self, sentences, estimators, carrier, documents=None):
+        async def predict(self, sentences, estimators, carrier, documents=None, requests=1):
             events.append(f"call {sentences[0][0]}")
             await asyncio.sleep(0.01)
             return [[sentence[0]] for sentence in sentences]

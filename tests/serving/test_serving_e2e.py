@@ -21,8 +21,7 @@ ray = pytest.importorskip("ray")
 def app_args(checkpoint, base_url, **router):
     return {
         "server": {"port": free_port()},  # each application answers on a port of its own
-        "ner": {"checkpoint": str(checkpoint), "threads": 1, "max_batch_size": 8,
-                "resources": {"num_cpus": 0.1}},
+        "ner": {"checkpoint": str(checkpoint), "placement": "pool", "resources": {"num_cpus": 0.1}},
         "llm_pool": {"llm": {"backend": "openai", "model": "peer", "base_url": base_url, "max_retries": 0,
                              "options": "all"},
                      "resources": {"num_cpus": 0.1}},
@@ -83,7 +82,7 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     stale = stale_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("stale") / "model")
     down = app_args(stale, f"http://127.0.0.1:{closed_port()}/v1")
     # the model in the ingress (no NER pool), its passes in worker processes, as shipped
-    down["ner"].update(placement="embedded", concurrent_passes=2, pass_workers="process")
+    down["ner"].update(placement="embedded")
     serve.run(build_app(down), name="down", route_prefix="/down")
     # the slow LLM takes 5 s; the server answers by 4 s without a caller deadline, and takes one
     # call at a time with one more queued (the rest are refused at once)
@@ -289,9 +288,12 @@ def test_an_ingress_whose_passes_run_in_worker_processes_never_loads_torch(clust
 
 def test_a_killed_pass_worker_is_replaced_and_the_service_keeps_answering(cluster):
     from clients.client import LinkNERError
+    from deployments.ner import embedded_passes
+    from linkner.service.config import NERConfig
 
+    passes = embedded_passes(NERConfig())  # one per core of this machine (ner.threads: 1)
     workers = pass_workers("down")
-    assert len(workers) == 2  # ner.concurrent_passes worker processes
+    assert len(workers) == passes >= 1
     killed = workers[0]
     killed.kill()  # (a zombie until the ingress notices: it is not this process's child to wait for)
     codes = []
@@ -302,12 +304,12 @@ def test_a_killed_pass_worker_is_replaced_and_the_service_keeps_answering(cluste
             except LinkNERError as error:  # a call sent to the dead worker: retry it
                 codes.append(error.code.name)
         stop_at = time.monotonic() + 60
-        while time.monotonic() < stop_at and len(pass_workers("down")) < 2:
+        while time.monotonic() < stop_at and len(pass_workers("down")) < passes:
             time.sleep(0.5)
         replaced = pass_workers("down")
         after = c.recognize(TEXT, policy="none")
     assert set(codes) <= {"OK", "UNAVAILABLE"} and codes[-1] == "OK", codes
-    assert len(replaced) == 2 and killed.pid not in {worker.pid for worker in replaced}
+    assert len(replaced) == passes and killed.pid not in {worker.pid for worker in replaced}
     assert after.entities
 
 
@@ -696,7 +698,7 @@ def test_a_killed_lone_ingress_replica_answers_on_its_port_again_within_30_secon
     from serve.app import build_app
 
     lone = app_args(tiny_checkpoint, f"http://127.0.0.1:{closed_port()}/v1")
-    lone["ner"].update(placement="embedded", concurrent_passes=2, pass_workers="process")
+    lone["ner"].update(placement="embedded")
     serve.run(build_app(lone), name="lone", route_prefix="/lone")
     try:
         assert call_for(1, address(lone))[-1][1] == "OK"
