@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from clients.client import (DEFAULT_APPLICATION, DEFAULT_TARGET, TOKEN_ENV, AsyncLinkNERClient, LinkNERClient,
+from clients.client import (DEFAULT_TARGET, TOKEN_ENV, AsyncLinkNERClient, LinkNERClient,
                             LinkNERConfigError, LinkNERError)
 
 
@@ -71,7 +71,6 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default=DEFAULT_TARGET, help="host:port of the gRPC service, or several "
                         "ingress replicas to spread calls over: ipv4:HOST:PORT,HOST:PORT")
-    parser.add_argument("--application", default=DEFAULT_APPLICATION, help="Ray Serve application name")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     parser.add_argument("--estimator")
     parser.add_argument("--policy")
@@ -99,8 +98,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _connection(args: argparse.Namespace) -> dict[str, Any]:
-    """The clients' arguments: target, application, timeout, token (file, else the environment) and TLS."""
-    return {"target": args.target, "application": args.application, "timeout_s": args.timeout,
+    """The clients' arguments: target, timeout, token (file, else the environment) and TLS."""
+    return {"target": args.target, "timeout_s": args.timeout,
             "token": read_token(args.token_file) if args.token_file else None, "tls_ca": args.tls_ca,
             "tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_server_name": args.tls_server_name}
 

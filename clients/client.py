@@ -1,10 +1,8 @@
 """Python clients of the LinkNER gRPC service (sync and asyncio). They need only ``protos/``
 (installable alone as the ``linkner-client`` distribution, see ``clients/README.md``).
 
-Both send Ray Serve's ``application`` metadata and the call's deadline as a gRPC deadline (the
-server reads it like any gRPC client's; the ``linkner-deadline-ms`` metadata they also send is
-only for servers registered without ``deployments.grpc_deadlines``), and retry what did not run
-(``UNAVAILABLE``, ``RESOURCE_EXHAUSTED``) with jittered exponential backoff, within gRPC's retry
+Both send the call's deadline as a gRPC deadline and retry what did not run (``UNAVAILABLE``,
+``RESOURCE_EXHAUSTED``, ``CANCELLED``) with jittered exponential backoff, within gRPC's retry
 throttling budget and never past the call's deadline.
 
 Where the server asks for them, they authenticate with a bearer token (``authorization: Bearer
@@ -29,7 +27,6 @@ from protos.convert import description_from_proto, options_to_proto, request_to_
 from protos.protocol import Description, RecognizeOptions, RecognizeRequest, RecognizeResult
 
 DEFAULT_TARGET = "127.0.0.1:9000"
-DEFAULT_APPLICATION = "linkner"
 # The request did not run: a replica was unavailable, or a queue was full (refused before any work).
 # CANCELLED from the server: a stopping replica (a rollout, a scale-down) drops calls it had received but
 # not started (the client never cancels a call itself, and every method only reads), so they are retried too.
@@ -153,8 +150,7 @@ class BaseClient:
 
     channel_api: Any = grpc  # grpc or grpc.aio: where the channel comes from
 
-    def __init__(self, target: str = DEFAULT_TARGET, application: str = DEFAULT_APPLICATION,
-                 timeout_s: float = 30.0, retries: int = 3, backoff_s: float = 0.2, *, token: str | None = None,
+    def __init__(self, target: str = DEFAULT_TARGET, timeout_s: float = 30.0, retries: int = 3, backoff_s: float = 0.2, *, token: str | None = None,
                  tls_ca: PathLike | None = None, tls_cert: PathLike | None = None, tls_key: PathLike | None = None,
                  tls_server_name: str | None = None) -> None:
         """Connect to ``target`` (host:port, or ``ipv4:HOST:PORT,HOST:PORT`` for several replicas).
@@ -164,7 +160,6 @@ class BaseClient:
         two together give the client certificate of mutual TLS. ``tls_server_name``: the name the
         server's certificate must carry when it is not the target's host."""
         self.target = target
-        self.application = application
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
@@ -176,7 +171,7 @@ class BaseClient:
         self.stub = pb_grpc.LinkNERStub(self.channel)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(target={self.target!r}, application={self.application!r}, "
+        return (f"{type(self).__name__}(target={self.target!r}, "
                 f"tls={self.secure}, token={'set' if self._token else 'none'})")
 
     def _open_channel(self, credentials: grpc.ChannelCredentials | None, server_name: str | None) -> Any:
@@ -187,12 +182,9 @@ class BaseClient:
             return self.channel_api.insecure_channel(self.target, options=options)
         return self.channel_api.secure_channel(self.target, credentials, options=options)
 
-    def _auth_metadata(self) -> list[tuple[str, str]]:
+    def _metadata(self) -> list[tuple[str, str]]:
+        """The token, when there is one (the deadline travels as the call's gRPC deadline)."""
         return [("authorization", f"Bearer {self._token}")] if self._token else []
-
-    def _metadata(self, timeout_s: float) -> list[tuple[str, str]]:
-        return [("application", self.application), ("linkner-deadline-ms", str(int(timeout_s * 1000))),
-                *self._auth_metadata()]
 
     def _retry_delay(self, code: grpc.StatusCode, attempt: int, deadline: float) -> float | None:
         """Seconds to wait before the next attempt (exponential, jittered, never past the deadline),
@@ -238,7 +230,7 @@ class LinkNERClient(BaseClient):
                                            options=build_options(**options))
         timeout = timeout_s or self.timeout_s
         try:
-            for response in self.stub.RecognizeStream(request, timeout=timeout, metadata=self._metadata(timeout)):
+            for response in self.stub.RecognizeStream(request, timeout=timeout, metadata=self._metadata()):
                 yield result_from_proto(response)
         except grpc.RpcError as error:
             raise LinkNERError(error.code(), error.details() or "") from None
@@ -253,7 +245,7 @@ class LinkNERClient(BaseClient):
         method = self.channel.unary_unary(HEALTH_CHECK, request_serializer=health_request,
                                           response_deserializer=lambda raw: raw)
         try:
-            return health_status(method(service, timeout=timeout_s, metadata=self._auth_metadata())) == SERVING
+            return health_status(method(service, timeout=timeout_s, metadata=self._metadata())) == SERVING
         except grpc.RpcError:
             return False
 
@@ -264,7 +256,7 @@ class LinkNERClient(BaseClient):
         while True:
             remaining = deadline - time.monotonic()
             try:
-                response = method(request, timeout=max(0.001, remaining), metadata=self._metadata(remaining))
+                response = method(request, timeout=max(0.001, remaining), metadata=self._metadata())
                 self.budget.succeeded()
                 return response
             except grpc.RpcError as error:
@@ -311,7 +303,7 @@ class AsyncLinkNERClient(BaseClient):
         while True:
             remaining = deadline - time.monotonic()
             try:
-                response = await method(request, timeout=max(0.001, remaining), metadata=self._metadata(remaining))
+                response = await method(request, timeout=max(0.001, remaining), metadata=self._metadata())
                 self.budget.succeeded()
                 return response
             except grpc.aio.AioRpcError as error:

@@ -1,7 +1,8 @@
 """The gRPC server each ingress replica runs itself, on the port callers dial.
 
-Ray Serve's gRPC proxy (and its direct ingress) cannot speak TLS and reads messages of up to 2 GiB,
-so the ingress answers on a ``grpc.aio`` server of its own, on the replica's event loop:
+Ray Serve's gRPC proxy cannot speak TLS and reads messages of up to 2 GiB, so the ingress answers
+on a ``grpc.aio`` server of its own, on the replica's event loop, and Ray's proxies stay off
+(``proxy_location: Disabled``):
 
 - TLS, or mutual TLS, with the certificates named in ``server`` (``ServerConfig``);
 - a bearer token in the ``authorization`` metadata (``UNAUTHENTICATED`` without it; the health
@@ -14,8 +15,8 @@ so the ingress answers on a ``grpc.aio`` server of its own, on the replica's eve
 - ``SO_REUSEPORT``: every ingress replica of the application on a node listens on the same port
   and the kernel spreads connections, so the port outlives any one replica.
 
-The caller's gRPC deadline reaches the ingress as ``linkner-deadline-ms`` metadata and requests
-are decoded safely, exactly as through Ray's proxy (:mod:`deployments.grpc_deadlines`).
+Requests are decoded safely (:mod:`deployments.grpc_decoding`); the ingress reads each call's gRPC
+deadline from its context.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Callable
 
 import grpc
 
-from deployments.grpc_deadlines import server_streaming_handler, safe_deserializer, unary_handler
+from deployments.grpc_decoding import server_streaming_handler, safe_deserializer, unary_handler
 from linkner.service.limits import max_request_bytes
 from linkner.service.config import AUTH_TOKEN_ENV, RouterConfig, ServerConfig
 from protos.linkner.v1 import linkner_pb2_grpc

@@ -20,7 +20,6 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 import grpc
 from ray import serve
 
-from deployments.grpc_deadlines import DEADLINE_METADATA
 from deployments.handles import CoalescingRecognizer, HandleBackend, NERClient, NERPool
 from deployments.log_limits import limit_backpressure_warnings
 from deployments.metrics import IngressMetrics
@@ -53,19 +52,25 @@ def served_model_name(info: dict) -> str:
     return f"{info['checkpoint']} ({name})" if info.get("checkpoint") else name
 
 
+DEADLINE_METADATA = "linkner-deadline-ms"
+"""Milliseconds the caller still waits, for callers that cannot set a gRPC deadline (docs/api.md)."""
+
+
 def caller_deadline(grpc_context: Any) -> float | None:
-    """The caller's deadline as a wall-clock time: the earliest ``linkner-deadline-ms`` entry of the
-    call's metadata (the gRPC deadline itself, forwarded by :mod:`deployments.grpc_deadlines`, or
-    sent by a client that adds it)."""
-    earliest = None
-    for key, value in grpc_context.invocation_metadata() if grpc_context is not None else []:
+    """The caller's deadline as a wall-clock time: the earliest of its gRPC deadline and any
+    ``linkner-deadline-ms`` metadata entry; None when it set neither (or outside gRPC)."""
+    if grpc_context is None:
+        return None
+    now = time.time()
+    remaining = grpc_context.time_remaining()
+    deadlines = [] if remaining is None else [now + max(0.0, remaining)]
+    for key, value in grpc_context.invocation_metadata() or ():
         if key == DEADLINE_METADATA:
             try:
-                at = time.time() + max(0.0, float(value)) / 1000.0
+                deadlines.append(now + max(0.0, float(value)) / 1000.0)
             except ValueError:
                 continue
-            earliest = at if earliest is None else min(earliest, at)
-    return earliest
+    return min(deadlines, default=None)
 
 
 def caller_trace_context(grpc_context: Any) -> dict[str, str]:
@@ -166,12 +171,10 @@ class LinkNERIngress:
         self.service: LinkNERService | None = None
         self._building = asyncio.Lock()
         self.grpc_server, self.grpc_port = None, None
-        self._model_info: dict | None = None  # the model's describe(), asked once
-        if config.server.port is not None:
-            # the port opens once the model answers: until then Ray keeps the replicas this one replaces
-            # serving, and no call waits here for a model that is still loading (or an NER pool still starting)
-            self._model_info = await self.ner.describe()
-            await self._open_grpc_server()
+        # the port opens once the model answers: until then Ray keeps the replicas this one replaces
+        # serving, and no call waits here for a model that is still loading (or an NER pool still starting)
+        self._model_info = await self.ner.describe()
+        await self._open_grpc_server()
 
     @classmethod
     async def create(cls, ner: Any | None, llm: Any | None, config: AppConfig) -> "LinkNERIngress":
@@ -215,7 +218,7 @@ class LinkNERIngress:
         return self.service
 
     async def _build(self) -> LinkNERService:
-        info = self._model_info if self._model_info is not None else await self.ner.describe()
+        info = self._model_info
         backend = None
         if self.llm is not None:
             backend = HandleBackend(self.llm, await self.llm.model_id.remote(),

@@ -335,10 +335,8 @@ applications:
 
 - `proxy_location`, `http_options`, `grpc_options`, `runtime_env` and the application's `name`,
   `route_prefix`, `import_path` and `logging_config` are Ray Serve's; see Ray Serve's config-file
-  reference. With `server.port: null` the ingress opens no port of its own and callers go through
-  Ray's gRPC proxy instead (`proxy_location: HeadOnly`, `grpc_options.port`, and
-  `grpc_servicer_functions: [deployments.grpc_deadlines.add_LinkNERServicer_to_server,
-  deployments.grpc_deadlines.add_HealthServicer_to_server]`), sending `application` metadata.
+  reference. Callers reach the ingress replicas' own gRPC server (`server`), so Ray's proxies stay
+  off (`proxy_location: Disabled`).
 - `applications[0].args` is validated by `serve.app:build_app` against the models on this page.
   An unknown key, a wrong type or a value out of range stops the deployment with
   `invalid LinkNER application args:` and pydantic's list of what is wrong.

@@ -12,9 +12,6 @@ from linkner.service.config import AppConfig, Resources
 from linkner.service.prepare import absolute_paths
 from linkner.telemetry import with_environment
 
-GRPC_SERVICER = "deployments.grpc_deadlines.add_LinkNERServicer_to_server"  # forwards gRPC deadlines
-HEALTH_SERVICER = "deployments.grpc_deadlines.add_HealthServicer_to_server"  # grpc.health.v1, the same way
-
 
 class ConfigError(ValueError):
     """The application's args are invalid; the message says what to change."""
@@ -36,14 +33,13 @@ def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
         raise ConfigError(
             f"no trained model at ner.checkpoint={config.ner.checkpoint}: train the default one with `./run.sh` "
             "(or `linkner train --train TRAIN --dev DEV --output DIR`) and point ner.checkpoint at it")
-    if config.server.port is not None:
-        from deployments.grpc_server import ServerSetupError, auth_token, server_credentials
+    from deployments.grpc_server import ServerSetupError, auth_token, server_credentials
 
-        try:  # a missing certificate or token file fails the deployment here, not in every replica
-            server_credentials(config.server)
-            auth_token(config.server, {})
-        except ServerSetupError as error:
-            raise ConfigError(str(error)) from None
+    try:  # a missing certificate or token file fails the deployment here, not in every replica
+        server_credentials(config.server)
+        auth_token(config.server, {})
+    except ServerSetupError as error:
+        raise ConfigError(str(error)) from None
     train = config.router.demonstrations.train
     if train and not Path(train).is_file():
         raise ConfigError(f"router.demonstrations.train={train}: no such data file")
@@ -114,7 +110,7 @@ def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
         ).bind(config.llm_pool, config.telemetry)
     options = deployment_options(ingress_resources, config.router.max_ongoing_requests,
                                  config.router.max_queued_requests)
-    if config.server.port is not None and "autoscaling_config" in options:
+    if "autoscaling_config" in options:
         # Ray does not see the calls the ingress's own gRPC server answers: scale on what it reports
         options["autoscaling_config"] = {"policy": {"policy_function": AUTOSCALING_POLICY},
                                          **options["autoscaling_config"]}

@@ -152,8 +152,7 @@ class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = Field("127.0.0.1", description="address to listen on: 127.0.0.1 for this machine only, 0.0.0.0 "
                       "(or the node's address) to let other machines call")
-    port: int | None = Field(9000, ge=0, le=65535, description="port callers dial; null: no server of its own "
-                             "(callers go through Ray Serve's gRPC proxy, grpc_options in the Serve config)")
+    port: int = Field(9000, ge=0, le=65535, description="port callers dial (0: any free port, for tests)")
     tls_cert: str | None = Field(None, description="PEM server certificate (chain): with tls_key, the port "
                                  "speaks TLS only")
     tls_key: str | None = Field(None, description="PEM private key of tls_cert")

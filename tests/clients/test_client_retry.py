@@ -15,11 +15,12 @@ from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 
 class Flaky(pb_grpc.LinkNERServicer):
     def __init__(self, failures: int, code=grpc.StatusCode.UNAVAILABLE) -> None:
-        self.failures, self.code, self.calls, self.metadata = failures, code, 0, []
+        self.failures, self.code, self.calls, self.metadata, self.remaining = failures, code, 0, [], []
 
     def Recognize(self, request, context):  # noqa: N802
         self.calls += 1
         self.metadata.append(dict(context.invocation_metadata()))
+        self.remaining.append(context.time_remaining())
         if self.calls <= self.failures:
             context.abort(self.code, "not yet")
         return pb.RecognizeResponse(request_id=request.request_id,
@@ -45,11 +46,12 @@ def server():
 
 def test_sync_client_retries_unavailable_and_sends_metadata(server):
     servicer = Flaky(failures=2)
-    with LinkNERClient(server(servicer), application="app", retries=3, backoff_s=0.01) as client:
+    with LinkNERClient(server(servicer), retries=3, backoff_s=0.01, token="t0k") as client:
         result = client.recognize("Paris", request_id="r", timeout_s=5)
     assert servicer.calls == 3 and result.entities[0].label == "LOC" and result.request_id == "r"
-    assert servicer.metadata[0]["application"] == "app"
-    assert 0 < int(servicer.metadata[0]["linkner-deadline-ms"]) <= 5000
+    assert servicer.metadata[0]["authorization"] == "Bearer t0k"
+    assert 0 < servicer.remaining[0] <= 5  # the call's own gRPC deadline
+    assert not {"application", "linkner-deadline-ms"} & set(servicer.metadata[0])  # nothing Ray-specific
 
 
 def test_async_client_retries_too(server):

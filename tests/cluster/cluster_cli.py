@@ -223,14 +223,13 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def grpcjs(target: str, calls: list[dict[str, Any]], application: str = "", timeout_s: float = 180,
+def grpcjs(target: str, calls: list[dict[str, Any]], timeout_s: float = 180,
            env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """Run the grpc-js client (tests/interop/client.js) against ``target``, sending no
-    ``application`` metadata unless given; one result per call, by name."""
+    """Run the grpc-js client (tests/interop/client.js) against ``target``; one result per call, by name."""
     assert shutil.which("node") and (INTEROP / "node_modules" / "@grpc" / "grpc-js").is_dir(), \
         "grpc-js is missing: scripts/setup.sh installs it (npm ci --prefix tests/interop)"
     proto = ROOT / "protos" / "linkner" / "v1" / "linkner.proto"
-    done = subprocess.run(["node", str(INTEROP / "client.js"), target, application, str(proto), json.dumps(calls)],
+    done = subprocess.run(["node", str(INTEROP / "client.js"), target, str(proto), json.dumps(calls)],
                           capture_output=True, text=True, timeout=timeout_s, env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr[-3000:]
     return {result["name"]: result for result in map(json.loads, done.stdout.splitlines())}

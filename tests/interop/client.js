@@ -1,6 +1,6 @@
-// A gRPC client we did not write: grpc-js with only what any caller sends (Ray's `application`, unless ''
-// metadata, a standard gRPC deadline, optionally a W3C traceparent). Prints one JSON line per call.
-//   node client.js TARGET APPLICATION PROTO CALLS_JSON
+// A gRPC client we did not write: grpc-js with only what any caller sends (a standard gRPC deadline,
+// optionally a W3C traceparent). Prints one JSON line per call.
+//   node client.js TARGET PROTO CALLS_JSON
 // CALLS_JSON: [{"name", "method", "request", "deadline_ms", "metadata": {...}}, ...]
 // method "Health" calls grpc.health.v1.Health/Check: request {"service": ""}, response {"status": "SERVING"}.
 // Optional, from the environment: LINKNER_AUTH_TOKEN (sent as `authorization: Bearer <token>`) and
@@ -9,7 +9,7 @@ const fs = require('fs');
 const grpc = require('@grpc/grpc-js');
 const loader = require('@grpc/proto-loader');
 
-const [target, application, proto, callsJson] = process.argv.slice(2);
+const [target, proto, callsJson] = process.argv.slice(2);
 const definition = loader.loadSync(proto, {keepCase: true, longs: String, defaults: true, oneofs: true});
 const service = grpc.loadPackageDefinition(definition).linkner.v1.LinkNER;
 const credentials = process.env.LINKNER_TLS_CA
@@ -34,7 +34,6 @@ function decodeHealthResponse(bytes) {
 function call({name, method, request, deadline_ms, metadata}) {
   return new Promise((resolve) => {
     const meta = new grpc.Metadata();
-    if (application) meta.set('application', application);  // direct ingress needs none
     if (process.env.LINKNER_AUTH_TOKEN) meta.set('authorization', `Bearer ${process.env.LINKNER_AUTH_TOKEN}`);
     for (const [key, value] of Object.entries(metadata || {})) meta.set(key, value);
     const started = Date.now();

@@ -116,7 +116,7 @@ def delta(after, before, name: str, **labels) -> float:
 def test_prometheus_counters_move_by_exactly_what_was_sent(observed):
     from protos.linkner.v1 import linkner_pb2 as pb
 
-    metadata = [("application", "obs")]
+    metadata: list[tuple[str, str]] = []
     # a caller's deadline of 300 ms leaves the LLM step nothing (it ends 300 ms before the deadline):
     # an answer that had its local entities in time is degraded ``llm_timeout``; one that did not (a
     # loaded machine) ends DEADLINE_EXCEEDED. Sent until one timed out; every outcome is accounted below.
@@ -198,11 +198,10 @@ def test_a_callers_trace_holds_every_stage_with_its_parents(observed):
     trace_id, caller = "5bf92f3577b34da6a3ce929d0e0e4737", "10f067aa0ba902b7"
     seen_by_llm = len(observed["peer"].headers)
     with grpc.insecure_channel(observed["targets"]["obs"]) as channel:
-        unsampled = stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "obs")],
-                                            timeout=30)
+        unsampled = stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), timeout=30)
         reply = stub(channel).Recognize(
             pb.RecognizeRequest(text=TEXT), timeout=30,
-            metadata=[("application", "obs"), ("traceparent", f"00-{trace_id}-{caller}-01"),
+            metadata=[("traceparent", f"00-{trace_id}-{caller}-01"),
                       ("tracestate", "vendor=1"), ("baggage", "tenant=acme")])
     assert reply.trace_id == trace_id and reply.llm_spans > 0
     # the caller's baggage and trace reach the LLM server, through the ingress and the LLM pool
@@ -243,7 +242,7 @@ def test_standard_environment_variables_alone_configure_tracing(observed):
     trace_id = "6bf92f3577b34da6a3ce929d0e0e4738"
     with grpc.insecure_channel(observed["targets"]["env"]) as channel:
         reply = stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), timeout=30, metadata=[
-            ("application", "env"), ("traceparent", f"00-{trace_id}-20f067aa0ba902b7-01")])
+            ("traceparent", f"00-{trace_id}-20f067aa0ba902b7-01")])
     assert reply.trace_id == trace_id
     names = {"linkner.v1.LinkNER/Recognize", "linkner.request", "linkner.recognize", "linkner.ner.batch"}
     spans = observed["by_env"].wait_for(trace_id, names)

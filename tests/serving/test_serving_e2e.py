@@ -1,5 +1,5 @@
-"""End to end: a real Ray Serve instance on loopback, the real gRPC proxy and channel, a tiny
-trained checkpoint, the real router. The LLM pool speaks to an OpenAI-compatible HTTP peer
+"""End to end: a real Ray Serve instance on loopback, each application's ingress answering on its
+own gRPC port over a real channel, a tiny trained checkpoint, the real router. The LLM pool speaks to an OpenAI-compatible HTTP peer
 (fast, slow, or not there at all), so LLM success, failure and deadlines are all exercised."""
 
 from __future__ import annotations
@@ -54,20 +54,17 @@ def stale_checkpoint(checkpoint, folder):
 
 @pytest.fixture(scope="module")
 def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
-    """Ray + Serve once for the module; four applications, each answering on its own gRPC port,
-    and Ray's gRPC proxy for callers that name an application."""
+    """Ray + Serve once for the module (Ray's proxies off); four applications, each answering on
+    its own gRPC port."""
     from ray import serve
-    from ray.serve.config import gRPCOptions
 
     from linkner.data.readers import write_jsonl
-    from serve.app import GRPC_SERVICER, HEALTH_SERVICER, build_app
+    from serve.app import build_app
 
     assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"  # set by conftest before ray's import
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=8,
              object_store_memory=256 * 1024 * 1024, log_to_driver=False)
-    proxy = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
-                grpc_options=gRPCOptions(port=proxy, grpc_servicer_functions=[GRPC_SERVICER, HEALTH_SERVICER]))
+    serve.start(proxy_location="Disabled")
     fast, slow = OpenAIPeer(answer=lambda body: "person"), OpenAIPeer(answer=lambda body: "person", delay_s=5.0)
     fast.__enter__()
     slow.__enter__()
@@ -97,7 +94,7 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     serve.run(build_app(busy), name="busy", route_prefix="/busy")
     assert ray.util.get_node_ip_address() == "127.0.0.1"
     targets = {"main": address(main), "down": address(down), "slow": address(slow_args), "busy": address(busy)}
-    yield {"targets": targets, "proxy": f"127.0.0.1:{proxy}", "traces": traces, "fast": fast}
+    yield {"targets": targets, "traces": traces, "fast": fast}
     serve.shutdown()
     ray.shutdown()
     fast.__exit__(None, None, None)
@@ -211,25 +208,24 @@ def test_invalid_utf8_in_words_is_invalid_argument(cluster):
         stub = pb_grpc.LinkNERStub(channel)
         with pytest.raises(grpc.RpcError) as error:
             stub.Recognize(pb.RecognizeRequest(words=[b"Paris", b"ok\xff\xfe"]),
-                           metadata=[("application", "main")], timeout=20)
+                           timeout=20)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "words[1] is not valid UTF-8" in error.value.details()
 
 
 def test_a_lone_surrogate_is_invalid_argument_at_the_ingress_replica_too(cluster):
-    """Direct ingress decodes requests through the same safe registration as Ray's proxy."""
+    """A string field that is not valid UTF-8 is refused by name, not answered UNKNOWN."""
     from protos.linkner.v1 import linkner_pb2 as pb
 
     text = "Paris \ud800 ok".encode("utf-8", "surrogatepass")
     raw = b"\x0a" + bytes([len(text)]) + text  # field 1 (text), as a client that encodes surrogates sends it
-    for address in (target(cluster, "main"), cluster["proxy"]):
-        with grpc.insecure_channel(address) as channel:
-            call = channel.unary_unary("/linkner.v1.LinkNER/Recognize", request_serializer=None,
-                                       response_deserializer=pb.RecognizeResponse.FromString)
-            with pytest.raises(grpc.RpcError) as error:
-                call(raw, metadata=[("application", "main")], timeout=20)
-        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (address, error.value.details())
-        assert "valid UTF-8" in error.value.details()
+    with grpc.insecure_channel(target(cluster, "main")) as channel:
+        call = channel.unary_unary("/linkner.v1.LinkNER/Recognize", request_serializer=None,
+                                   response_deserializer=pb.RecognizeResponse.FromString)
+        with pytest.raises(grpc.RpcError) as error:
+            call(raw, timeout=20)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    assert "valid UTF-8" in error.value.details()
 
 
 def test_failing_llm_gives_degraded_answer_with_local_entities(cluster):
@@ -329,33 +325,16 @@ def raw_stub(channel):
 
 
 def test_a_plain_grpc_deadline_is_honoured_without_custom_metadata(cluster):
-    """What any gRPC client sends (grpc-js, Go, Java): only its deadline. The server reads it through
-    the proxy and answers in time with the local entities, marked degraded."""
+    """What any gRPC client sends (grpc-js, Go, Java): only its deadline. The server reads it and
+    answers in time with the local entities, marked degraded."""
     from protos.linkner.v1 import linkner_pb2 as pb
 
     with grpc.insecure_channel(target(cluster, "slow")) as channel:
         started = time.monotonic()
-        reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "slow")],
-                                            timeout=2.0)
+        reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), timeout=2.0)
     assert time.monotonic() - started < 2.0
     assert reply.degraded and "deadline" in reply.degraded_reason
     assert reply.entities and all(e.source == "local" for e in reply.entities)
-
-
-def test_rays_proxy_still_answers_by_application_with_the_callers_deadline(cluster):
-    """The ingress replicas answer on their own ports; Ray's gRPC proxy, beside them, still routes
-    by the ``application`` metadata and forwards a plain gRPC deadline."""
-    from protos.linkner.v1 import linkner_pb2 as pb
-
-    assert cluster["proxy"] not in cluster["targets"].values()
-    with grpc.insecure_channel(cluster["proxy"]) as channel:
-        local = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT, options=pb.Options(policy="none")),
-                                            metadata=[("application", "main")], timeout=20)
-        started = time.monotonic()
-        slow = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "slow")],
-                                           timeout=2.0)
-    assert local.entities and not local.degraded
-    assert time.monotonic() - started < 2.0 and slow.degraded and "deadline" in slow.degraded_reason
 
 
 def test_the_server_answer_budget_answers_callers_without_a_deadline(cluster):
@@ -363,7 +342,7 @@ def test_the_server_answer_budget_answers_callers_without_a_deadline(cluster):
 
     with grpc.insecure_channel(target(cluster, "slow")) as channel:
         started = time.monotonic()
-        reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "slow")])
+        reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT))
     elapsed = time.monotonic() - started
     assert elapsed < 5.0  # budget 4 s; the LLM alone takes 5 s, so an answer before it means the budget held
     assert reply.degraded and reply.degraded_kind == "llm_timeout" and reply.entities
@@ -380,8 +359,7 @@ def test_overload_is_refused_at_once_with_resource_exhausted(cluster):
         with grpc.insecure_channel(target(cluster, "slow")) as channel:
             started = time.monotonic()
             try:
-                raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "slow")],
-                                            timeout=20)
+                raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), timeout=20)
                 return grpc.StatusCode.OK, time.monotonic() - started
             except grpc.RpcError as error:
                 return error.code(), time.monotonic() - started
@@ -406,8 +384,7 @@ def test_an_overloaded_llm_pool_answers_the_overflow_locally_at_once(cluster):
     def call(_):
         with grpc.insecure_channel(target(cluster, "busy")) as channel:
             started = time.monotonic()
-            reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=[("application", "busy")],
-                                                timeout=30)
+            reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), timeout=30)
             return reply, time.monotonic() - started
 
     with ThreadPoolExecutor(5) as pool:
@@ -437,7 +414,7 @@ def test_a_bad_stream_ends_invalid_argument_before_any_answer(cluster, texts, me
     request = pb.RecognizeBatchRequest(items=[pb.RecognizeRequest(text=text) for text in texts])
     received = []
     with grpc.insecure_channel(target(cluster, "main")) as channel, pytest.raises(grpc.RpcError) as error:
-        for reply in raw_stub(channel).RecognizeStream(request, metadata=[("application", "main")], timeout=20):
+        for reply in raw_stub(channel).RecognizeStream(request, timeout=20):
             received.append(reply)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
     assert received == []
@@ -480,7 +457,7 @@ def test_health_and_traces_of_every_stage(cluster):
 
     with grpc.insecure_channel(target(cluster, "main")) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
-                                                         metadata=[("application", "main")], timeout=20)
+                                                         timeout=20)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     with client(cluster) as c:
         assert c.health()
@@ -516,7 +493,7 @@ def test_a_callers_traceparent_becomes_the_parent_of_every_stage(cluster):
     from protos.linkner.v1 import linkner_pb2 as pb
 
     trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    metadata = [("application", "main"), ("traceparent", f"00-{trace_id}-{parent_id}-01")]
+    metadata = [("traceparent", f"00-{trace_id}-{parent_id}-01")]
     with grpc.insecure_channel(target(cluster, "main")) as channel:
         reply = raw_stub(channel).Recognize(pb.RecognizeRequest(text=TEXT), metadata=metadata, timeout=20)
     assert reply.trace_id == trace_id
@@ -548,7 +525,7 @@ def grpcjs(cluster, application, calls):
     assert shutil.which("node") and (folder / "node_modules" / "@grpc" / "grpc-js").is_dir(), \
         "grpc-js is missing: scripts/setup.sh installs it (npm ci --prefix tests/interop)"
     proto = folder.parents[1] / "protos" / "linkner" / "v1" / "linkner.proto"
-    done = subprocess.run(["node", str(folder / "client.js"), target(cluster, application), application, str(proto),
+    done = subprocess.run(["node", str(folder / "client.js"), target(cluster, application), str(proto),
                            json.dumps(calls)], capture_output=True, text=True, timeout=120, check=True)
     return {result["name"]: result for result in map(json.loads, done.stdout.splitlines())}
 
@@ -588,13 +565,13 @@ def test_client_command_line_file_and_recognize(cluster, tmp_path, capsys):
     docs = tmp_path / "docs.txt"
     docs.write_text("John Smith visited Paris yesterday .\n\nnothing happened today .\nAli Khan left Reuters .\n")
     out = tmp_path / "out.jsonl"
-    code = main(["--target", target(cluster, "main"), "--application", "main", "--policy", "none",
+    code = main(["--target", target(cluster, "main"), "--policy", "none",
                  "file", str(docs), "--out", str(out), "--concurrency", "2"])
     assert code == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["line"] for r in records] == [1, 3, 4]
     assert records[0]["entities"] and records[1]["entities"] == []
-    assert main(["--target", target(cluster, "main"), "--application", "main", "--policy", "none",
+    assert main(["--target", target(cluster, "main"), "--policy", "none",
                  "recognize", "Mary Jones visited Cairo ."]) == 0
     assert "Mary Jones\tPER\tlocal" in capsys.readouterr().out
 
