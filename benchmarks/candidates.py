@@ -7,7 +7,7 @@ span that is not a gold entity), how often the gold answer was offered at all, e
 and linked F1 when the most uncertain 5/10/20% of spans go to the LLM. Prints a markdown table;
 writes JSON (and the table beside it).
 
-    python benchmarks/candidates.py --model artifacts/models/default --sentences 1000 \
+    python -m benchmarks.candidates --model artifacts/models/default --sentences 1000 \
         [--backend vllm|transformers|oracle] [--mode letter] [--candidates 2] [--demonstrations none]
 """
 
@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from linkner.data.spans import Sentence  # noqa: E402
-from linkner.evaluation.calibration import linked_f1  # noqa: E402
-from linkner.evaluation.linking import gold_answer, sweep  # noqa: E402
-from linkner.llm.protocol import NON_ENTITY, LLMBackend  # noqa: E402
-from linkner.routing.answers import AnswerCache  # noqa: E402
-from linkner.routing.linker import backend_candidates, candidate_labels  # noqa: E402
-from linkner.routing.ranking import rank_by_uncertainty, share_count  # noqa: E402
+from benchmarks.common import DEFAULT_LLM, argument_parser, markdown_table, write_results
+from linkner.data.spans import Sentence
+from linkner.evaluation.calibration import linked_f1
+from linkner.evaluation.linking import gold_answer, sweep
+from linkner.llm.protocol import NON_ENTITY, LLMBackend
+from linkner.routing.answers import AnswerCache
+from linkner.routing.linker import backend_candidates, candidate_labels
+from linkner.routing.ranking import rank_by_uncertainty, share_count
 
 if TYPE_CHECKING:
     from linkner.llm.demonstrations import DemonstrationSelector
@@ -74,22 +70,18 @@ async def compare_forms(predictor: Any, sentences: Sequence[Sentence], forms: di
 def markdown(result: dict[str, Any]) -> str:
     """One row per option form: accuracy on the routed spans and linked F1 at each share."""
     shares = result["shares"]
-    lines = [f"{result['sentences']} dev sentences, {result['spans']} predicted spans, {result['routed']} routed "
-             f"(most uncertain by {result['estimator']}); local-only F1 {100 * result['local_f1']:.2f}", "",
-             "| options | model | accuracy on routed | gold offered | errors | ms/span | "
-             + " | ".join(f"F1 @ {100 * s:g}%" for s in shares) + " |",
-             "|---|---|---|---|---|---|" + "---|" * len(shares)]
-    for name, form in result["forms"].items():
-        lines.append(f"| {name} | {form['model']} | {100 * form['accuracy']:.1f}% | {100 * form['gold_offered']:.1f}% | "
-                     f"{form['errors']} | {form['ms_per_span']:.0f} | "
-                     + " | ".join(f"{100 * form['f1'][f'{s:g}']:.2f}" for s in shares) + " |")
-    return "\n".join(lines)
+    rows = [(name, form["model"], f"{100 * form['accuracy']:.1f}%", f"{100 * form['gold_offered']:.1f}%",
+             form["errors"], f"{form['ms_per_span']:.0f}", *(f"{100 * form['f1'][f'{s:g}']:.2f}" for s in shares))
+            for name, form in result["forms"].items()]
+    return "\n".join([
+        f"{result['sentences']} dev sentences, {result['spans']} predicted spans, {result['routed']} routed "
+        f"(most uncertain by {result['estimator']}); local-only F1 {100 * result['local_f1']:.2f}", "",
+        markdown_table(["options", "model", "accuracy on routed", "gold offered", "errors", "ms/span",
+                        *(f"F1 @ {100 * s:g}%" for s in shares)], rows)])
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
+    parser = argument_parser(__doc__, model=True, data_dir=True, out="candidates.json")
     parser.add_argument("--sentences", type=int, default=1000, help="the first N dev sentences")
     parser.add_argument("--backend", choices=["auto", "vllm", "transformers", "oracle"], default="auto")
     parser.add_argument("--mode", choices=["letter", "label", "choice"], default="letter")
@@ -99,7 +91,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shares", default=",".join(f"{s:g}" for s in SHARES))
     parser.add_argument("--estimator", default="confidence")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "candidates.json")
     return parser.parse_args(argv)
 
 
@@ -114,7 +105,7 @@ def build_forms(args: argparse.Namespace, sentences: Sequence[Sentence]) -> dict
     backend_name = args.backend if args.backend != "auto" else ("vllm" if vllm_available() else "transformers")
     from linkner.llm.prepare import prepare_llm
 
-    folder = prepare_llm(ROOT / "artifacts" / "llm" / "smollm2-135m")
+    folder = prepare_llm(DEFAULT_LLM)
     backend = build_backend(LLMConfig(backend=backend_name, model=str(folder), mode=args.mode, threads=args.threads))
     return {"all": backend, f"candidates (top {args.candidates})": backend.with_candidates(args.candidates)}
 
@@ -139,12 +130,7 @@ async def main_async(args: argparse.Namespace) -> int:
         for backend in {id(b): b for b in forms.values()}.values():
             await backend.close()
     result["demonstrations"] = args.demonstrations if args.demonstrations == "none" else f"{args.demonstrations} (k={args.k})"
-    table = markdown(result)
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}", file=sys.stderr)
+    write_results(args.out, result, markdown(result))
     return 0
 
 

@@ -1,7 +1,8 @@
 """A real multi-node Ray cluster on one machine, the application deployed to it as a user would,
 a closed-loop gRPC load, and the faults to inject while it runs.
 
-Used by ``tests/test_reliability.py`` (short runs) and ``benchmarks/reliability.py`` (long runs).
+Used by ``tests/benchmarks/test_reliability.py`` (short runs) and ``python -m benchmarks.reliability``
+(long runs); the load is :class:`benchmarks.load.ClosedLoad`.
 The nodes are separate raylets on loopback (Ray's own ``ray.cluster_utils.Cluster``): a head
 holding the Serve controller, the gRPC proxy, the ingress and the LLM pool (custom resource
 ``head``), and worker nodes offering ``ner_slot``, so one NER replica lands on each.
@@ -9,26 +10,21 @@ holding the Serve controller, the gRPC proxy, the ingress and the LLM pool (cust
 
 from __future__ import annotations
 
-import asyncio
 import os
-import random
 import shutil
-import sys
 import tempfile
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.load import ClosedLoad
+from linkner.paths import PROJECT_ROOT
+from serve.ports import free_port
+
 MIB = 1024 * 1024
 APP = "linkner"
 HEAD_RESOURCE, NER_RESOURCE = "head", "ner_slot"
-
-sys.path.insert(0, str(ROOT))
-from serve.ports import free_port  # noqa: E402 (after the path insert)
 
 
 def _loopback_env() -> None:
@@ -36,8 +32,8 @@ def _loopback_env() -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # nodes start by fork + exec under gRPC load
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if str(ROOT) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *[p for p in paths if p]])
+    if str(PROJECT_ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *[p for p in paths if p]])
 
 
 class MultiNodeCluster:
@@ -184,131 +180,6 @@ def rss_mib(pid: int) -> float:
     import psutil
 
     return psutil.Process(pid).memory_info().rss / MIB
-
-
-# ---------------------------------------------------------------------------------------- load
-
-@dataclass
-class LoadStats:
-    """What a closed-loop load saw. ``retried``: attempts the clients retried transparently;
-    ``failed``: calls that failed for the caller (after retries), by status."""
-
-    sent: int = 0
-    ok: int = 0
-    retried: int = 0
-    failed: Counter = field(default_factory=Counter)
-    attempt_failures: Counter = field(default_factory=Counter)  # every failed attempt's status, retried or not
-    degraded: Counter = field(default_factory=Counter)  # degraded answers, by reason
-    invalid: list[str] = field(default_factory=list)  # answers whose entities do not match the text
-    latencies_s: list[float] = field(default_factory=list)
-    done_at: list[float] = field(default_factory=list)  # monotonic times of successful answers
-    llm_spans: int = 0
-
-    def rate(self, start: float, end: float) -> float:
-        """Successful answers per second between two monotonic times."""
-        return sum(start <= t < end for t in self.done_at) / max(end - start, 1e-9)
-
-    def p(self, quantile: float) -> float:
-        ordered = sorted(self.latencies_s)
-        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else float("nan")
-
-    def recovered_after(self, fault_at: float, baseline: float, share: float = 0.8, window_s: float = 2.0) -> float | None:
-        """Seconds from ``fault_at`` until a ``window_s`` window first reaches ``share`` of ``baseline``
-        answers per second again (and every later window of the run too); None if it never does."""
-        end = max(self.done_at, default=fault_at)
-        t, first = fault_at, None
-        while t + window_s <= end:
-            good = self.rate(t, t + window_s) >= share * baseline
-            first = (first if first is not None else t) if good else None
-            t += 0.25
-        return None if first is None else first - fault_at
-
-    def summary(self) -> dict[str, Any]:
-        return {"sent": self.sent, "ok": self.ok, "failed": sum(self.failed.values()),
-                "failed_by_status": dict(self.failed), "retried": self.retried,
-                "failed_attempts_by_status": dict(self.attempt_failures),
-                "degraded": sum(self.degraded.values()), "invalid": len(self.invalid),
-                "p50_ms": round(1000 * self.p(0.5), 1), "p99_ms": round(1000 * self.p(0.99), 1)}
-
-
-TEXTS = [
-    "John Smith visited Paris yesterday. Google said Mary Jones will move to Tokyo.",
-    "Anna Berg left Reuters last week .",
-    "in London , Acme Corp opened a new office .",
-    "the talks between United Nations and Peter Blackburn ended .",
-    "nothing happened today .",
-]
-
-
-def check_answer(text: str, result: Any) -> str | None:
-    """Why an answer is wrong, or None: each entity's character slice of the text equals its text."""
-    for entity in result.entities:
-        if text[entity.char_start : entity.char_end] != entity.text:
-            return f"{text!r}[{entity.char_start}:{entity.char_end}] != {entity.text!r}"
-    return None
-
-
-class ClosedLoad:
-    """``clients`` concurrent callers, each sending its next request as soon as the last one is
-    answered, through the project's asyncio client (retries with jittered backoff and a budget).
-    Runs in its own thread and event loop, so the caller can inject faults meanwhile."""
-
-    def __init__(self, served: Served, clients: int = 8, texts: Sequence[str] = TEXTS, timeout_s: float = 10.0,
-                 retries: int = 5, **options: Any) -> None:
-        self.served, self.clients, self.texts = served, clients, list(texts)
-        self.timeout_s, self.retries, self.options = timeout_s, retries, options
-        self.stats = LoadStats()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> "ClosedLoad":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def stop(self) -> LoadStats:
-        self._stop.set()
-        self._thread.join(timeout=self.timeout_s * (self.retries + 2))
-        return self.stats
-
-    async def _run(self) -> None:
-        await asyncio.gather(*(self._caller(number) for number in range(self.clients)))
-
-    async def _caller(self, number: int) -> None:
-        from clients.client import AsyncLinkNERClient, LinkNERError
-
-        stats = self.stats
-
-        class Counting(AsyncLinkNERClient):
-            def _retry_delay(self, code: Any, attempt: int, deadline: float) -> float | None:
-                stats.attempt_failures[code.name] += 1
-                delay = super()._retry_delay(code, attempt, deadline)
-                stats.retried += delay is not None
-                return delay
-
-        rng = random.Random(number)
-        async with Counting(self.served.target, self.served.app, timeout_s=self.timeout_s,
-                            retries=self.retries, backoff_s=0.1) as client:
-            while not self._stop.is_set():
-                text = rng.choice(self.texts)
-                stats.sent += 1
-                started = time.monotonic()
-                try:
-                    result = await client.recognize(text, **self.options)
-                except LinkNERError as error:
-                    stats.failed[error.code.name] += 1
-                    continue
-                stats.latencies_s.append(time.monotonic() - started)
-                stats.done_at.append(time.monotonic())
-                stats.ok += 1
-                stats.llm_spans += result.llm_spans
-                if result.degraded:
-                    stats.degraded[result.degraded_reason] += 1
-                problem = check_answer(text, result)
-                if problem:
-                    stats.invalid.append(problem)
 
 
 # ---------------------------------------------------------------------------------------- faults

@@ -5,7 +5,7 @@ at a 10% LLM share, ECE before and after calibration, the perturbed test sets (t
 learned estimator's added time per sentence, and document-level label consistency as a decoding
 option (F1 with and without). Writes JSON, markdown and a reliability PNG to benchmarks/results/.
 
-    python benchmarks/error_detector.py --model artifacts/models/default [--save]
+    python -m benchmarks.error_detector --model artifacts/models/default [--save]
 
 ``--save`` writes ``error_detector.json`` beside the checkpoint (it never changes other files).
 """
@@ -14,38 +14,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from linkner.data.readers import conll_documents, read_dataset  # noqa: E402
-from linkner.evaluation.linking import sweep  # noqa: E402
-from linkner.evaluation.perturb import perturb  # noqa: E402
-from linkner.evaluation.scores import UncertaintyQuality, entity_scores, reliability_plot, uncertainty_quality  # noqa: E402
-from linkner.llm.oracle import OracleBackend  # noqa: E402
-from linkner.model.decoding import consistent_labels  # noqa: E402
-from linkner.model.predictor import SpanPredictor  # noqa: E402
-from linkner.routing.answers import AnswerCache  # noqa: E402
-from linkner.routing.ranking import rank_by_uncertainty, share_count  # noqa: E402
-from linkner.uncertainty.detector import TIE_BREAK, load_detector  # noqa: E402
-from linkner.uncertainty.features import document_groups, feature_matrix  # noqa: E402
-from linkner.uncertainty.fitting import BASE_ESTIMATORS, collect, fit_isotonic, fit_on_dev, wrong_labels  # noqa: E402
+from benchmarks.common import argument_parser, markdown_table, write_results
+from linkner.data.readers import conll_documents, read_dataset
+from linkner.evaluation.linking import sweep
+from linkner.evaluation.perturb import perturb
+from linkner.evaluation.scores import UncertaintyQuality, entity_scores, reliability_plot, uncertainty_quality
+from linkner.llm.oracle import OracleBackend
+from linkner.model.decoding import consistent_labels
+from linkner.model.predictor import SpanPredictor
+from linkner.paths import PROJECT_ROOT
+from linkner.routing.answers import AnswerCache
+from linkner.routing.ranking import rank_by_uncertainty, share_count
+from linkner.uncertainty.detector import TIE_BREAK, load_detector
+from linkner.uncertainty.features import document_groups, feature_matrix
+from linkner.uncertainty.fitting import BASE_ESTIMATORS, collect, fit_isotonic, fit_on_dev, wrong_labels
 
 BASE = list(BASE_ESTIMATORS)
 SHARES = [0.02, 0.05, 0.1, 0.2]
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser = argument_parser(__doc__, model=True, data_dir=True, out_dir=True)
     parser.add_argument("--kind", choices=["trees", "logistic"], default="trees")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
@@ -152,7 +146,7 @@ def main() -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     plot = reliability_plot(qualities_for_plot, args.out_dir / "reliability-learned.png",
                             f"{args.model.name}: reliability on CoNLL-2003 test")
-    results["reliability_plot"] = str(plot.relative_to(ROOT)) if plot.is_relative_to(ROOT) else str(plot)
+    results["reliability_plot"] = str(plot.relative_to(PROJECT_ROOT) if plot.is_relative_to(PROJECT_ROOT) else plot)
 
     if args.save:
         path = detector.save(args.model)
@@ -173,33 +167,31 @@ def main() -> int:
     results["seconds_per_sentence"] = seconds
     results["learned_added_share"] = seconds["confidence+learned"] / seconds["confidence"] - 1.0
     results["threads"] = torch.get_num_threads()
-    table = markdown(results)
-    print(table)
-    (args.out_dir / "error_detector.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    (args.out_dir / "error_detector.md").write_text(table + "\n", encoding="utf-8")
+    write_results(args.out_dir / "error_detector.json", results, markdown(results))
     return 0
 
 
 def markdown(results: dict) -> str:
     sets = results["sets"]
     names = [q["estimator"] for q in sets["test"]["quality"]]
-    lines = ["| estimator | dev AUROC | test AUROC | test-typo AUROC | test-oov AUROC | test-oov-real AUROC | dev ECE |"
-             " test ECE | test oracle F1 at 10% (gain) |", "|---|---|---|---|---|---|---|---|---|"]
     local = sets["test"]["f1"]
+    estimators = []
     for name in names:
         q = {s: next(x for x in sets[s]["quality"] if x["estimator"] == name) for s in sets}
         oracle_key = {"learned (uncalibrated)": "learned", "confidence + isotonic": "confidence"}.get(name, name)
         at10 = sets["test"]["oracle"].get(oracle_key, {}).get("0.1")
         oracle = "same ranking as above" if name in ("learned (uncalibrated)", "confidence + isotonic") else (
             f"{100 * at10:.2f} ({100 * (at10 - local):+.2f})" if at10 is not None else "")
-        lines.append(f"| {name} | {q['dev']['auroc']:.3f} | {q['test']['auroc']:.3f} | {q['test-typo']['auroc']:.3f} | "
-                     f"{q['test-oov']['auroc']:.3f} | {q['test-oov-real']['auroc']:.3f} | {q['dev']['ece']:.3f} | {q['test']['ece']:.3f} | {oracle} |")
-    lines += ["", "| set | spans | wrong | local F1 | oracle F1 at 10%: confidence | learned | F1 with document label "
-              "consistency |", "|---|---|---|---|---|---|---|"]
-    for name, entry in sets.items():
-        lines.append(f"| {name} | {entry['spans']} | {entry['wrong']} | {100 * entry['f1']:.2f} | "
-                     f"{100 * entry['oracle']['confidence']['0.1']:.2f} | {100 * entry['oracle']['learned']['0.1']:.2f} | "
-                     f"{100 * entry['f1_consistent']:.2f} |")
+        aurocs = (f"{q[s]['auroc']:.3f}" for s in ("dev", "test", "test-typo", "test-oov", "test-oov-real"))
+        estimators.append((name, *aurocs, f"{q['dev']['ece']:.3f}", f"{q['test']['ece']:.3f}", oracle))
+    lines = [markdown_table(["estimator", "dev AUROC", "test AUROC", "test-typo AUROC", "test-oov AUROC",
+                             "test-oov-real AUROC", "dev ECE", "test ECE", "test oracle F1 at 10% (gain)"], estimators),
+             "", markdown_table(
+                 ["set", "spans", "wrong", "local F1", "oracle F1 at 10%: confidence", "learned",
+                  "F1 with document label consistency"],
+                 [(name, entry["spans"], entry["wrong"], f"{100 * entry['f1']:.2f}",
+                   *(f"{100 * entry['oracle'][estimator]['0.1']:.2f}" for estimator in ("confidence", "learned")),
+                   f"{100 * entry['f1_consistent']:.2f}") for name, entry in sets.items()])]
     seconds = results["seconds_per_sentence"]
     lines += ["", f"In-process predictor, {results['threads']} thread(s): {1000 * seconds['confidence']:.2f} ms/sentence "
               f"with confidence, {1000 * seconds['confidence+learned']:.2f} ms with learned too "

@@ -2,27 +2,24 @@
 contract that does no work (an empty answer), under the serving benchmark's closed loop.
 
 Its CPU per request is what any Python gRPC front end pays before Ray Serve's request handling,
-routing and the model; set against ``benchmarks/serving.py``'s ingress CPU per request, it tells
+routing and the model; set against ``benchmarks.serving``'s ingress CPU per request, it tells
 how much of the stack is the server framework and how much is the rest.
 
-    python benchmarks/grpc_floor.py [--seconds 8] [--concurrency 1,32]
+    python -m benchmarks.grpc_floor [--seconds 8] [--concurrency 1,32]
 
 Writes ``benchmarks/results/grpc_floor.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import multiprocessing
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.common import argument_parser, markdown_table, write_results
+from benchmarks.load import closed_loop
 
 TEXT = "EU rejects German call to boycott British lamb ."
 
@@ -55,8 +52,8 @@ def bare_server(port: int, ready: Any, use_uvloop: bool) -> None:
 
 def measure(use_uvloop: bool, levels: list[int], seconds: float) -> list[dict[str, Any]]:
     """One bare server (in a process of its own); a row per concurrency level."""
+    from benchmarks.serving import cpu_seconds
     from serve.ports import free_port
-    from serving import closed_loop, cpu_seconds
 
     context = multiprocessing.get_context("spawn")
     port, ready = free_port(), context.Event()
@@ -84,23 +81,20 @@ def measure(use_uvloop: bool, levels: list[int], seconds: float) -> list[dict[st
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["Bare grpc.aio server of linkner.v1.LinkNER (empty answers), closed loop from a grpc.aio stub", "",
-             "| server event loop | callers | requests/s | server CPU ms / request | load generator CPU ms / request |",
-             "|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['event_loop']} | {row['concurrency']} | {row['requests_per_s']:.0f} | "
-                     f"{row['server_cpu_ms_per_request']:.2f} | {row['client_cpu_ms_per_request']:.2f} |")
-    return "\n".join(lines)
+    return "\n".join([
+        "Bare grpc.aio server of linkner.v1.LinkNER (empty answers), closed loop from a grpc.aio stub", "",
+        markdown_table(["server event loop", "callers", "requests/s", "server CPU ms / request",
+                        "load generator CPU ms / request"],
+                       [(row["event_loop"], row["concurrency"], f"{row['requests_per_s']:.0f}",
+                         f"{row['server_cpu_ms_per_request']:.2f}", f"{row['client_cpu_ms_per_request']:.2f}")
+                        for row in rows])])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, out="grpc_floor.json")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", default="1,32")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "grpc_floor.json")
     args = parser.parse_args(argv)
-    from serving import write_results
-
     levels = [int(level) for level in args.concurrency.split(",")]
     rows = measure(False, levels, args.seconds) + measure(True, levels, args.seconds)
     write_results(args.out, {"rows": rows}, markdown(rows))

@@ -1,7 +1,7 @@
 """Hostile requests for the live gRPC API: hypothesis strategies, their wire encoding (a string
 field may hold invalid UTF-8, as some clients send a lone UTF-16 surrogate), one call, and what a
-correct outcome is. Used by ``tests/test_reliability.py`` (a bounded number of examples) and
-``benchmarks/reliability.py`` (more)."""
+correct outcome is. Used by ``tests/benchmarks/test_reliability.py`` (a bounded number of examples)
+and ``benchmarks.reliability`` (more)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,16 @@
 """The LinkNER ingress without Ray: the same ``LinkNERIngress`` class, its embedded model in the
 same worker processes, answering on its own ``grpc.aio`` server (uvloop) in an ordinary process.
 
-``benchmarks/serving.py --compare-without-ray`` runs it beside the served rows, under the same
+``python -m benchmarks.serving --compare-without-ray`` runs it beside the served rows, under the same
 closed-loop load: what is left between served and in-process throughput once Ray Serve is out of
 the path is the per-request work of gRPC and the ingress itself. Not a way to serve: no replicas,
 queues, autoscaling, draining, health or Prometheus metrics.
 
-    python benchmarks/ingress_without_ray.py --port PORT --app-args JSON [--count-passes]
+    python -m benchmarks.ingress_without_ray --port PORT --app-args JSON [--count-passes]
 
 With ``--count-passes`` it also counts the forward passes its model runs and their sentences, and
 prints ``PASSES <passes> <sentences>`` (totals so far) on stdout at each SIGUSR1
-(``benchmarks/pass_sizes.py`` reads how many sentences a pass carried at each load).
+(``benchmarks.pass_sizes`` reads how many sentences a pass carried at each load).
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import argument_parser
+
 READY = "READY"  # printed on stdout once the server answers
 PASSES = "PASSES"  # with --count-passes: "PASSES <passes> <sentences>" at each SIGUSR1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--port", type=int, required=True, help="loopback port to answer gRPC on")
     parser.add_argument("--app-args", required=True, help="the application's args as JSON (serve_config's `args`)")
     parser.add_argument("--count-passes", action="store_true", help="count passes and sentences (SIGUSR1 prints them)")
@@ -72,7 +72,6 @@ async def serve_forever(port: int, app_args: dict[str, Any], count_passes: bool 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     import uvloop  # what Ray runs a replica's event loop on
 
     uvloop.run(serve_forever(args.port, json.loads(args.app_args), args.count_passes))

@@ -2,8 +2,8 @@
 at a time and batched, against the bare encoder (the ceiling) and a Hugging Face token-classification
 pipeline on the same encoder, all on the same CoNLL test sentences and torch thread count.
 
-    python benchmarks/inprocess.py [--model DIR] [--sentences 1000] [--threads 1] [--batch-size 16] [--quick]
-    python benchmarks/inprocess.py --device cuda --autocast float16 --hf-encoder checkpoint   # on a GPU
+    python -m benchmarks.inprocess [--model DIR] [--sentences 1000] [--threads 1] [--batch-size 16] [--quick]
+    python -m benchmarks.inprocess --device cuda --autocast float16 --hf-encoder checkpoint   # on a GPU
 
 Rows (each repeated, interleaved, median reported):
   encoder      tokenizer + encoder forward only, the predictor's own length-planned batches
@@ -30,15 +30,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import argument_parser, markdown_table, write_results
+from linkner.paths import ARTIFACTS
 
 if TYPE_CHECKING:
     from linkner.model.predictor import SpanPredictor
     from linkner.model.processes import PredictorProcesses
 
 Words = Sequence[str]
-HF_HEAD_DIR = ROOT / "artifacts" / "hf-token-head"
+HF_HEAD_DIR = ARTIFACTS / "hf-token-head"
 
 
 @dataclass
@@ -63,15 +63,6 @@ class Row:
         best = min(self.seconds)
         return {**asdict(self), "sentences_per_s": self.sentences_per_s, "words_per_s": self.words / self.median_s,
                 "ms_per_sentence": 1000 * self.median_s / self.sentences, "best_sentences_per_s": self.sentences / best}
-
-
-def default_data_dir() -> Path:
-    """``$LINKNER_CONLL_DIR``, else ``shared/data/conll2003`` beside the checkout (or beside its
-    parent, for a worktree)."""
-    if os.environ.get("LINKNER_CONLL_DIR"):
-        return Path(os.environ["LINKNER_CONLL_DIR"])
-    candidates = [base / "shared" / "data" / "conll2003" for base in (ROOT.parent, ROOT.parent.parent)]
-    return next((path for path in candidates if path.is_dir()), candidates[0])
 
 
 def load_sentences(path: Path, count: int) -> list[list[str]]:
@@ -296,15 +287,13 @@ def ratios(rows: list[Row]) -> dict[str, float]:
 
 
 def markdown(rows: list[Row], ratio: dict[str, float], header: str) -> str:
-    lines = [header, "", "| configuration | sentences/s | words/s | ms/sentence | best sentences/s |",
-             "|---|---|---|---|---|"]
-    for row in rows:
-        s = row.summary()
-        lines.append(f"| {row.name}: {row.description} | {s['sentences_per_s']:.1f} | {s['words_per_s']:.0f} | "
-                     f"{s['ms_per_sentence']:.2f} | {s['best_sentences_per_s']:.1f} |")
-    lines += ["", "| ratio | value |", "|---|---|"]
-    lines += [f"| {name.replace('_', ' ')} | {value:.2f} |" for name, value in ratio.items()]
-    return "\n".join(lines)
+    summaries = [(row, row.summary()) for row in rows]
+    return "\n".join([header, "", markdown_table(
+        ["configuration", "sentences/s", "words/s", "ms/sentence", "best sentences/s"],
+        [(f"{row.name}: {row.description}", f"{s['sentences_per_s']:.1f}", f"{s['words_per_s']:.0f}",
+          f"{s['ms_per_sentence']:.2f}", f"{s['best_sentences_per_s']:.1f}") for row, s in summaries]), "",
+        markdown_table(["ratio", "value"],
+                       [(name.replace("_", " "), f"{value:.2f}") for name, value in ratio.items()])])
 
 
 def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repeats: int = 3,
@@ -362,9 +351,8 @@ def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repe
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default")
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser = argument_parser(__doc__, model=True, data_dir=True, out="inprocess.json",
+                             quick="200 sentences, 1 repeat, a cached or 300-sentence head")
     parser.add_argument("--sentences", type=int, default=1000, help="first N CoNLL test sentences")
     parser.add_argument("--threads", type=int, default=1, help="torch (and tokenizer) threads")
     parser.add_argument("--batch-size", type=int, default=16, help="sentences per predictor / pipeline call")
@@ -380,8 +368,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pack-tokens", type=int, default=None,
                         help="sub-words per packed encoder row (0: padded batches; default: the predictor's, "
                              "packed on a CPU, padded on a GPU)")
-    parser.add_argument("--quick", action="store_true", help="200 sentences, 1 repeat, a cached or 300-sentence head")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inprocess.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.sentences, args.repeats = min(args.sentences, 200), 1
@@ -413,16 +399,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = (f"{len(sentences)} CoNLL-2003 test sentences ({sum(map(len, sentences))} words), in process on "
               f"{where}, {args.threads} torch thread(s), batch size {args.batch_size}, autocast {args.autocast}, "
               f"median of {args.repeats} interleaved repeat(s); model `{args.model}`")
-    table = markdown(rows, ratio, header)
-    print(table)
     result = {"model": str(args.model), "device": where, "autocast": args.autocast,
               "threads": args.threads, "batch_size": args.batch_size, "pack_tokens": args.pack_tokens,
               "repeats": args.repeats, "machine": platform.processor() or platform.machine(),
               "cpu_count": os.cpu_count(), "torch": torch.__version__,
               "rows": [row.summary() for row in rows], "ratios": ratio}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    write_results(args.out, result, markdown(rows, ratio, header))
     return 0
 
 

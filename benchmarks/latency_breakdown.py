@@ -18,7 +18,7 @@ The same sentences go through the in-process predictor one at a time for the ref
 (issue 8's target: p50 at 1 caller <= in-process + 5 ms). Prints a markdown table of medians,
 writes JSON and a stacked-bar PNG.
 
-    python benchmarks/latency_breakdown.py [--requests 200] [--configs pool,pool+wait0,embedded]
+    python -m benchmarks.latency_breakdown [--requests 200] [--configs pool,pool+wait0,embedded]
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-import serving  # noqa: E402 (benchmarks/serving.py: data options, free ports, result writing)
+from benchmarks import serving  # noqa: E402 (Ray started as the serving benchmark starts it, the shipped config)
+from benchmarks.common import argument_parser, markdown_table, write_results  # noqa: E402
+from linkner.paths import PROJECT_ROOT  # noqa: E402
+from serve.ports import free_port  # noqa: E402
 
 SERVER_SPAN = "linkner.v1.LinkNER/Recognize"
 STAGES = ("model", "NER replica: batch queue and threads", "Ray call ingress <-> NER", "ingress: our code",
@@ -54,12 +55,10 @@ CONFIGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    serving.add_data_arguments(parser, 200)
+    parser = argument_parser(__doc__, model=True, llm=True, data_dir=True, sentences=200, out="latency_breakdown.json")
     parser.add_argument("--requests", type=int, default=200, help="sequential traced requests per configuration")
     parser.add_argument("--configs", default="pool,embedded,embedded+processes", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the NER replica (and in process)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latency_breakdown.json")
     args = parser.parse_args(argv)
     unknown = [name for name in args.configs.split(",") if name not in CONFIGS]
     if unknown:
@@ -109,8 +108,8 @@ def measure_config(name: str, args: argparse.Namespace, texts: list[str], receiv
     from serve.app import build_app
 
     environment, ner = CONFIGS[name]
-    port = serving.free_port()
-    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **environment}
+    port = free_port()
+    env = {"PYTHONPATH": str(PROJECT_ROOT), "HF_HUB_OFFLINE": "1", **environment}
     saved = {key: os.environ.get(key) for key in env}
     client_ms: dict[str, float] = {}
     try:
@@ -158,16 +157,14 @@ def measure_config(name: str, args: argparse.Namespace, texts: list[str], receiv
 
 def markdown(report: dict[str, Any]) -> str:
     reference = report["inprocess_median_ms"]
-    lines = [f"One caller, local path, {report['requests']} sequential traced requests per configuration, "
-             f"the ingress's own gRPC server, {report['threads']} torch thread(s); medians in ms. In process, the predictor "
-             f"one sentence at a time: **{reference:.1f} ms**.", "",
-             "| configuration | " + " | ".join(STAGES) + " | total (p50) | total - in process |",
-             "|---|" + "---:|" * (len(STAGES) + 2)]
-    for row in report["configs"]:
-        median = row["median_ms"]
-        lines.append(f"| {row['config']} | " + " | ".join(f"{median[s]:.1f}" for s in STAGES)
-                     + f" | **{median['total']:.1f}** | {median['total'] - reference:+.1f} |")
-    return "\n".join(lines)
+    rows = [(row["config"], *(f"{row['median_ms'][s]:.1f}" for s in STAGES), f"**{row['median_ms']['total']:.1f}**",
+             f"{row['median_ms']['total'] - reference:+.1f}") for row in report["configs"]]
+    return "\n".join([
+        f"One caller, local path, {report['requests']} sequential traced requests per configuration, "
+        f"the ingress's own gRPC server, {report['threads']} torch thread(s); medians in ms. In process, the predictor "
+        f"one sentence at a time: **{reference:.1f} ms**.", "",
+        markdown_table(["configuration", *STAGES, "total (p50)", "total - in process"], rows,
+                       "l" + "r" * (len(STAGES) + 2))])
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -207,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     spans_file = args.out.with_name("latency_breakdown-spans.jsonl")
     spans_file.parent.mkdir(parents=True, exist_ok=True)
     spans_file.unlink(missing_ok=True)
-    receiver_port = serving.free_port()
-    receiver = subprocess.Popen([sys.executable, str(ROOT / "tests" / "otlp_receiver.py"), "--port",
+    receiver_port = free_port()
+    receiver = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "tests" / "otlp_receiver.py"), "--port",
                                  str(receiver_port), "--out", str(spans_file)], stdout=subprocess.PIPE, text=True)
     assert receiver.stdout is not None and "receiver on" in receiver.stdout.readline()
     report: dict[str, Any] = {"requests": args.requests, "threads": args.threads, "model": str(args.model),
@@ -228,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         spans_file.unlink(missing_ok=True)
     png = args.out.with_suffix(".png")
     plot(report, png)
-    report["png"] = str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png)
-    serving.write_results(args.out, report, markdown(report))
+    report["png"] = str(png.relative_to(PROJECT_ROOT)) if png.is_relative_to(PROJECT_ROOT) else str(png)
+    write_results(args.out, report, markdown(report))
     return 0
 
 

@@ -4,37 +4,30 @@ installed, else transformers) with retrieved demonstrations on the first N sente
 and of its perturbed copies (typos, out-of-vocabulary names), its threshold calibrated on dev.
 Prints markdown tables; writes JSON, markdown and PNG sweeps to benchmarks/results/.
 
-    python benchmarks/linking.py --model artifacts/models/default [--llm-sentences 1000]
+    python -m benchmarks.linking --model artifacts/models/default [--llm-sentences 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from linkner.evaluation.assessment import estimator_names  # noqa: E402
-from linkner.evaluation.linking import evaluate_linking  # noqa: E402
-from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations  # noqa: E402
-from linkner.llm.factory import LLMConfig, build_backend, vllm_available  # noqa: E402
-from linkner.llm.prepare import prepare_llm  # noqa: E402
-from linkner.evaluation.perturb import perturb  # noqa: E402
-from linkner.model.predictor import SpanPredictor  # noqa: E402
-from linkner.data.readers import read_dataset  # noqa: E402
+from benchmarks.common import DEFAULT_LLM, argument_parser, write_results
+from linkner.data.readers import read_dataset
+from linkner.evaluation.assessment import estimator_names
+from linkner.evaluation.linking import evaluate_linking
+from linkner.evaluation.perturb import perturb
+from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations
+from linkner.llm.factory import LLMConfig, build_backend, vllm_available
+from linkner.llm.prepare import prepare_llm
+from linkner.model.predictor import SpanPredictor
 
 SHARES = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3]
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser = argument_parser(__doc__, model=True, data_dir=True, out_dir=True)
     parser.add_argument("--backend", choices=["auto", "vllm", "transformers", "none"], default="auto")
     parser.add_argument("--mode", choices=["letter", "label", "choice"], default="letter")
     parser.add_argument("--demonstrations", choices=["none", "random", "retrieved"], default="retrieved")
@@ -69,7 +62,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if backend_name == "auto":
         backend_name = "vllm" if vllm_available() else "transformers"
     if backend_name != "none":
-        llm_folder = prepare_llm(ROOT / "artifacts" / "llm" / "smollm2-135m")
+        llm_folder = prepare_llm(DEFAULT_LLM)
         backend = build_backend(LLMConfig(backend=backend_name, model=str(llm_folder), mode=args.mode,
                                           threads=args.threads))
         pool = training_demonstrations(train)
@@ -90,9 +83,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 print(report.markdown(), "\n", flush=True)
         finally:
             await backend.close()
-    (args.out_dir / f"{args.name}.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    (args.out_dir / f"{args.name}.md").write_text("\n".join(markdown) + "\n", encoding="utf-8")
-    print(f"wrote {args.out_dir / args.name}.json and .md", file=sys.stderr)
+    write_results(args.out_dir / f"{args.name}.json", results, "\n".join(markdown), show=False)  # printed as it went
     return 0
 
 

@@ -3,36 +3,30 @@ each answer mode (vLLM: option letters scored, greedy constrained choice over na
 scored) and each kind of demonstrations (none, random 1 per label, 4 retrieved), with the label
 of the nearest training span alone (no LLM) as a reference. Prints a table; writes JSON.
 
-    python benchmarks/llm_modes.py [--spans 300]
+    python -m benchmarks.llm_modes [--spans 300]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import sys
 import time
 from collections import Counter
-from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations  # noqa: E402
-from linkner.llm.prepare import prepare_llm  # noqa: E402
-from linkner.llm.protocol import SpanQuery  # noqa: E402
-from linkner.llm.vllm_backend import VLLMBackend, VLLMSettings  # noqa: E402
-from linkner.model.predictor import SpanPredictor  # noqa: E402
-from linkner.data.readers import read_dataset  # noqa: E402
+from benchmarks.common import DEFAULT_LLM, argument_parser, markdown_table, write_results
+from linkner.data.readers import read_dataset
+from linkner.llm.demonstrations import build_selector, embeddings_cache_path, training_demonstrations
+from linkner.llm.prepare import prepare_llm
+from linkner.llm.protocol import SpanQuery
+from linkner.llm.vllm_backend import VLLMBackend, VLLMSettings
+from linkner.model.predictor import SpanPredictor
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "llm_modes.json")
+    parser = argument_parser(__doc__, model=True, data_dir=True, out="llm_modes.json")
     parser.add_argument("--spans", type=int, default=300)
     parser.add_argument("--modes", default="letter,choice,label")
     parser.add_argument("--seed", type=int, default=0)
@@ -60,7 +54,7 @@ async def main_async(args: argparse.Namespace) -> int:
     rows = [{"mode": "nearest training span, no LLM", "demonstrations": "-",
              "accuracy": sum(a == b for a, b in zip(nearest, gold)) / len(gold)}]
     print(rows[0], flush=True)
-    backend = VLLMBackend(VLLMSettings(model=str(prepare_llm(ROOT / "artifacts" / "llm" / "smollm2-135m"))))
+    backend = VLLMBackend(VLLMSettings(model=str(prepare_llm(DEFAULT_LLM))))
     try:
         for mode in [m for m in args.modes.split(",") if m]:
             view = backend.with_mode(mode)  # type: ignore[arg-type]
@@ -78,16 +72,15 @@ async def main_async(args: argparse.Namespace) -> int:
                 print(rows[-1], flush=True)
     finally:
         await backend.close()
-    lines = [f"LLM accuracy on {len(gold)} dev gold spans ({dict(Counter(gold))})", "",
-             "| answer mode | demonstrations | accuracy | errors | ms/span | answers |", "|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['mode']} | {row['demonstrations']} | {100 * row['accuracy']:.1f}% | "
-                     f"{row.get('unparseable_or_errors', '-')} | {row.get('ms_per_span', 0):.0f} | {row.get('answers', '')} |")
-    print("\n".join(lines))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_results(args.out, rows, markdown(rows, gold))
     return 0
+
+
+def markdown(rows: list[dict[str, Any]], gold: list[str]) -> str:
+    return "\n".join([f"LLM accuracy on {len(gold)} dev gold spans ({dict(Counter(gold))})", "", markdown_table(
+        ["answer mode", "demonstrations", "accuracy", "errors", "ms/span", "answers"],
+        [(row["mode"], row["demonstrations"], f"{100 * row['accuracy']:.1f}%", row.get("unparseable_or_errors", "-"),
+          f"{row.get('ms_per_span', 0):.0f}", row.get("answers", "")) for row in rows])])
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@ The serving benchmark compares served throughput with the in-process predictor r
 a pass. Served, a pass carries what arrived while the passes before it ran: with two passes at once
 and C callers, about a third of the callers wait in the queue, a third run in each pass. This
 measures both sides in one run:
-- the shipped configuration's ingress without Ray (``benchmarks/ingress_without_ray.py``, its
+- the shipped configuration's ingress without Ray (``benchmarks.ingress_without_ray``, its
   passes counted) at each level of callers: requests/s and sentences per pass;
 - in process, two passes at once in worker processes (as the ingress runs them) at fixed pass
   sizes, among them each level's pass size rounded: sentences/s, the median of interleaved repeats;
 - CPU by process: the worker processes' a sentence (served and in process at the same pass size)
   and the ingress process's own a request.
 
-    python benchmarks/pass_sizes.py [--concurrency 8,32,64] [--seconds 10] [--sizes 4,8,12,16,24] [--quick]
+    python -m benchmarks.pass_sizes [--concurrency 8,32,64] [--seconds 10] [--sizes 4,8,12,16,24] [--quick]
 
 Prints a table, writes ``benchmarks/results/pass_sizes.json`` / ``.md`` and a plot ``.png``.
 """
@@ -27,23 +27,19 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import serving  # noqa: E402  (the closed loop, the ingress without Ray, the shipped config)
+from benchmarks import serving  # the ingress without Ray, the shipped config, CPU by process
+from benchmarks.common import argument_parser, markdown_table, write_results
+from benchmarks.load import closed_loop, warm_up
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    serving.add_data_arguments(parser, sentences=1000)
+    parser = argument_parser(__doc__, model=True, llm=True, data_dir=True, sentences=1000, out="pass_sizes.json",
+                             quick="300 sentences, 3 s a level, sizes 8,16, 1 repeat")
     parser.add_argument("--concurrency", default="8,32,64", help="closed-loop callers per level")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level")
     parser.add_argument("--sizes", default="4,8,12,16,24", help="in process: sentences per pass measured "
                         "(each level's own pass size is added)")
     parser.add_argument("--repeats", type=int, default=3, help="in process: interleaved repeats (median)")
-    parser.add_argument("--quick", action="store_true", help="300 sentences, 3 s a level, sizes 8,16, 1 repeat")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pass_sizes.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.sentences, args.seconds, args.sizes, args.repeats = min(args.sentences, 300), 3.0, "8,16", 1
@@ -70,13 +66,13 @@ def served_levels(app_args: dict[str, Any], texts: list[str], words: list[int], 
     options = pb.Options(policy="none")
     rows = []
     with serving.ingress_without_ray(app_args, count_passes=True) as (server, address):
-        asyncio.run(serving.warm_up(address, texts, options, calls=32))
+        asyncio.run(warm_up(address, texts, options, calls=32))
         parts = {"ingress": [server.pid],
                  "workers": [worker.pid for worker in psutil.Process(server.pid).children(recursive=True)]}
         for callers in levels:
             passes_before, sentences_before = serving.passes_so_far(server)
             cpu_before = serving.cpu_seconds(parts)
-            result = asyncio.run(serving.closed_loop(address, texts, words, callers, seconds, options))
+            result = asyncio.run(closed_loop(address, texts, words, callers, seconds, options))
             cpu_after = serving.cpu_seconds(parts)
             passes_after, sentences_after = serving.passes_so_far(server)
             passes, sentences = max(1, passes_after - passes_before), max(1, sentences_after - sentences_before)
@@ -99,7 +95,7 @@ def inprocess_sizes(config: Any, sentences: list[list[str]], sizes: list[int], r
     import torch
 
     from deployments.ner import LocalNER
-    from inprocess import measure, process_passes
+    from benchmarks.inprocess import measure, process_passes
     from linkner.model.processes import PredictorProcesses, PredictorSpec
 
     torch.set_num_threads(config.threads or 1)
@@ -129,21 +125,21 @@ def inprocess_sizes(config: Any, sentences: list[list[str]], sizes: list[int], r
 def markdown(report: dict[str, Any]) -> str:
     inprocess = {int(size): value for size, value in report["inprocess_sentences_per_s"].items()}
     worker_ms = {int(size): value for size, value in report["inprocess_worker_cpu_ms_per_sentence"].items()}
-    lines = [report["header"], "",
-             "| callers | requests/s (ingress without Ray) | sentences per pass | in process at that pass size, "
-             "sentences/s | served / in process at that size | served / in process at 16 | workers' CPU ms a "
-             "sentence: served, in process at that size | ingress process CPU ms a request |",
-             "|---|---|---|---|---|---|---|---|"]
+    served = []
     for row in report["served"]:
-        size = row["pass_size"]
-        lines.append(f"| {row['callers']} | {row['requests_per_s']:.1f} | {row['sentences_per_pass']:.1f} | "
-                     f"{inprocess[size]:.1f} ({size} a pass) | {row['requests_per_s'] / inprocess[size]:.2f} | "
-                     f"{row['requests_per_s'] / inprocess[16]:.2f} | {row['worker_cpu_ms_per_sentence']:.2f}, "
-                     f"{worker_ms[size]:.2f} | {row['ingress_cpu_ms_per_request']:.2f} |")
-    lines += ["", "| in process: sentences a pass (2 passes at once, worker processes) | sentences/s | "
-              "workers' CPU ms a sentence |", "|---|---|---|"]
-    lines += [f"| {size} | {value:.1f} | {worker_ms[size]:.2f} |" for size, value in sorted(inprocess.items())]
-    return "\n".join(lines)
+        size, rate = row["pass_size"], row["requests_per_s"]
+        served.append((row["callers"], f"{rate:.1f}", f"{row['sentences_per_pass']:.1f}",
+                       f"{inprocess[size]:.1f} ({size} a pass)", f"{rate / inprocess[size]:.2f}",
+                       f"{rate / inprocess[16]:.2f}", f"{row['worker_cpu_ms_per_sentence']:.2f}, {worker_ms[size]:.2f}",
+                       f"{row['ingress_cpu_ms_per_request']:.2f}"))
+    return "\n".join([report["header"], "", markdown_table(
+        ["callers", "requests/s (ingress without Ray)", "sentences per pass",
+         "in process at that pass size, sentences/s", "served / in process at that size", "served / in process at 16",
+         "workers' CPU ms a sentence: served, in process at that size", "ingress process CPU ms a request"], served),
+        "", markdown_table(
+        ["in process: sentences a pass (2 passes at once, worker processes)", "sentences/s",
+         "workers' CPU ms a sentence"],
+        [(size, f"{value:.1f}", f"{worker_ms[size]:.2f}") for size, value in sorted(inprocess.items())])])
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -202,11 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["inprocess_16_vs_c32_pass_size"] = inprocess[16] / inprocess[row["pass_size"]]
         report["c32_worker_cpu_served_vs_inprocess"] = (row["worker_cpu_ms_per_sentence"]
                                                         / worker_cpu_ms[row["pass_size"]])
-    table = markdown(report)
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    write_results(args.out, report, markdown(report))
     plot(report, args.out.with_suffix(".png"))
     return 0
 

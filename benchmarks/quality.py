@@ -2,33 +2,29 @@
 AUROC / ECE per estimator, training time and inference speed. Trains a model first when its
 checkpoint is missing. Prints a markdown table; writes JSON, markdown and reliability PNGs.
 
-    python benchmarks/quality.py --model artifacts/models/default [--model other ...]
+    python -m benchmarks.quality --model artifacts/models/default [--model other ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from linkner.evaluation.assessment import assess  # noqa: E402
-from linkner.evaluation.scores import reliability_plot  # noqa: E402
-from linkner.model.checkpoint import is_checkpoint, read_metadata  # noqa: E402
-from linkner.model.predictor import SpanPredictor  # noqa: E402
-from linkner.data.readers import read_dataset  # noqa: E402
-from linkner.uncertainty.names import available_estimators  # noqa: E402
+from benchmarks.common import DEFAULT_MODEL, argument_parser, markdown_table, write_results
+from linkner.data.readers import read_dataset
+from linkner.evaluation.assessment import assess
+from linkner.evaluation.scores import reliability_plot
+from linkner.model.checkpoint import is_checkpoint, read_metadata
+from linkner.model.predictor import SpanPredictor
+from linkner.paths import PROJECT_ROOT
+from linkner.uncertainty.names import available_estimators
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, data_dir=True, out_dir=True)
     parser.add_argument("--model", type=Path, action="append", help="checkpoint folder (repeatable)")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--objective", default="cross_entropy", help="objective when a model must be trained")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--speed-sentences", type=int, default=1000, help="test sentences timed for speed")
@@ -79,29 +75,26 @@ def benchmark(model: Path, args: argparse.Namespace) -> dict:
             "confidence": speed(predictor, test[: args.speed_sentences], ["confidence"]),
             "all_estimators": speed(predictor, test[: args.speed_sentences], estimators),
         },
-        "reliability_plot": str(plot.relative_to(ROOT)) if plot.is_relative_to(ROOT) else str(plot),
+        "reliability_plot": str(plot.relative_to(PROJECT_ROOT)) if plot.is_relative_to(PROJECT_ROOT) else str(plot),
     }
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| model | dev F1 | test F1 | PER | LOC | ORG | MISC | training to the best epoch | sent/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    models, estimators = [], []
     for r in results:
         per_type = r["test"]["scores"]["per_type"]
         minutes = f"{r['training_seconds'] / 60:.0f} min to epoch {r['epochs_run']}" if r['training_seconds'] else "n/a"
-        lines.append(
-            f"| {r['model']} ({r['objective']}) | {100 * r['dev']['scores']['micro']['f1']:.2f} | "
-            f"{100 * r['test']['scores']['micro']['f1']:.2f} | "
-            + " | ".join(f"{100 * per_type[t]['f1']:.1f}" for t in ("PER", "LOC", "ORG", "MISC"))
-            + f" | {minutes} | {r['sentences_per_second']['confidence']:.0f} |"
-        )
-    lines += ["", "| model | estimator | test AUROC (wrong vs right) | test ECE | dev AUROC |", "|---|---|---|---|---|"]
-    for r in results:
+        models.append((f"{r['model']} ({r['objective']})", f"{100 * r['dev']['scores']['micro']['f1']:.2f}",
+                       f"{100 * r['test']['scores']['micro']['f1']:.2f}",
+                       *(f"{100 * per_type[t]['f1']:.1f}" for t in ("PER", "LOC", "ORG", "MISC")), minutes,
+                       f"{r['sentences_per_second']['confidence']:.0f}"))
         dev_auroc = {q["estimator"]: q["auroc"] for q in r["dev"]["uncertainty"]}
-        for q in r["test"]["uncertainty"]:
-            lines.append(f"| {r['model']} | {q['estimator']} | {q['auroc']:.3f} | {q['ece']:.3f} | "
-                         f"{dev_auroc[q['estimator']]:.3f} |")
-    return "\n".join(lines)
+        estimators += [(r["model"], q["estimator"], f"{q['auroc']:.3f}", f"{q['ece']:.3f}",
+                        f"{dev_auroc[q['estimator']]:.3f}") for q in r["test"]["uncertainty"]]
+    return "\n".join([
+        markdown_table(["model", "dev F1", "test F1", "PER", "LOC", "ORG", "MISC", "training to the best epoch",
+                        "sent/s"], models), "",
+        markdown_table(["model", "estimator", "test AUROC (wrong vs right)", "test ECE", "dev AUROC"], estimators)])
 
 
 def main() -> int:
@@ -111,13 +104,9 @@ def main() -> int:
 
         torch.set_num_threads(args.threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    models = args.model or [ROOT / "artifacts" / "models" / "default"]
+    models = args.model or [DEFAULT_MODEL]
     results = [benchmark(model, args) for model in models]
-    table = markdown(results)
-    print(table)
-    (args.out_dir / "quality.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    (args.out_dir / "quality.md").write_text(table + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out_dir / 'quality.json'} and {args.out_dir / 'quality.md'}", file=sys.stderr)
+    write_results(args.out_dir / "quality.json", results, markdown(results))
     return 0
 
 

@@ -3,16 +3,13 @@ own path (``prepare_document`` then ``SpanPredictor.predict``), scored by exact 
 against the gold entities; beside it the same checkpoint on the gold pre-tokenized sentences.
 Prints a markdown table; writes JSON and markdown under benchmarks/results/.
 
-    python benchmarks/raw_text.py [--model artifacts/models/default] [--data test.txt] [--limit N] [--quick]
+    python -m benchmarks.raw_text [--model artifacts/models/default] [--data test.txt] [--limit N] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,20 +17,19 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 from unittest import mock
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
+from benchmarks.common import argument_parser, default_data_dir, markdown_table, write_results
+from linkner.data.readers import DOCSTART
+from linkner.data.spans import Sentence, Span, make_sentence
+from linkner.data.tags import tags_to_spans
+from linkner.evaluation.scores import entity_scores
+from linkner.service import documents as service_documents
+from linkner.service.limits import ServiceLimits
+from linkner.text.segment import Token
+from protos.protocol import RecognizeRequest
 
-from linkner.data.readers import DOCSTART  # noqa: E402
-from linkner.data.spans import Sentence, Span, make_sentence  # noqa: E402
-from linkner.data.tags import tags_to_spans  # noqa: E402
-from linkner.evaluation.scores import entity_scores  # noqa: E402
-from linkner.service import documents as service_documents  # noqa: E402
-from linkner.service.api import RecognizeInput, ServiceLimits  # noqa: E402
-from linkner.text.segment import Token  # noqa: E402
-
-DEFAULT_DATA = Path(os.environ.get("LINKNER_CONLL_DIR", ROOT.parent / "shared" / "data" / "conll2003")) / "test.txt"
+DEFAULT_DATA = default_data_dir() / "test.txt"
 GENEROUS_LIMITS = ServiceLimits(max_chars=10_000_000, max_words=10_000_000, max_word_chars=100_000)
 
 _NO_SPACE_BEFORE = {".", ",", ";", ":", "!", "?", ")", "]", "}", "%", "...", "'s", "'S", "n't", "N'T", "'m", "'re",
@@ -168,7 +164,7 @@ def service_splitter(splitter: Callable[[str], list[list[Token]]] | None) -> Ite
 
 def raw_text_entities(predictor, document: RawDocument) -> tuple[list[Span], int]:
     """Entities the service path finds in the document's text, as character spans; and its sentence count."""
-    prepared = service_documents.prepare_document(RecognizeInput(text=document.text), GENEROUS_LIMITS)
+    prepared = service_documents.prepare_document(RecognizeRequest(text=document.text), GENEROUS_LIMITS)
     found = []
     for number, entities in enumerate(predictor.predict(prepared.sentences)):
         first = prepared.first_word[number]
@@ -206,15 +202,14 @@ def evaluate(predictor, documents: list[RawDocument], splitters: Sequence[str] =
 
 
 def markdown(report: dict) -> str:
-    lines = [f"{report['documents']} documents, {report['gold_sentences']} gold sentences, "
-             f"{report['gold_entities']} gold entities, {report['characters']} characters "
-             f"(pre-tokenized pass: {report['pre_tokenized_seconds']:.1f} s)", "",
-             "| segmenter | sentences | raw-text F1 | pre-tokenized F1 | difference | seconds |",
-             "|---|---|---|---|---|---|"]
-    for row in report["rows"]:
-        lines.append(f"| {row['segmenter']} | {row['sentences']} | {100 * row['raw_text_f1']:.2f} | "
-                     f"{100 * row['pre_tokenized_f1']:.2f} | {100 * row['difference']:+.2f} | {row['seconds']:.1f} |")
-    return "\n".join(lines)
+    return "\n".join([
+        f"{report['documents']} documents, {report['gold_sentences']} gold sentences, "
+        f"{report['gold_entities']} gold entities, {report['characters']} characters "
+        f"(pre-tokenized pass: {report['pre_tokenized_seconds']:.1f} s)", "",
+        markdown_table(["segmenter", "sentences", "raw-text F1", "pre-tokenized F1", "difference", "seconds"],
+                       [(row["segmenter"], row["sentences"], f"{100 * row['raw_text_f1']:.2f}",
+                         f"{100 * row['pre_tokenized_f1']:.2f}", f"{100 * row['difference']:+.2f}",
+                         f"{row['seconds']:.1f}") for row in report["rows"]])])
 
 
 def load_documents(path: Path, limit: int | None, separator: str = " ") -> list[RawDocument]:
@@ -223,18 +218,14 @@ def load_documents(path: Path, limit: int | None, separator: str = " ") -> list[
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default",
-                        help="checkpoint folder")
+    parser = argument_parser(__doc__, model=True, out_dir=True, quick="the first 20 documents (unless --limit)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CoNLL IOB2 file with -DOCSTART- lines")
     parser.add_argument("--limit", type=int, default=None, help="first N documents only")
-    parser.add_argument("--quick", action="store_true", help="the first 20 documents (unless --limit)")
     parser.add_argument("--separator", choices=["newline", "space", "both"], default="both",
                         help="what joins a document's CoNLL lines in the raw text: a line break (the newswire's "
                              "own layout: headline, dateline, table rows on lines of their own), a space "
                              "(everything run together), or both, one after the other")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     return parser.parse_args()
 
 
@@ -254,11 +245,7 @@ def main() -> int:
         documents = load_documents(args.data, limit, " " if separator == "space" else "\n")
         report[separator] = evaluate(predictor, documents)
     table = "\n\n".join(f"Lines joined by a {separator}:\n\n{markdown(report[separator])}" for separator in separators)
-    print(table)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "raw_text.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (args.out_dir / "raw_text.md").write_text(table + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out_dir / 'raw_text.json'} and {args.out_dir / 'raw_text.md'}", file=sys.stderr)
+    write_results(args.out_dir / "raw_text.json", report, table)
     return 0
 
 

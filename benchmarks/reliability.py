@@ -1,5 +1,5 @@
 """Reliability of the served application on a real multi-node Ray cluster on this machine (a head and
-two worker nodes, separate raylets on loopback; see ``cluster_harness``):
+two worker nodes, separate raylets on loopback; see ``benchmarks.cluster_harness``):
 
 1. load held: a closed loop of ``--clients`` callers for ``--duration`` seconds with routing on (a
    budget policy, so the LLM pool works): requests, errors, p99, every entity's character slice
@@ -12,30 +12,25 @@ two worker nodes, separate raylets on loopback; see ``cluster_harness``):
 The LLM pool runs the OpenAI-compatible backend against a local chat-completions peer that answers
 at once (tests/openai_peer.py), so the figures measure the service, not an LLM on 2 CPU cores.
 
-    python benchmarks/reliability.py [--checkpoint artifacts/models/default] [--duration 60] [--clients 32]
+    python -m benchmarks.reliability [--checkpoint artifacts/models/default] [--duration 60] [--clients 32]
 
 Writes benchmarks/results/reliability.json and .md.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import signal
-import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE), str(HERE.parent / "tests")]
+from benchmarks import cluster_harness as harness
+from benchmarks.common import DEFAULT_MODEL, RESULTS, argument_parser, markdown_table, write_results
+from benchmarks.load import ClosedLoad
 
-import cluster_harness as harness  # noqa: E402
-
-RESULTS = HERE / "results"
 LLM_HEALTH = "linkner.v1.LinkNER/llm"
 
 
@@ -45,11 +40,11 @@ def replica_rss() -> dict[str, float]:
 
 
 def load_held(served: harness.Served, clients: int, duration_s: float, warmup_s: float) -> dict:
-    with harness.ClosedLoad(served, clients, timeout_s=30.0):
+    with ClosedLoad(served, clients, timeout_s=30.0):
         time.sleep(warmup_s)
     before = replica_rss()
     started = time.monotonic()
-    with harness.ClosedLoad(served, clients, timeout_s=30.0) as load:
+    with ClosedLoad(served, clients, timeout_s=30.0) as load:
         time.sleep(duration_s)
         stats = load.stop()
     elapsed = time.monotonic() - started
@@ -109,7 +104,7 @@ def bad_inputs(served: harness.Served, examples: int) -> dict:
     import grpc
     from hypothesis import HealthCheck, given, settings
 
-    import hostile_input
+    from benchmarks import hostile_input
 
     pids = {r["pid"] for name in ("ner", "llm", "ingress") for r in harness.replicas(name)}
     codes: Counter = Counter()
@@ -131,7 +126,7 @@ def bad_inputs(served: harness.Served, examples: int) -> dict:
         fuzz()
     from clients.client import LinkNERClient
 
-    with LinkNERClient(served.target, served.app) as client:
+    with LinkNERClient(served.target) as client:
         after = client.recognize("John Smith visited Paris yesterday .", policy="none")
     return {"tried": sum(codes.values()), "by_status": dict(codes), "by_method": dict(methods),
             "internal": codes["INTERNAL"], "unknown": codes["UNKNOWN"], "not_accepted": bad[:10],
@@ -141,35 +136,30 @@ def bad_inputs(served: harness.Served, examples: int) -> dict:
 
 
 def markdown(result: dict) -> str:
-    load = result["load"]
-    lines = ["# Reliability (multi-node Ray cluster on one machine)", "",
-             f"{result['machine']}", "",
-             "## Load held", "",
-             "| clients | seconds | requests | errors | answers/s | p50 ms | p99 ms | invalid answers | "
-             "routed spans | degraded | replica RSS growth (max) |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-             f"| {load['clients']} | {load['duration_s']} | {load['sent']} | {load['errors']} | {load['answers_per_s']} | "
-             f"{load['p50_ms']} | {load['p99_ms']} | {load['invalid']} | {load['routed_spans']} | {load['degraded']} | "
-             f"{max(load['rss_growth_pct'].values(), key=abs, default=0)}% |", "",
-             "## Faults survived (8-client closed load)", "",
-             "| fault | requests | lost | retried | degraded | max latency ms | rate before /s | rate after /s | "
-             "replica back s | throughput >= 80% after s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in result["faults"]:
-        lines.append(f"| {row['fault']} | {row['sent']} | {row['failed']} | {row['retried']} | {row['degraded']} | "
-                     f"{row['max_latency_ms']} | {row['rate_before']} | {row['rate_after']} | {row['replica_back_s']} | "
-                     f"{row['recovery_s']} |")
-    bad = result["bad_inputs"]
-    lines += ["", "## Bad inputs tried", "", "| tried | INTERNAL | UNKNOWN | by status | replicas crashed |",
-              "|---:|---:|---:|---|---:|",
-              f"| {bad['tried']} | {bad['internal']} | {bad['unknown']} | "
-              f"{', '.join(f'{k} {v}' for k, v in sorted(bad['by_status'].items()))} | {bad['replicas_crashed']} |", ""]
-    return "\n".join(lines)
+    load, bad = result["load"], result["bad_inputs"]
+    fault_columns = ("fault", "sent", "failed", "retried", "degraded", "max_latency_ms", "rate_before", "rate_after",
+                     "replica_back_s", "recovery_s")
+    return "\n".join([
+        "# Reliability (multi-node Ray cluster on one machine)", "", f"{result['machine']}", "", "## Load held", "",
+        markdown_table(["clients", "seconds", "requests", "errors", "answers/s", "p50 ms", "p99 ms", "invalid answers",
+                        "routed spans", "degraded", "replica RSS growth (max)"],
+                       [(*(load[key] for key in ("clients", "duration_s", "sent", "errors", "answers_per_s", "p50_ms",
+                                                 "p99_ms", "invalid", "routed_spans", "degraded")),
+                         f"{max(load['rss_growth_pct'].values(), key=abs, default=0)}%")], "r" * 11), "",
+        "## Faults survived (8-client closed load)", "",
+        markdown_table(["fault", "requests", "lost", "retried", "degraded", "max latency ms", "rate before /s",
+                        "rate after /s", "replica back s", "throughput >= 80% after s"],
+                       [[row[key] for key in fault_columns] for row in result["faults"]], "l" + "r" * 9), "",
+        "## Bad inputs tried", "",
+        markdown_table(["tried", "INTERNAL", "UNKNOWN", "by status", "replicas crashed"],
+                       [(bad["tried"], bad["internal"], bad["unknown"],
+                         ", ".join(f"{k} {v}" for k, v in sorted(bad["by_status"].items())), bad["replicas_crashed"])],
+                       "rrrlr"), ""])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=str(HERE.parent / "artifacts" / "models" / "default"))
+    parser = argument_parser(__doc__)
+    parser.add_argument("--checkpoint", default=str(DEFAULT_MODEL))
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=32)
@@ -179,7 +169,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(RESULTS / "reliability"))
     args = parser.parse_args()
 
-    from openai_peer import OpenAIPeer
+    from tests.openai_peer import OpenAIPeer  # an OpenAI-compatible peer that answers at once
 
     load_average = os.getloadavg()
     started = time.time()
@@ -202,12 +192,7 @@ def main() -> None:
         finally:
             cluster.shutdown()
     result["wall_s"] = round(time.time() - started, 1)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    table = markdown(result)
-    output.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(args.output, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ under an 8-client closed load with routing on (budget 0.2) and a 10 s client dea
 multi-node harness (head + 1 worker). Reports requests sent, failed, degraded, the slowest answer,
 and how long vLLM took to come back. Writes benchmarks/results/reliability-vllm.json.
 
-    python benchmarks/reliability_vllm.py
+    python -m benchmarks.reliability_vllm
 """
 
 from __future__ import annotations
@@ -13,23 +13,20 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
-
-import cluster_harness as harness  # noqa: E402
+from benchmarks import cluster_harness as harness
+from benchmarks.common import DEFAULT_LLM, DEFAULT_MODEL, RESULTS, argument_parser, write_results
 
 LLM_HEALTH = "linkner.v1.LinkNER/llm"
-ROOT = HERE.parent
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argument_parser(__doc__).parse_args(argv)  # no options: --help describes the run
     cluster = harness.MultiNodeCluster(workers=1)
     try:
-        args = harness.app_args(ROOT / "artifacts" / "models" / "default", None, ner_replicas=1, llm_timeout_s=10.0,
+        args = harness.app_args(DEFAULT_MODEL, None, ner_replicas=1, llm_timeout_s=10.0,
                                 use_calibration=False, policy={"kind": "budget", "budget": 0.2})
-        args["llm_pool"] = {"llm": {"backend": "vllm", "model": str(ROOT / "artifacts" / "llm" / "smollm2-135m"),
+        args["llm_pool"] = {"llm": {"backend": "vllm", "model": str(DEFAULT_LLM),
                                     "mode": "letter", "cpu_kv_cache_gib": 1},
                             "resources": {"num_cpus": 0.1, "resources": {harness.HEAD_RESOURCE: 1}}}
         started = time.time()
@@ -45,8 +42,7 @@ def main() -> int:
         cluster.shutdown()
     row = {**report.row(), "client_deadline_s": 10.0, "llm_timeout_s": 10.0, "policy": "budget 0.2"}
     print(json.dumps(row))
-    out = ROOT / "benchmarks" / "results" / "reliability-vllm.json"
-    out.write_text(json.dumps(row, indent=2), encoding="utf-8")
+    write_results(RESULTS / "reliability-vllm.json", row)
     return 0
 
 

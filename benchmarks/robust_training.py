@@ -2,12 +2,12 @@
 typo noise, see linkner/model/augment.py) trained with the same settings and seed for a fixed
 number of epochs (no time budget, no early stopping; the best epoch by clean dev F1 is kept), then
 both scored on dev, clean test, and test perturbed with typos and with unseen (invented) names,
-built exactly as benchmarks/linking.py and error_detector.py build them: ``perturb(test, kind, 0,
+built exactly as ``benchmarks.linking`` and ``benchmarks.error_detector`` build them: ``perturb(test, kind, 0,
 train)``. Training augments with ``random.Random("train-augment:{seed}:{epoch}")`` streams, never
 evaluation's ``"{kind}:{seed}"`` ones. Prints a markdown table; writes JSON and markdown (--out).
 
-    python benchmarks/robust_training.py --epochs 6 --device cuda
-    python benchmarks/robust_training.py --max-train-sentences 300 --epochs 1   # a quick local check
+    python -m benchmarks.robust_training --epochs 6 --device cuda
+    python -m benchmarks.robust_training --max-train-sentences 300 --epochs 1   # a quick local check
 
 Needs only torch, transformers, numpy, tqdm and pydantic (no Ray, gRPC, scikit-learn, seqeval).
 ``--only baseline|robust`` trains one model and merges it into an existing --out JSON of the same
@@ -33,25 +33,24 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from linkner.data.readers import read_dataset  # noqa: E402
-from linkner.evaluation.assessment import assess  # noqa: E402
-from linkner.evaluation.perturb import perturb  # noqa: E402
-from linkner.model.metadata import STATE_FILE  # noqa: E402
-from linkner.model.predictor import SpanPredictor  # noqa: E402
-from linkner.model.training import TrainConfig, Trainer  # noqa: E402
+from benchmarks.common import RESULTS, argument_parser, default_data_dir, markdown_table, result_paths, write_results
+from linkner.data.readers import read_dataset
+from linkner.evaluation.assessment import assess
+from linkner.evaluation.perturb import perturb
+from linkner.model.metadata import STATE_FILE
+from linkner.model.predictor import SpanPredictor
+from linkner.model.training import TrainConfig, Trainer
+from linkner.paths import PROJECT_ROOT
 
 MODELS = ("baseline", "robust")
-EVAL_SEED = 0  # the perturbation seed of benchmarks/linking.py and benchmarks/error_detector.py
+EVAL_SEED = 0  # the perturbation seed of benchmarks.linking and benchmarks.error_detector
 SETS = ("dev", "test", "test-typo", "test-oov", "test-oov-real")
 TARGETS = {"test-oov": 5.0, "test-typo": 3.0, "test": -0.3}  # robust minus baseline, F1 points
-DEFAULT_DATA = Path(os.environ.get("LINKNER_CONLL_DIR", ROOT.parent / "shared" / "data" / "conll2003"))
+DEFAULT_DATA = default_data_dir()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--train", type=Path, default=DEFAULT_DATA / "train.txt", help="CoNLL training file")
     parser.add_argument("--dev", type=Path, default=DEFAULT_DATA / "dev.txt", help="CoNLL dev file (model selection)")
     parser.add_argument("--test", type=Path, default=DEFAULT_DATA / "test.txt", help="CoNLL test file")
@@ -67,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--save-robust", type=Path, default=None, help="keep the robust checkpoint in this folder")
     parser.add_argument("--save-baseline", type=Path, default=None, help="keep the baseline checkpoint in this folder")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "robust_training",
+    parser.add_argument("--out", type=Path, default=RESULTS / "robust_training",
                         help="output stem: writes STEM.json and STEM.md")
     parser.add_argument("--only", choices=MODELS, default=None,
                         help="train one model; merge into STEM.json when it holds the other with the same settings")
@@ -75,9 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--score", action="append", default=[], metavar="NAME=CHECKPOINT",
                         help="train nothing: score this existing checkpoint as NAME (baseline or robust); repeatable")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    args.out = args.out.with_suffix("") if args.out.suffix in (".json", ".md") else args.out
-    return args
+    return parser.parse_args(argv)
 
 
 def train_config(args: argparse.Namespace, robust: bool) -> TrainConfig:
@@ -104,7 +101,7 @@ def evaluation_sets(args: argparse.Namespace) -> tuple[list, list, dict[str, lis
     train = read_dataset(args.train)
     dev = read_dataset(args.dev)
     test = read_dataset(args.test)
-    # exactly as benchmarks/linking.py: the full training file is the reference vocabulary
+    # exactly as benchmarks.linking: the full training file is the reference vocabulary
     sets = {"dev": dev, "test": test, "test-typo": perturb(test, "typo", EVAL_SEED, train),
             "test-oov": perturb(test, "oov", EVAL_SEED, train),
             "test-oov-real": perturb(test, "oov-real", EVAL_SEED, train)}
@@ -199,23 +196,19 @@ def markdown(results: dict) -> str:
                   f"{results.get('train_sentences', '?')} training sentences; robust model: mention_replacement "
                   f"{s['mention_replacement']} ({100 * s['invented_share']:.0f}% invented names), typo_rate "
                   f"{s['typo_rate']}. Perturbed test sets: `perturb(test, kind, {s['eval_seed']}, train)`. F1 in points.")
-    lines = [
-        header,
-        "",
-        "| model | best epoch | dev F1 | test F1 | test-typo F1 | test-oov F1 | test-oov-real F1 | s/epoch | device |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name in MODELS:
         if name not in models:
             continue
         m = models[name]
         per_epoch = sum(m["epoch_seconds"]) / max(1, len(m["epoch_seconds"]))
-        lines.append(f"| {name} | {m['best_epoch']} | " + " | ".join(f"{m['scores'][x]['f1']:.2f}" if x in m["scores"] else "-" for x in SETS)
-                     + f" | {per_epoch:.0f} | {m['device']} |")
+        rows.append((name, m["best_epoch"], *(f"{m['scores'][x]['f1']:.2f}" if x in m["scores"] else "-" for x in SETS),
+                     f"{per_epoch:.0f}", m["device"]))
     delta = deltas(models)
     if delta:
-        lines.append("| robust - baseline | | " + " | ".join(f"{delta[x]:+.2f}" if x in delta else "-" for x in SETS)
-                     + " | | |")
+        rows.append(("robust - baseline", "", *(f"{delta[x]:+.2f}" if x in delta else "-" for x in SETS), "", ""))
+    lines = [header, "", markdown_table(["model", "best epoch", *(f"{x} F1" for x in SETS), "s/epoch", "device"], rows)]
+    if delta:
         met = [f"{x} {delta[x]:+.2f} (target {'>=' if goal > 0 else 'not below'} {goal:+.1f}): "
                f"{'met' if delta[x] >= goal else 'NOT met'}" for x, goal in TARGETS.items() if x in delta]
         lines += ["", "Targets: " + "; ".join(met) + "."]
@@ -235,7 +228,7 @@ def load_existing(path: Path, wanted: dict) -> dict:
     return previous.get("models", {})
 
 
-def write(args: argparse.Namespace, models: dict, train_sentences: int) -> dict:
+def write(args: argparse.Namespace, models: dict, train_sentences: int, show: bool = False) -> dict:
     import torch
     import transformers
 
@@ -243,10 +236,7 @@ def write(args: argparse.Namespace, models: dict, train_sentences: int) -> dict:
                "robust_minus_baseline": deltas(models), "targets": TARGETS,
                "versions": {"python": platform.python_version(), "torch": torch.__version__,
                             "transformers": transformers.__version__}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table = markdown(results)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    args.out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+    write_results(args.out, results, markdown(results), show)
     return results
 
 
@@ -256,12 +246,15 @@ def parallel(args: argparse.Namespace, argv: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="robust-training-") as folder:
         for name in MODELS:
             child_argv = [a for a in argv if a != "--parallel"] + ["--only", name, "--out", f"{folder}/{name}"]
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
-            children.append((name, subprocess.Popen([sys.executable, __file__, *child_argv], env=env)))
+            # this module again, wherever the caller stands (the project root first on its path)
+            path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+            env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
+            children.append((name, subprocess.Popen([sys.executable, "-m", __spec__.name, *child_argv], env=env)))
         for name, child in children:
             if child.wait() != 0:
                 raise SystemExit(f"the {name} run failed (exit {child.returncode})")
-            models.update(json.loads(Path(f"{folder}/{name}.json").read_text(encoding="utf-8"))["models"])
+            child_json, _ = result_paths(Path(folder) / name)
+            models.update(json.loads(child_json.read_text(encoding="utf-8"))["models"])
     return models
 
 
@@ -284,13 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.parallel and not args.only:
         models = parallel(args, argv)
     else:
-        models = load_existing(args.out.with_suffix(".json"), settings(args)) if args.only else {}
+        models = load_existing(result_paths(args.out)[0], settings(args)) if args.only else {}
         for name in [args.only] if args.only else MODELS:
             models[name] = run_model(name, args, train, dev, sets)
             write(args, models, train_sentences)  # partial results survive a later failure
-    results = write(args, models, train_sentences)
-    print(markdown(results))
-    print(f"\nwrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}", file=sys.stderr)
+    write(args, models, train_sentences, show=True)
     return 0
 
 

@@ -1,30 +1,26 @@
 """Segmenter comparison: sentence and word accuracy on the hard cases of
 tests/data/segmentation_cases.jsonl, recovery of gold sentence boundaries and tokens on CoNLL-2003
-detokenised to raw text (see raw_text.py), and speed. Prints a markdown table; writes JSON and
+detokenised to raw text (see ``benchmarks.raw_text``), and speed. Prints a markdown table; writes JSON and
 markdown under benchmarks/results/.
 
-    python benchmarks/segmenters.py [--data test.txt] [--limit N] [--quick]
+    python -m benchmarks.segmenters [--data test.txt] [--limit N] [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from raw_text import DEFAULT_DATA, _OLD_TOKEN, RawDocument, load_documents, regex_split_sentences  # noqa: E402
+from benchmarks.common import argument_parser, markdown_table, write_results
+from benchmarks.raw_text import DEFAULT_DATA, _OLD_TOKEN, RawDocument, load_documents, regex_split_sentences
+from linkner.paths import PROJECT_ROOT
 
 Sentences = list[list[tuple[str, int, int]]]  # per sentence: (text, start, end)
-CASES = ROOT / "tests" / "data" / "segmentation_cases.jsonl"
+CASES = PROJECT_ROOT / "tests" / "data" / "segmentation_cases.jsonl"
 
 
 def linkner_splitter(text: str) -> Sentences:
@@ -123,22 +119,20 @@ def conll_scores(splitter: Callable[[str], Sentences], documents: list[RawDocume
 
 
 def markdown(rows: list[dict], cases: int, documents: int) -> str:
-    lines = [f"{cases} hard cases; CoNLL-2003 test, {documents} documents detokenised (sentences joined by a space)",
-             "", "| segmenter | hard cases: sentences exact | hard cases: words exact | CoNLL sentences recovered "
-             "| CoNLL tokens recovered | chars/s |", "|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['segmenter']} | {100 * row['sentences_exact']:.0f}% | {100 * row['words_exact']:.0f}% | "
-                     f"{100 * row['conll_sentences_recovered']:.1f}% | {100 * row['conll_tokens_recovered']:.1f}% | "
-                     f"{row['chars_per_second']:,.0f} |")
-    return "\n".join(lines)
+    return "\n".join([
+        f"{cases} hard cases; CoNLL-2003 test, {documents} documents detokenised (sentences joined by a space)", "",
+        markdown_table(["segmenter", "hard cases: sentences exact", "hard cases: words exact",
+                        "CoNLL sentences recovered", "CoNLL tokens recovered", "chars/s"],
+                       [(row["segmenter"], f"{100 * row['sentences_exact']:.0f}%", f"{100 * row['words_exact']:.0f}%",
+                         f"{100 * row['conll_sentences_recovered']:.1f}%",
+                         f"{100 * row['conll_tokens_recovered']:.1f}%", f"{row['chars_per_second']:,.0f}")
+                        for row in rows])])
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__, out_dir=True, quick="the first 20 documents (unless --limit)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=None, help="first N documents only")
-    parser.add_argument("--quick", action="store_true", help="the first 20 documents (unless --limit)")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     cases = [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
     documents = load_documents(args.data, args.limit or (20 if args.quick else None))
@@ -146,13 +140,8 @@ def main() -> int:
     for name, splitter in SEGMENTERS.items():
         splitter("Warm up. Mr. Smith.")
         rows.append({"segmenter": name, **hard_case_scores(splitter, cases), **conll_scores(splitter, documents, name)})
-    table = markdown(rows, len(cases), len(documents))
-    print(table)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "segmenters.json").write_text(json.dumps({"cases": len(cases), "documents": len(documents),
-                                                              "rows": rows}, indent=2), encoding="utf-8")
-    (args.out_dir / "segmenters.md").write_text(table + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out_dir / 'segmenters.json'} and {args.out_dir / 'segmenters.md'}", file=sys.stderr)
+    write_results(args.out_dir / "segmenters.json", {"cases": len(cases), "documents": len(documents), "rows": rows},
+                  markdown(rows, len(cases), len(documents)))
     return 0
 
 

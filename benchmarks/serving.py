@@ -1,7 +1,7 @@
 """Serving benchmark: the served path over real gRPC against the in-process ceiling, in one run.
 
 Rows, on the same CoNLL-2003 test sentences (sent as raw text) and the same torch thread count:
-the in-process rows of ``benchmarks/inprocess.py`` (bare encoder forward pass, predictor one at a
+the in-process rows of ``benchmarks.inprocess`` (bare encoder forward pass, predictor one at a
 time and batched, Hugging Face token-classification pipeline), then the served path over gRPC at
 each concurrency (closed loop: every caller sends its next request when the last one is
 answered, after a jittered 50-150 ms back-off when it was refused with RESOURCE_EXHAUSTED, as a
@@ -9,9 +9,9 @@ well-behaved gRPC client does), local path and with LLM routing at a fixed share
 p50 / p95 / p99, errors by status, and process CPU per request by part of the stack (from
 ``/proc`` via psutil: the gRPC proxy, the ingress, the NER replicas, the LLM pool, Ray's controller
 and core daemons). The load generator is a plain ``grpc.aio`` stub that sends only a gRPC
-deadline, as any language's client would.
+deadline, as any language's client would (``benchmarks.load.closed_loop``).
 
-    python benchmarks/serving.py [--quick] [--seconds 15] [--concurrency 1,8,32,64,128] [--llm-share 0.1]
+    python -m benchmarks.serving [--quick] [--seconds 15] [--concurrency 1,8,32,64,128] [--llm-share 0.1]
 
 Writes ``benchmarks/results/serving.json`` (keys ``served_vs_inprocess_c32`` and
 ``stack_cpu_ms_per_request`` among them) and ``serving.md``.
@@ -23,31 +23,21 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-APP = "bench"
+
+from benchmarks.common import argument_parser, markdown_table, write_results  # noqa: E402
+from benchmarks.load import APP, Endpoint, closed_loop, endpoint, keep_calling, percentile, warm_up  # noqa: E402
+from linkner.paths import PROJECT_ROOT  # noqa: E402
+from serve.ports import free_port  # noqa: E402
+
 ONE_PASS_PATH = "local, one pass at a time"  # --compare-one-pass
 WITHOUT_RAY = "ingress_without_ray"  # the benchmark module that runs the ingress class without Ray
-
-from serve.ports import free_port  # noqa: E402 (after the path insert)
-
-
-def add_data_arguments(parser: argparse.ArgumentParser, sentences: int) -> None:
-    """The model, LLM, data and sentence-count options every served-path benchmark takes."""
-    parser.add_argument("--model", type=Path, default=ROOT / "artifacts" / "models" / "default")
-    parser.add_argument("--llm", type=Path, default=ROOT / "artifacts" / "llm" / "smollm2-135m")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get(
-        "LINKNER_CONLL_DIR", ROOT.parent / "shared" / "data" / "conll2003")))
-    parser.add_argument("--sentences", type=int, default=sentences, help="test sentences cycled through by the load")
 
 
 def queue_limits(text: str) -> tuple[int, int]:
@@ -59,8 +49,8 @@ def queue_limits(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_arguments(parser, 1000)
+    parser = argument_parser(__doc__, model=True, llm=True, data_dir=True, sentences=1000, out="serving.json",
+                             quick="3 s per level, 300 sentences, levels 1,32,64 (< 3 min)")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per concurrency level")
     parser.add_argument("--concurrency", default="1,8,32,64,128")
     parser.add_argument("--llm-concurrency", default="1,8,32,64,128", help="levels run with LLM routing ('' skips)")
@@ -96,13 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "1, one worker): the model on one core, the rest of the stack on the other")
     parser.add_argument("--compare-without-ray", action="store_true",
                         help="also measure the local path with the same ingress class in a plain process on a "
-                             "grpc.aio server of its own, no Ray (benchmarks/ingress_without_ray.py)")
+                             "grpc.aio server of its own, no Ray (benchmarks.ingress_without_ray)")
     parser.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows")
     parser.add_argument("--long-document-words", type=int, default=5000,
                         help="short requests' latency while 2 callers send documents of this many words, with "
                              "and without chunking documents for the NER batches (0 skips)")
-    parser.add_argument("--quick", action="store_true", help="3 s per level, 300 sentences, levels 1,32,64 (< 3 min)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.sentences, args.concurrency, args.llm_concurrency = 3.0, 300, "1,32,64", "8"
@@ -118,7 +106,7 @@ def shipped_application() -> dict[str, Any]:
     """The LinkNER application of the shipped serve_config.yaml (what the main job serves)."""
     import yaml
 
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load((PROJECT_ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
     return next(app for app in config["applications"] if app.get("import_path") == "serve.app:build_app")
 
 
@@ -127,91 +115,6 @@ def shipped_ner_settings() -> dict[str, Any]:
     from linkner.service.config import NERConfig
 
     return NERConfig(**shipped_application().get("args", {}).get("ner", {})).model_dump()
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where callers dial, and what a protected port wants of them: a bearer token, the CA of its
-    TLS certificate."""
-
-    address: str
-    token: str | None = None
-    ca: bytes | None = None
-
-    def channel(self) -> Any:
-        """An asyncio channel to the endpoint (TLS when it has a CA)."""
-        import grpc
-
-        if self.ca is None:
-            return grpc.aio.insecure_channel(self.address)
-        return grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=self.ca))
-
-    def metadata(self, app: str) -> list[tuple[str, str]]:
-        return [("application", app)] + ([("authorization", f"Bearer {self.token}")] if self.token else [])
-
-
-def endpoint(target: "str | Endpoint") -> Endpoint:
-    return target if isinstance(target, Endpoint) else Endpoint(target)
-
-
-async def closed_loop(target: "str | Endpoint", texts: list[str], words: list[int], concurrency: int, seconds: float,
-                      options: Any = None, deadline_s: float = 30.0, app: str = APP) -> dict[str, Any]:
-    """``concurrency`` callers, each sending its next request when the last is answered, for
-    ``seconds``. Only answered calls count towards throughput; every status is tallied."""
-    import grpc
-
-    from protos.linkner.v1 import linkner_pb2 as pb
-    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
-
-    requests = [pb.RecognizeRequest(text=text, options=options) for text in texts]
-    metadata = endpoint(target).metadata(app)
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    degraded: dict[str, int] = {}  # answered degraded (the local labels kept), by degraded_kind
-    linked = [0]  # answered with every routed span's LLM answer
-    done_words = [0]
-    counter = [0]
-    async with endpoint(target).channel() as channel:
-        stub = pb_grpc.LinkNERStub(channel)
-        stop_at = time.perf_counter() + seconds
-
-        async def caller() -> None:
-            while time.perf_counter() < stop_at:
-                index = counter[0] % len(requests)
-                counter[0] += 1
-                begin = time.perf_counter()
-                try:
-                    reply = await stub.Recognize(requests[index], metadata=metadata, timeout=deadline_s)
-                    code = "OK"
-                    if reply.degraded:
-                        degraded[reply.degraded_kind] = degraded.get(reply.degraded_kind, 0) + 1
-                    elif reply.llm_spans:
-                        linked[0] += 1
-                except grpc.aio.AioRpcError as error:
-                    code = error.code().name
-                statuses[code] = statuses.get(code, 0) + 1
-                if code == "OK":
-                    latencies.append(time.perf_counter() - begin)
-                    done_words[0] += words[index]
-                elif code == "RESOURCE_EXHAUSTED":  # a well-behaved client backs off before trying again
-                    await asyncio.sleep(random.uniform(0.05, 0.15))
-
-        started = time.perf_counter()
-        await asyncio.gather(*[caller() for _ in range(concurrency)])
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    ok = len(latencies)
-    return {"concurrency": concurrency, "seconds": elapsed, "answered": ok, "statuses": statuses, "degraded": degraded,
-            "linked": linked[0], "linked_per_s": linked[0] / elapsed,
-            "requests_per_s": ok / elapsed, "sentences_per_s": ok / elapsed, "words_per_s": done_words[0] / elapsed,
-            "p50_ms": 1000 * percentile(latencies, 0.50), "p95_ms": 1000 * percentile(latencies, 0.95),
-            "p99_ms": 1000 * percentile(latencies, 0.99)}
 
 
 def stack_processes() -> dict[str, list[int]]:
@@ -288,18 +191,6 @@ def resident_mb(parts: dict[str, list[int]]) -> dict[str, float]:
     return per_part(parts, lambda process: process.memory_info().rss / 2**20)
 
 
-async def warm_up(target: "str | Endpoint", texts: list[str], options: Any, calls: int = 8, app: str = APP) -> None:
-    """A few calls before measuring: the ingress builds its service, the LLM engine warms up."""
-    from protos.linkner.v1 import linkner_pb2 as pb
-    from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
-
-    async with endpoint(target).channel() as channel:
-        stub = pb_grpc.LinkNERStub(channel)
-        await asyncio.gather(*[stub.Recognize(pb.RecognizeRequest(text=text, options=options),
-                                              metadata=endpoint(target).metadata(app), timeout=120)
-                               for text in texts[:calls]])
-
-
 def run_level(target: "str | Endpoint", texts: list[str], words: list[int], concurrency: int, seconds: float,
               options: Any) -> dict[str, Any]:
     import psutil
@@ -334,22 +225,23 @@ async def mixed_load(target: str, texts: list[str], long_text: str, short_caller
     metadata = [("application", APP)]
     short: list[float] = []
     long: list[float] = []
+    shorts = [pb.RecognizeRequest(text=text, options=options) for text in texts]
+    # the short callers first, each its own share of the texts; then the long ones, one document each
+    requests = [shorts[i::short_callers] for i in range(short_callers)]
+    requests += [[pb.RecognizeRequest(text=long_text, options=options)]] * long_callers
+    sent = [0] * len(requests)
     stop_at = time.perf_counter() + seconds
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.LinkNERStub(channel)
 
-        async def caller(requests: list[Any], latencies: list[float]) -> None:
-            index = 0
-            while time.perf_counter() < stop_at:
-                begin = time.perf_counter()
-                await stub.Recognize(requests[index % len(requests)], metadata=metadata, timeout=120)
-                latencies.append(time.perf_counter() - begin)
-                index += 1
+        async def call(number: int) -> None:
+            mine = requests[number]
+            begin = time.perf_counter()
+            await stub.Recognize(mine[sent[number] % len(mine)], metadata=metadata, timeout=120)
+            (short if number < short_callers else long).append(time.perf_counter() - begin)
+            sent[number] += 1
 
-        shorts = [pb.RecognizeRequest(text=text, options=options) for text in texts]
-        longs = [pb.RecognizeRequest(text=long_text, options=options)]
-        await asyncio.gather(*[caller(shorts[i::short_callers], short) for i in range(short_callers)],
-                             *[caller(longs, long) for _ in range(long_callers)])
+        await keep_calling(len(requests), call, lambda: time.perf_counter() < stop_at)
     short.sort()
     long.sort()
     return {"short_requests": len(short), "short_p50_ms": 1000 * percentile(short, 0.5),
@@ -448,18 +340,18 @@ def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any]
 
 @contextmanager
 def ingress_without_ray(app_args: dict[str, Any], count_passes: bool = False) -> Iterator[tuple[Any, str]]:
-    """``benchmarks/ingress_without_ray.py`` serving ``app_args`` in a process of its own: yields the
+    """``benchmarks.ingress_without_ray`` serving ``app_args`` in a process of its own: yields the
     process and the address it answers on, once its model has loaded; stops it on the way out.
     With ``count_passes``, :func:`passes_so_far` reads its passes and their sentences."""
     import subprocess
 
-    import ingress_without_ray as module
+    from benchmarks import ingress_without_ray as module
 
     port = free_port()
-    command = [sys.executable, module.__file__, "--port", str(port), "--app-args", json.dumps(app_args),
+    command = [sys.executable, "-m", module.__name__, "--port", str(port), "--app-args", json.dumps(app_args),
                *(["--count-passes"] if count_passes else [])]
-    server = subprocess.Popen(command,
-                              stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
         for line in server.stdout:  # the model loads in its worker processes first
             if line.strip() == module.READY:
@@ -477,7 +369,7 @@ def passes_so_far(server: Any) -> tuple[int, int]:
     with ``count_passes``."""
     import signal
 
-    import ingress_without_ray as module
+    from benchmarks import ingress_without_ray as module
 
     server.send_signal(signal.SIGUSR1)
     for line in server.stdout:
@@ -489,7 +381,7 @@ def passes_so_far(server: Any) -> tuple[int, int]:
 
 def rows_without_ray(args: argparse.Namespace, texts: list[str], words: list[int]) -> list[dict[str, Any]]:
     """The local path's levels against the same ingress class in a plain process with a gRPC server
-    of its own (``benchmarks/ingress_without_ray.py``), once Ray has shut down."""
+    of its own (``benchmarks.ingress_without_ray``), once Ray has shut down."""
     from protos.linkner.v1 import linkner_pb2 as pb
 
     if args.ner_placement != "embedded":
@@ -517,7 +409,7 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
 
     from protos.linkner.v1 import linkner_pb2 as pb
 
-    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env = {"PYTHONPATH": str(PROJECT_ROOT), "HF_HUB_OFFLINE": "1"}
     if args.throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     # Ray Serve settings in the caller's environment (e.g. RAY_SERVE_LOG_TO_STDERR=0) reach Ray's processes
@@ -590,38 +482,37 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report.get('concurrent_passes', 1)} concurrent pass(es) in worker "
              f"{'processes' if report.get('pass_workers') == 'process' else 'threads'} when embedded", ""]
     if report.get("inprocess"):
-        lines += ["| in-process | sentences/s | ms / sentence |", "|---|---|---|"]
-        for row in report["inprocess"]:
-            lines.append(f"| {row['description']} | {row['sentences_per_s']:.1f} | {row['ms_per_sentence']:.1f} |")
-        lines.append("")
-    lines += ["| served over gRPC | callers | requests/s | words/s | p50 ms | p95 ms | p99 ms | errors | "
-              "answered degraded | linked by the LLM / s | stack CPU ms / request (proxy, ingress, ner, llm, ray) | "
-              "load generator CPU ms / request | busy cores |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [markdown_table(["in-process", "sentences/s", "ms / sentence"],
+                                 [(row["description"], f"{row['sentences_per_s']:.1f}", f"{row['ms_per_sentence']:.1f}")
+                                  for row in report["inprocess"]]), ""]
+    parts = ("grpc proxy", "ingress", "ner", "llm", "ray daemons")
+    served = []
     for row in report["served"]:
         errors = ", ".join(f"{k} {v}" for k, v in row["statuses"].items() if k != "OK") or "none"
         degraded = ", ".join(f"{k or 'other'} {v}" for k, v in row.get("degraded", {}).items()) or "none"
         cpu = row["cpu_ms_per_request"]
-        parts = ", ".join(f"{cpu.get(p, 0.0):.1f}" for p in ("grpc proxy", "ingress", "ner", "llm", "ray daemons"))
-        lines.append(f"| {row['path']} | {row['concurrency']} | {row['requests_per_s']:.1f} | {row['words_per_s']:.0f} "
-                     f"| {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | {row['p99_ms']:.0f} | {errors} | {degraded} "
-                     f"| {row.get('linked_per_s', 0.0):.2f} | {parts} "
-                     f"| {row.get('client_cpu_ms_per_request', float('nan')):.1f} "
-                     f"| {row.get('machine_busy_cores', float('nan')):.2f} |")
+        served.append((row["path"], row["concurrency"], f"{row['requests_per_s']:.1f}", f"{row['words_per_s']:.0f}",
+                       f"{row['p50_ms']:.0f}", f"{row['p95_ms']:.0f}", f"{row['p99_ms']:.0f}", errors, degraded,
+                       f"{row.get('linked_per_s', 0.0):.2f}", ", ".join(f"{cpu.get(p, 0.0):.1f}" for p in parts),
+                       f"{row.get('client_cpu_ms_per_request', float('nan')):.1f}",
+                       f"{row.get('machine_busy_cores', float('nan')):.2f}"))
+    lines.append(markdown_table(
+        ["served over gRPC", "callers", "requests/s", "words/s", "p50 ms", "p95 ms", "p99 ms", "errors",
+         "answered degraded", "linked by the LLM / s", "stack CPU ms / request (proxy, ingress, ner, llm, ray)",
+         "load generator CPU ms / request", "busy cores"], served))
     last_of_path = {row["path"]: row for row in report["served"] if row.get("resident_mb")}
     if last_of_path:
-        lines += ["", "| served | resident MB: proxy, ingress (with its worker processes), ner, llm, ray daemons |",
-                  "|---|---|"]
-        for path, row in last_of_path.items():
-            memory = row["resident_mb"]
-            lines.append(f"| {path} | " + ", ".join(f"{memory.get(p, 0.0):.0f}" for p in
-                                                     ("grpc proxy", "ingress", "ner", "llm", "ray daemons")) + " |")
+        lines += ["", markdown_table(
+            ["served", "resident MB: proxy, ingress (with its worker processes), ner, llm, ray daemons"],
+            [(path, ", ".join(f"{row['resident_mb'].get(p, 0.0):.0f}" for p in parts))
+             for path, row in last_of_path.items()])]
     if report.get("long_documents"):
-        lines += ["", "| documents to NER | short requests (16 callers) p50 ms | p99 ms | "
-                      "long documents (2 callers) answered | p50 ms |", "|---|---|---|---|---|"]
-        for row in report["long_documents"]:
-            how = f"in chunks of {row['chunk_words']} words" if row["chunk_words"] else "whole (no chunks)"
-            lines.append(f"| {how} | {row['short_p50_ms']:.0f} | {row['short_p99_ms']:.0f} | "
-                         f"{row['long_documents']} | {row['long_p50_ms']:.0f} |")
+        lines += ["", markdown_table(
+            ["documents to NER", "short requests (16 callers) p50 ms", "p99 ms", "long documents (2 callers) answered",
+             "p50 ms"],
+            [(f"in chunks of {row['chunk_words']} words" if row["chunk_words"] else "whole (no chunks)",
+              f"{row['short_p50_ms']:.0f}", f"{row['short_p99_ms']:.0f}", row["long_documents"],
+              f"{row['long_p50_ms']:.0f}") for row in report["long_documents"]])]
     lines.append("")
     for key in ("served_vs_inprocess_c32", "served_vs_inprocess_one_pass_c32", "served_vs_hf_pipeline_c32",
                 "stack_cpu_ms_per_request", "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms",
@@ -684,11 +575,10 @@ def summarise(report: dict[str, Any]) -> None:
 
 
 def inprocess_rows(args: argparse.Namespace, sentences: list) -> list[dict[str, Any]]:
-    """The in-process rows of ``benchmarks/inprocess.py`` on the same sentences and thread count."""
+    """The in-process rows of ``benchmarks.inprocess`` on the same sentences and thread count."""
     import torch
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # a top-level "benchmarks" package of a dependency shadows ours
-    from inprocess import hf_token_head, run_benchmark
+    from benchmarks.inprocess import hf_token_head, run_benchmark
 
     torch.set_num_threads(args.threads)
     hf_folder = hf_token_head(args.data_dir / "train.txt", 300 if args.quick else 2000, show=True)
@@ -721,14 +611,6 @@ def main(argv: list[str] | None = None) -> int:
     summarise(report)
     write_results(args.out, report, markdown(report))
     return 0
-
-
-def write_results(out: Path, report: dict[str, Any], table: str) -> None:
-    """Print the table; write the report as JSON to ``out`` and the table beside it (``.md``)."""
-    print(table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ on, off, ...) so drift on a shared machine hits both. Target: traced >= 0.95 x u
 Then one linked request (every span sent to the embedded LLM through the transformers backend)
 carrying a W3C traceparent is traced, and its spans are drawn as a waterfall PNG.
 
-    python benchmarks/tracing.py [--quick] [--seconds 6] [--rounds 3] [--concurrency 32]
+    python -m benchmarks.tracing [--quick] [--seconds 6] [--rounds 3] [--concurrency 32]
 
 Writes ``benchmarks/results/tracing.json``, ``tracing.md`` and ``trace-waterfall.png``.
 """
@@ -25,25 +25,24 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "scripts")]
 
-import serving  # noqa: E402 (benchmarks/serving.py: the closed-loop load and helpers)
+from benchmarks.common import argument_parser, markdown_table, write_results  # noqa: E402
+from benchmarks.load import closed_loop, warm_up  # noqa: E402
+from linkner.paths import PROJECT_ROOT  # noqa: E402
+from serve.ports import free_port  # noqa: E402
 
 TRACE_ID = "7bf92f3577b34da6a3ce929d0e0e4739"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    serving.add_data_arguments(parser, 500)
+    parser = argument_parser(__doc__, model=True, llm=True, data_dir=True, sentences=500, out="tracing.json",
+                             quick="4 s rounds, 2 per mode, 300 sentences (~2-3 min)")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measured round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per mode, alternating")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each NER replica")
     parser.add_argument("--no-waterfall", action="store_true")
     parser.add_argument("--waterfall-only", action="store_true", help="skip the throughput rounds")
-    parser.add_argument("--quick", action="store_true", help="4 s rounds, 2 per mode, 300 sentences (~2-3 min)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tracing.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds, args.sentences = 4.0, 2, 300
@@ -53,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def app_args(args: argparse.Namespace, telemetry: dict[str, Any], llm: bool = False) -> dict[str, Any]:
     """An application on a gRPC port of its own (``config["server"]["port"]``)."""
     config: dict[str, Any] = {
-        "server": {"port": serving.free_port()},
+        "server": {"port": free_port()},
         "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": 16},
         "llm_pool": {"enabled": False}, "telemetry": telemetry}
     if llm:
@@ -65,7 +64,7 @@ def app_args(args: argparse.Namespace, telemetry: dict[str, Any], llm: bool = Fa
 
 def start_receiver(port: int, spans: Path) -> subprocess.Popen:
     """The OTLP receiver in its own process (as a collector would be), keeping the waterfall's trace."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "otlp_receiver.py"), "--port", str(port),
+    process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "tests" / "otlp_receiver.py"), "--port", str(port),
                                 "--out", str(spans), "--only-trace", TRACE_ID],
                                stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and "receiver on" in process.stdout.readline()
@@ -79,12 +78,12 @@ def measure(targets: dict[str, str], texts: list[str], words: list[int], args: a
 
     options = pb.Options(policy="none")
     for app in ("untraced", "traced"):
-        asyncio.run(serving.warm_up(targets[app], texts, options, calls=32, app=app))
+        asyncio.run(warm_up(targets[app], texts, options, calls=32, app=app))
     rows = []
     for round_ in range(args.rounds):
         for mode in (("untraced", "traced") if round_ % 2 == 0 else ("traced", "untraced")):
-            result = asyncio.run(serving.closed_loop(targets[mode], texts, words, args.concurrency, args.seconds,
-                                                     options, app=mode))
+            result = asyncio.run(closed_loop(targets[mode], texts, words, args.concurrency, args.seconds, options,
+                                             app=mode))
             result.update(mode=mode, round=round_)
             print(f"round {round_} {mode:9} {result['requests_per_s']:7.1f} req/s  p50 {result['p50_ms']:6.1f} ms  "
                   f"p99 {result['p99_ms']:6.1f} ms  {result['statuses']}", file=sys.stderr)
@@ -114,7 +113,7 @@ def waterfall(args: argparse.Namespace, receiver_endpoint: str, spans: Path) -> 
     from protos.linkner.v1 import linkner_pb2 as pb
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
     from serve.app import build_app
-    from trace_waterfall import draw, load_spans
+    from scripts.trace_waterfall import draw, load_spans
 
     telemetry = {"exporter": "otlp", "otlp_endpoint": receiver_endpoint, "export_delay_ms": 200}
     started = time.monotonic()
@@ -142,7 +141,7 @@ def waterfall(args: argparse.Namespace, receiver_endpoint: str, spans: Path) -> 
     png = draw(trace, args.out.with_name("trace-waterfall.png"),
                f"one linked request: {len(reply.entities)} entities, {reply.llm_spans} spans to the LLM "
                f"(SmolLM2-135M, transformers, CPU); {len(trace)} spans")
-    return {"png": str(png.relative_to(ROOT)), "spans": len(trace), "llm_spans": reply.llm_spans,
+    return {"png": str(png.relative_to(PROJECT_ROOT)), "spans": len(trace), "llm_spans": reply.llm_spans,
             "total_ms": reply.timings.total_ms, "trace_id": TRACE_ID}
 
 
@@ -151,12 +150,13 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"Tracing overhead, {report['concurrency']} concurrent gRPC callers, local path, "
              f"{report['rounds']} alternating rounds of {report['seconds_per_round']:.0f} s per mode "
              f"({report['machine']})", "",
-             "| tracing | requests/s | p50 ms (median of rounds) | p99 ms (median of rounds) | errors |",
-             "|---|---:|---:|---:|---:|"]
-    for mode, label in (("untraced", "off"), ("traced", "on: sampled 1.0, OTLP/gRPC to a local receiver")):
-        row = modes[mode]
-        lines.append(f"| {label} | {row['requests_per_s']:.1f} | {row['p50_ms_median']:.1f} | "
-                     f"{row['p99_ms_median']:.1f} | {row['errors']} |")
+             markdown_table(["tracing", "requests/s", "p50 ms (median of rounds)", "p99 ms (median of rounds)",
+                             "errors"],
+                            [(label, f"{modes[mode]['requests_per_s']:.1f}", f"{modes[mode]['p50_ms_median']:.1f}",
+                              f"{modes[mode]['p99_ms_median']:.1f}", modes[mode]["errors"])
+                             for mode, label in (("untraced", "off"),
+                                                 ("traced", "on: sampled 1.0, OTLP/gRPC to a local receiver"))],
+                            "lrrrr")]
     ratio = report["summary"]["traced_vs_untraced"]
     lines += ["", f"traced / untraced throughput: **{ratio:.3f}** (target >= 0.95: "
                   f"{'met' if ratio >= 0.95 else 'NOT met'}); spans received: {report.get('spans_received', '?')}"]
@@ -176,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     words = [len(s) for s in sentences]
     spans_file = args.out.with_name("trace-waterfall.jsonl")
     spans_file.unlink(missing_ok=True)
-    receiver_port = serving.free_port()
+    receiver_port = free_port()
     receiver = start_receiver(receiver_port, spans_file)
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False, num_cpus=8,
-             object_store_memory=256 * 1024 * 1024, _metrics_export_port=serving.free_port())
+             object_store_memory=256 * 1024 * 1024, _metrics_export_port=free_port())
     report: dict[str, Any] = {"concurrency": args.concurrency, "rounds": args.rounds,
                               "seconds_per_round": args.seconds, "sentences": len(texts), "threads": args.threads,
                               "model": str(args.model),
@@ -205,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         receiver.terminate()
         out, _ = receiver.communicate(timeout=30)
         report["spans_received"] = int(out.split("received ")[1].split()[0]) if "received " in out else None
-    serving.write_results(args.out, report,
-                          markdown(report) if "summary" in report else json.dumps(report.get("waterfall")))
+    write_results(args.out, report, markdown(report) if "summary" in report else json.dumps(report.get("waterfall")))
     return 0
 
 

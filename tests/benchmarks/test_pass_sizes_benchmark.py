@@ -1,4 +1,4 @@
-"""``benchmarks/pass_sizes.py``: the ingress without Ray counts its forward passes and their
+"""``benchmarks.pass_sizes``: the ingress without Ray counts its forward passes and their
 sentences exactly, and the report reads right."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from concurrent.futures import ThreadPoolExecutor
 
-import pass_sizes
-import serving
 import pytest
+
+from benchmarks import pass_sizes, serving
 
 pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
 

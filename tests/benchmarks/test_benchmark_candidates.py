@@ -3,7 +3,8 @@
 import asyncio
 
 import pytest
-from candidates import compare_forms, markdown, parse_args  # benchmarks/candidates.py (pytest's pythonpath)
+
+from benchmarks.candidates import compare_forms, markdown, parse_args
 
 from linkner.llm.oracle import OracleBackend
 from linkner.model.predictor import SpanPredictor

@@ -2,7 +2,7 @@
 raylets on loopback): placement of the NER replicas on different nodes, a worker node and a replica
 killed under an 8-client closed load with nothing lost, the LLM replica hung and killed (answers
 degraded within the deadline, then not any more), health per service name, and fuzzed hostile
-input over the live gRPC API. Longer runs: ``benchmarks/reliability.py``."""
+input over the live gRPC API. Longer runs: ``python -m benchmarks.reliability``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
 
-import cluster_harness as harness  # noqa: E402
+from benchmarks import cluster_harness as harness  # noqa: E402
 from openai_peer import OpenAIPeer  # noqa: E402
 
 TEXT = "John Smith visited Paris yesterday. Google said Mary Jones will move to Tokyo."
@@ -41,7 +41,7 @@ def served(tiny_checkpoint, tmp_path_factory):
 def client(served, **kw):
     from clients.client import LinkNERClient
 
-    return LinkNERClient(served["served"].target, served["served"].app, **kw)
+    return LinkNERClient(served["served"].target, **kw)
 
 
 def health(served, service: str = "") -> str:
@@ -57,7 +57,7 @@ def ner_back(before: list[dict]) -> "callable":
 
 def assert_survived(report: harness.FaultReport) -> None:
     """Nothing lost or wrong, only retryable attempts failed, the replica came back and the load was
-    answered after that. How fast throughput recovers is ``benchmarks/reliability.py``'s to measure:
+    answered after that. How fast throughput recovers is ``benchmarks.reliability``'s to measure:
     on a loaded machine the new replica loads torch on the same cores as the load."""
     print(json.dumps(report.row()))
     assert report.sent > 50 and report.failed == 0 and report.invalid == 0, report.row()
@@ -135,7 +135,7 @@ def routed_answers(served, seconds: float, deadline_s: float = 5.0) -> list:
 
     answers = []
     ends = time.monotonic() + seconds
-    with LinkNERClient(served["served"].target, served["served"].app, timeout_s=deadline_s, retries=0) as c:
+    with LinkNERClient(served["served"].target, timeout_s=deadline_s, retries=0) as c:
         while time.monotonic() < ends:
             started = time.monotonic()
             result = c.recognize(TEXT, policy="threshold", threshold=0.0)
@@ -202,7 +202,7 @@ def test_fuzzed_hostile_input_never_internal(served):
     no replica crashes, and a normal request answers correctly afterwards."""
     from hypothesis import HealthCheck, given, settings
 
-    import hostile_input
+    from benchmarks import hostile_input
 
     pids = {r["pid"] for name in ("ner", "ingress", "llm") for r in harness.replicas(name)}
     seen: list[tuple[str, str, str]] = []

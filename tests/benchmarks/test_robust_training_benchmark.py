@@ -1,14 +1,14 @@
-"""benchmarks/robust_training.py end to end on the tiny encoder and the toy corpus."""
+"""benchmarks.robust_training end to end on the tiny encoder and the toy corpus."""
 
 from __future__ import annotations
 
 import json
 
-import robust_training
+import pytest
 
+from benchmarks import robust_training
 from linkner.data.readers import write_dataset
 from linkner.model.predictor import SpanPredictor
-import pytest
 
 pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import serving
+from benchmarks import serving
 
 
 def test_a_replica_counts_for_its_deployment_whatever_method_its_title_shows() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from raw_text import detokenize, evaluate, load_documents, markdown
+
+from benchmarks.raw_text import detokenize, evaluate, load_documents, markdown
 
 
 def test_detokenize_glues_punctuation_and_keeps_offsets() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import inprocess
 import pytest
 
+from benchmarks import inprocess
 from linkner.data.readers import write_dataset
 from linkner.model.predictor import SpanPredictor
 

@@ -1,7 +1,7 @@
-"""benchmarks/latency_breakdown.py cuts one request's spans into stages that add up to what the
+"""benchmarks.latency_breakdown cuts one request's spans into stages that add up to what the
 caller measured."""
 
-import latency_breakdown
+from benchmarks import latency_breakdown
 
 
 def span(name, start_ms, end_ms):

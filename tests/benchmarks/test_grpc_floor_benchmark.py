@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-import grpc_floor
 import pytest
+
+from benchmarks import grpc_floor
 
 pytestmark = pytest.mark.slow  # minutes, or the network: not in ./run.sh test --fast
 
