@@ -36,7 +36,9 @@ pydantic that server and client share (a leaf: it imports no project module); ``
 
 Usage: ``python scripts/import_graph.py`` prints cycles (each strongly connected component of more
 than one module, with one concrete cycle through it), floor and project-rule violations, and
-imports of project modules that do not exist; it exits 1 if there is any.
+imports of project modules that do not exist, a sibling imported by its bare name included (it
+resolves only with its folder on ``sys.path``: ``from benchmarks import serving``, not ``import
+serving``); it exits 1 if there is any.
 """
 
 from __future__ import annotations
@@ -51,7 +53,6 @@ from typing import Iterable, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("linkner", "serve", "deployments", "clients", "benchmarks")
 PROJECT = SCANNED + ("protos",)
-SCRIPT_DIRS = ("benchmarks",)  # run as scripts: their siblings import each other by bare name
 
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("linkner", "linkner.paths", "linkner.telemetry")),
@@ -130,8 +131,8 @@ def _resolve(name: str, known: dict[str, Path]) -> str | None:
     return None
 
 
-def _targets(node: ast.Import | ast.ImportFrom, source: str, is_package: bool, known: dict[str, Path],
-             script_dir: str | None) -> Iterable[str]:
+def _targets(node: ast.Import | ast.ImportFrom, source: str, is_package: bool,
+             known: dict[str, Path]) -> Iterable[str]:
     """The dotted names this import statement asks for (before resolution)."""
     if isinstance(node, ast.Import):
         for alias in node.names:
@@ -145,30 +146,29 @@ def _targets(node: ast.Import | ast.ImportFrom, source: str, is_package: bool, k
         module = node.module or ""
     for alias in node.names:
         submodule = f"{module}.{alias.name}"
-        if submodule in known or (script_dir and not node.level and f"{script_dir}.{submodule}" in known):
+        if submodule in known:
             yield submodule
         else:
             yield module
 
 
-def build_graph(root: Path = ROOT, scanned: Sequence[str] = SCANNED, project: Sequence[str] = PROJECT,
-                script_dirs: Sequence[str] = SCRIPT_DIRS) -> Graph:
+def build_graph(root: Path = ROOT, scanned: Sequence[str] = SCANNED, project: Sequence[str] = PROJECT) -> Graph:
     """Parse every module under ``scanned`` and collect its arrows to modules under ``project``."""
     graph = Graph(modules=discover(root, scanned))
     known = {**discover(root, [p for p in project if p not in scanned]), **graph.modules}
     for source, path in graph.modules.items():
         is_package = path.name == "__init__.py"
-        script_dir = next((d for d in script_dirs if _is_under(source, d)), None)
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         relative = str(path.relative_to(root))
         for node in ast.walk(tree):
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
-            bare = script_dir is not None and not (isinstance(node, ast.ImportFrom) and node.level)
-            for wanted in _targets(node, source, is_package, known, script_dir):
-                sibling = f"{script_dir}.{wanted.split('.')[0]}"
-                name = f"{script_dir}.{wanted}" if bare and sibling in known else wanted  # a sibling script by bare name
+            package = source if is_package else source.rpartition(".")[0]
+            absolute = isinstance(node, ast.Import) or not node.level
+            for name in _targets(node, source, is_package, known):
                 if not name or not any(_is_under(name, p) for p in project):
+                    if absolute and package and f"{package}.{name.split('.')[0]}" in known:
+                        graph.missing.append(Arrow(source, name, relative, node.lineno))  # a sibling by bare name
                     continue
                 target = _resolve(name, known)
                 if target is None or (target != name and known[target].name == "__init__.py"):

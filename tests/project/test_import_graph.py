@@ -46,7 +46,7 @@ def test_the_graph_sees_lazy_and_type_checking_imports(checker, graph):
     assert ("linkner.llm.factory", "linkner.llm.vllm_backend") in arrows  # inside build_backend
     assert ("linkner.routing.linker", "linkner.model.predictor") in arrows  # under TYPE_CHECKING
     assert ("deployments.ner", "linkner.model.predictor") in arrows  # from linkner.model import predictor
-    assert ("benchmarks.tracing", "benchmarks.serving") in arrows  # a sibling script by bare name
+    assert ("benchmarks.pass_sizes", "benchmarks.serving") in arrows  # from benchmarks import serving
     assert len(graph.modules) > 50
 
 
@@ -72,7 +72,7 @@ def test_the_checker_reports_what_a_broken_package_does(checker, tmp_path):
     floors = [("base", ("pkg",)), ("low", ("pkg.low", "pkg.sub")), ("high", ("pkg.high",))]
     rules = [("pkg", ("pkg",), (), "pkg stands alone")]
 
-    graph = checker.build_graph(tmp_path, scanned=("pkg", "other"), project=("pkg", "other"), script_dirs=())
+    graph = checker.build_graph(tmp_path, scanned=("pkg", "other"), project=("pkg", "other"))
 
     assert checker.find_cycles(graph) == [(["pkg.high", "pkg.low"], ["pkg.high", "pkg.low", "pkg.high"])]
     broken = checker.floor_violations(graph, floors, layered="pkg")
@@ -90,5 +90,15 @@ def test_a_longer_cycle_is_reported_once_with_a_path_through_it(checker, tmp_pat
     write(tmp_path, "pkg/b.py", "from pkg import c\n")
     write(tmp_path, "pkg/c.py", "from pkg.a import name\n")
     write(tmp_path, "pkg/d.py", "import pkg.a\n")  # into the cycle, not on it
-    graph = checker.build_graph(tmp_path, scanned=("pkg",), project=("pkg",), script_dirs=())
+    graph = checker.build_graph(tmp_path, scanned=("pkg",), project=("pkg",))
     assert checker.find_cycles(graph) == [(["pkg.a", "pkg.b", "pkg.c"], ["pkg.a", "pkg.b", "pkg.c", "pkg.a"])]
+
+
+def test_a_sibling_imported_by_its_bare_name_is_reported(checker, tmp_path):
+    """``import b`` beside ``pkg/b.py`` works only with ``pkg/`` on ``sys.path`` (as benchmarks once ran)."""
+    write(tmp_path, "pkg/__init__.py", "")
+    write(tmp_path, "pkg/a.py", "import json\nimport b\nfrom . import b as same\nfrom pkg.b import x\n")
+    write(tmp_path, "pkg/b.py", "x = 1\n")
+    graph = checker.build_graph(tmp_path, scanned=("pkg",), project=("pkg",))
+    assert [(a.source, a.target, a.line) for a in graph.missing] == [("pkg.a", "b", 2)]
+    assert {(a.source, a.target) for a in graph.arrows} == {("pkg.a", "pkg.b")}
