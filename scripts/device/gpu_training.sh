@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
-# benchmarks/robust_training.py on a GPU machine that has torch and transformers but not this
+# python -m benchmarks.robust_training on a GPU machine that has torch and transformers but not this
 # project's environment (the `device` tool's machines), within what such a call carries (64 MiB)
 # and brings back (8 files of at most 16 MiB).
 #
-#   bash benchmarks/gpu_training.sh bundle     # here: .devcarry/ (pretrained MiniLM in half precision,
-#                                              # CoNLL train/dev/test) and .whl/ (pydantic)
-#   bash benchmarks/gpu_training.sh run OUT    # there: baseline vs robust, 6 epochs each; results and
-#                                              # the robust checkpoint (half precision, in parts) in OUT
-#   bash benchmarks/gpu_training.sh unpack OUT DIR   # here: the robust checkpoint back into DIR
+#   bash scripts/device/gpu_training.sh bundle     # here: .devcarry/ (pretrained MiniLM in half precision,
+#                                                  # CoNLL train/dev/test) and .whl/ (pydantic)
+#   bash scripts/device/gpu_training.sh run OUT    # there: baseline vs robust, 6 epochs each; results and
+#                                                  # the robust checkpoint (half precision, in parts) in OUT
+#   bash scripts/device/gpu_training.sh unpack OUT DIR   # here: the robust checkpoint back into DIR
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source benchmarks/device_common.sh
+cd "$(dirname "$0")/../.."
+source scripts/device/device_common.sh
 case "${1:-}" in
 bundle)
-  PY=${PYTHON:-.venv/bin/python}
-  DATA=${LINKNER_CONLL_DIR:-../shared/data/conll2003}
   ENCODER=$("$PY" -c "from linkner.model.encoders import default_encoder_path; print(default_encoder_path())")
   rm -rf .devcarry && mkdir -p .devcarry/encoder .devcarry/data .whl
   for f in config.json tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do
@@ -28,7 +26,7 @@ bundle)
 run)
   OUT_DIR=${2:?output folder}
   install_carried_wheels
-  timeout "${TRAIN_TIMEOUT_S:-470}" python3 benchmarks/robust_training.py --train .devcarry/data/train.txt \
+  timeout "${TRAIN_TIMEOUT_S:-470}" python3 -m benchmarks.robust_training --train .devcarry/data/train.txt \
     --dev .devcarry/data/dev.txt --test .devcarry/data/test.txt --encoder .devcarry/encoder --device cuda \
     --epochs "${EPOCHS:-6}" --threads 4 --parallel --no-progress --save-robust /tmp/robust --out "$OUT_DIR/robust_training"
   bash "$0" pack /tmp/robust "$OUT_DIR"
@@ -42,7 +40,7 @@ unpack)  # parts + tar from OUT -> a checkpoint folder DIR (weights back in floa
   mkdir -p "$3"
   tar -C "$3" -xf "$2/checkpoint-rest.tar"
   cat "$2"/weights16.part* > /tmp/weights16.safetensors
-  cast_weights "${PYTHON:-.venv/bin/python}" /tmp/weights16.safetensors "$3/model.safetensors" float
+  cast_weights "$PY" /tmp/weights16.safetensors "$3/model.safetensors" float
   ;;
 *) echo "usage: $0 bundle | run OUT | pack CHECKPOINT OUT | unpack OUT DIR" >&2; exit 2 ;;
 esac

@@ -1,5 +1,9 @@
-# Shared by benchmarks/gpu_inprocess.sh and gpu_training.sh (sourced, not run): what a lent GPU
+# Shared by scripts/device/gpu_inprocess.sh and gpu_training.sh (sourced, not run): what a lent GPU
 # machine (torch and transformers, no project environment, nothing reachable) needs carried.
+
+# here: the project's Python and the CoNLL-2003 folder a bundle copies from
+PY=${PYTHON:-.venv/bin/python}
+DATA=${LINKNER_CONLL_DIR:-../shared/data/conll2003}
 
 # here: the pydantic wheels (Python 3.12, x86-64) into .whl/
 download_pydantic_wheels() {
