@@ -174,7 +174,7 @@ class ErrorDetector:
         lexicon = Lexicon.from_json(data["lexicon"])
         if list(data["features"]) != feature_names(lexicon.labels):
             raise DetectorError("the error detector was fitted on other features than this version computes; refit it "
-                                "(benchmarks/error_detector.py)")
+                                "(python -m benchmarks.error_detector)")
         calibration = data.get("calibration")
         return cls(data["checkpoint"], lexicon, list(data["features"]),
                    [Scorer.from_json(scorer) for scorer in data["scorers"]],
@@ -191,7 +191,7 @@ def load_detector(folder: str | Path, labels: Sequence[str] | None = None) -> Er
     or it was fitted for other weights (stale) or labels."""
     path = Path(folder) / DETECTOR_FILE
     if not path.is_file():
-        raise DetectorError(f"no error detector in {folder} (fit one with benchmarks/error_detector.py)")
+        raise DetectorError(f"no error detector in {folder} (fit one with python -m benchmarks.error_detector)")
     try:
         detector = ErrorDetector.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (KeyError, TypeError, ValueError) as error:
