@@ -150,7 +150,8 @@ class BaseClient:
 
     channel_api: Any = grpc  # grpc or grpc.aio: where the channel comes from
 
-    def __init__(self, target: str = DEFAULT_TARGET, timeout_s: float = 30.0, retries: int = 3, backoff_s: float = 0.2, *, token: str | None = None,
+    def __init__(self, target: str = DEFAULT_TARGET, *, timeout_s: float = 30.0, retries: int = 3,
+                 backoff_s: float = 0.2, token: str | None = None,
                  tls_ca: PathLike | None = None, tls_cert: PathLike | None = None, tls_key: PathLike | None = None,
                  tls_server_name: str | None = None) -> None:
         """Connect to ``target`` (host:port, or ``ipv4:HOST:PORT,HOST:PORT`` for several replicas).

@@ -253,7 +253,7 @@ class Callers:
     def _call(self) -> None:
         from clients.client import LinkNERClient, LinkNERError
 
-        with LinkNERClient(self.target, "", timeout_s=self.timeout_s) as client:
+        with LinkNERClient(self.target, timeout_s=self.timeout_s) as client:
             while not self._stop.is_set():
                 started = time.time()
                 try:

@@ -109,7 +109,7 @@ def target(cluster, app):
 def client(cluster, app="main", **kw):
     from clients.client import LinkNERClient
 
-    return LinkNERClient(target(cluster, app), app, **kw)
+    return LinkNERClient(target(cluster, app), **kw)
 
 
 TEXT = "John Smith visited Paris yesterday. Google said Mary Jones will move to Tokyo."
