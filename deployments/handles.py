@@ -177,7 +177,7 @@ class HandleBackend:
 
     async def classify(self, queries: Sequence[SpanQuery], labels: Sequence[str],
                        timeout_s: float | None = None) -> list[SpanAnswer]:
-        """The pool's answers; a full pool queue (``llm_pool.max_queued_requests``) raises
+        """The pool's answers; a full pool queue (``llm_pool.deployment.max_queued_requests``) raises
         :class:`LLMOverloaded` at once."""
         try:
             return await self.handle.classify.remote(list(queries), list(labels), timeout_s, current_carrier())

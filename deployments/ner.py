@@ -45,7 +45,8 @@ def limit_tokenizer_threads(threads: int) -> None:
 
 def on_gpu(config: NERConfig) -> bool:
     """Whether the model runs on a GPU: ``device`` names one, or is ``auto`` and the replica reserves one."""
-    return config.device.startswith("cuda") or (config.device == "auto" and config.resources.num_gpus > 0)
+    reserved = (config.deployment.get("ray_actor_options") or {}).get("num_gpus") or 0
+    return config.device.startswith("cuda") or (config.device == "auto" and reserved > 0)
 
 
 def embedded_passes(config: NERConfig) -> int:

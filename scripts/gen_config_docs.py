@@ -63,9 +63,6 @@ FALLBACK_DESCRIPTIONS = {
                                  "evidential, learned",
     "DetectionPolicy.calibration": "written into the checkpoint by `linkner link-eval --save-calibration` (or "
                                    "`linkner prepare`) and applied by the service; not set by hand",
-    "Resources.num_replicas": "replicas of this deployment (ignored when autoscaling is set)",
-    "Resources.num_cpus": "CPUs each replica reserves",
-    "Resources.num_gpus": "GPUs (or a fraction) each replica reserves",
     "TelemetryConfig.exporter": "where spans go: none, console, otlp (a collector at otlp_endpoint), jsonl "
                                 "(a file at jsonl_path)",
     "TelemetryConfig.otlp_protocol": "grpc or http/protobuf",
@@ -80,11 +77,6 @@ FALLBACK_DESCRIPTIONS = {
 SECTION_NOTES = {
     "server": "See [operations.md](operations.md#tls-and-tokens) for TLS and tokens. The token itself "
               "is best given as the `LINKNER_AUTH_TOKEN` environment variable of the replicas.",
-    "ner.resources": "With `placement: pool` these size the NER deployment. With `placement: embedded` "
-                     "there is no NER deployment: only `num_cpus` and `num_gpus` count, added to what each "
-                     "ingress replica reserves; scale with `router.resources`.",
-    "router.resources": "The ingress replicas (gRPC server and routing). With `ner.placement: embedded` "
-                        "each ingress replica also runs the model, so these are the model's replicas too.",
     "router.limits": "Requests over a limit are refused with `INVALID_ARGUMENT` and a message naming the "
                      "limit ([api.md](api.md#limits)).",
 }
@@ -122,7 +114,7 @@ def _declared_default(field: Any) -> Any:
 
 def _overrides(field: Any, model: type) -> dict[str, Any]:
     """Values a parent's default factory sets on a nested model that differ from the model's own
-    defaults (``router.resources`` defaults to ``Resources(num_cpus=0)``, not ``Resources()``)."""
+    defaults (a default factory that sets fields of the nested model)."""
     if field.default_factory is None or field.default_factory is model:
         return {}
     try:
@@ -283,16 +275,8 @@ def _same(shipped: Any, default: Any) -> bool:
     return shipped == default
 
 
-# Keys the `ner.placement` description covers without saying so in their own description ("the
-# pool's replica, batching and queue settings then do not apply"; with `embedded` only num_cpus and
-# num_gpus of ner.resources are added to each ingress replica: serve/app.py).
-PLACEMENT = {
-    "ner.max_ongoing_requests": "pool",
-    "ner.max_queued_requests": "pool",
-    "ner.resources.num_replicas": "pool",
-    "ner.resources.resources": "pool",
-    "ner.resources.autoscaling": "pool",
-}
+# Keys the `ner.placement` description covers without saying so in their own description.
+PLACEMENT: dict[str, str] = {}
 
 
 def _placement(row: Row) -> str:

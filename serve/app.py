@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from linkner.model.metadata import is_checkpoint
-from linkner.service.config import AppConfig, Resources
+from linkner.service.config import AppConfig
 from linkner.service.prepare import absolute_paths
 from linkner.telemetry import with_environment
 
@@ -24,6 +24,13 @@ def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
     except ValidationError as error:
         raise ConfigError(f"invalid LinkNER application args:\n{error}") from None
     config = absolute_paths(config)
+    for key, options in (("ner.deployment", config.ner.deployment), ("llm_pool.deployment", config.llm_pool.deployment),
+                         ("router.deployment", config.router.deployment)):
+        checked_deployment(key, options)
+    for name in ("max_ongoing_requests", "max_queued_requests"):
+        if name in config.router.deployment:
+            raise ConfigError(f"router.deployment.{name}: the ingress's own server admits its calls; set "
+                              f"router.{name} instead")
     try:  # the standard OTEL_* variables of the deploying process win over the file; replicas get the result
         config.telemetry = with_environment(config.telemetry, os.environ)
     except ValueError as error:
@@ -52,38 +59,47 @@ def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
     return config
 
 
-def deployment_options(resources: Resources, max_ongoing_requests: int, max_queued_requests: int = -1
-                       ) -> dict[str, Any]:
-    """Ray Serve options of a deployment: actor resources, replicas or autoscaling, and its
-    ongoing and queued request limits."""
-    options: dict[str, Any] = {
-        "ray_actor_options": {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus,
-                              **({"resources": dict(resources.resources)} if resources.resources else {})},
-        "max_ongoing_requests": max_ongoing_requests,
-        "max_queued_requests": max_queued_requests,
-    }
-    if resources.autoscaling:
-        options["autoscaling_config"] = resources.autoscaling
-    else:
-        options["num_replicas"] = resources.num_replicas
-    return options
+def checked_deployment(key: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (the ``deployment`` section at ``key``) checked against Ray Serve's own deployment
+    schema, which also ignores unknown names: those are refused here, naming the key."""
+    from ray.serve.schema import DeploymentSchema, RayActorOptionsSchema
+
+    allowed = set(DeploymentSchema.model_fields) - {"name"}  # the name is the component's
+    unknown = sorted(set(options) - allowed)
+    unknown += sorted(f"ray_actor_options.{name}" for name in
+                      set(options.get("ray_actor_options") or {}) - set(RayActorOptionsSchema.model_fields))
+    if unknown:
+        raise ConfigError(f"{key}: {', '.join(unknown)} is not a Ray Serve deployment option (Ray's names: "
+                          "num_replicas, autoscaling_config, max_ongoing_requests, max_queued_requests, "
+                          "ray_actor_options: {num_cpus, num_gpus, resources, ...}, ...)")
+    try:
+        DeploymentSchema(name=key, **options)
+    except ValidationError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    return dict(options)
 
 
-def embedded_ingress_resources(config: AppConfig) -> Resources:
+def embedded_ingress_options(config: AppConfig) -> dict[str, Any]:
     """With ``ner.placement: embedded`` each ingress replica runs the model: it reserves the CPUs,
-    GPUs and custom resources of ``ner.resources`` on top of ``router.resources``. The replica
-    count and autoscaling come from ``router.resources``: set in ``ner.resources`` they would be
-    ignored, so they are refused."""
-    ner, router = config.ner.resources, config.router.resources
-    if ner.num_replicas != 1 or ner.autoscaling:
-        raise ConfigError("ner.resources.num_replicas and ner.resources.autoscaling apply to ner.placement: pool; "
-                          "with placement: embedded the model runs in each ingress replica: scale "
-                          "router.resources (num_replicas or autoscaling) instead")
-    custom = dict(router.resources)
-    for name, amount in ner.resources.items():
+    GPUs and custom resources of ``ner.deployment.ray_actor_options`` on top of its own. Replicas
+    come from ``router.deployment``: set in ``ner.deployment`` they would be ignored, so they are
+    refused."""
+    ingress, ner = dict(config.router.deployment), config.ner.deployment
+    misplaced = sorted(set(ner) - {"ray_actor_options", "max_ongoing_requests", "max_queued_requests"})
+    if misplaced:
+        raise ConfigError(f"ner.deployment: {', '.join(misplaced)} applies to ner.placement: pool; with "
+                          "placement: embedded the model runs in each ingress replica: set it in "
+                          "router.deployment instead")
+    actor, model = dict(ingress.get("ray_actor_options") or {}), ner.get("ray_actor_options") or {}
+    for amount in ("num_cpus", "num_gpus"):
+        if amount in model:
+            actor[amount] = actor.get(amount, 0) + model[amount]
+    custom = dict(actor.get("resources") or {})
+    for name, amount in (model.get("resources") or {}).items():
         custom[name] = custom.get(name, 0.0) + amount
-    return router.model_copy(update={"num_cpus": router.num_cpus + ner.num_cpus,
-                                     "num_gpus": router.num_gpus + ner.num_gpus, "resources": custom})
+    if custom:
+        actor["resources"] = custom
+    return {**ingress, "ray_actor_options": actor}
 
 
 def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
@@ -96,22 +112,19 @@ def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
 
     config = validate_config(args)
     ner = None
-    ingress_resources = config.router.resources
     if config.ner.placement == "pool":
-        ner = NERReplica.options(name="ner", **deployment_options(
-            config.ner.resources, config.ner.max_ongoing_requests, config.ner.max_queued_requests)
-        ).bind(config.ner, config.telemetry)
+        ner = NERReplica.options(name="ner", **config.ner.deployment).bind(config.ner, config.telemetry)
+        ingress = dict(config.router.deployment)
     else:  # embedded: each ingress replica reserves what the model's replica would have
-        ingress_resources = embedded_ingress_resources(config)
+        ingress = embedded_ingress_options(config)
     llm = None
     if config.llm_pool.enabled:
-        llm = LLMPool.options(name="llm", **deployment_options(
-            config.llm_pool.resources, config.llm_pool.max_ongoing_requests, config.llm_pool.max_queued_requests)
-        ).bind(config.llm_pool, config.telemetry)
-    options = deployment_options(ingress_resources, config.router.max_ongoing_requests,
-                                 config.router.max_queued_requests)
-    if "autoscaling_config" in options:
+        llm = LLMPool.options(name="llm", **config.llm_pool.deployment).bind(config.llm_pool, config.telemetry)
+    # the ingress's own server admits calls (router.max_ongoing_requests): Ray's limit only needs to let them in
+    ingress.update(max_ongoing_requests=config.router.max_ongoing_requests,
+                   max_queued_requests=config.router.max_queued_requests)
+    if "autoscaling_config" in ingress:
         # Ray does not see the calls the ingress's own gRPC server answers: scale on what it reports
-        options["autoscaling_config"] = {"policy": {"policy_function": AUTOSCALING_POLICY},
-                                         **options["autoscaling_config"]}
-    return LinkNERIngress.options(name="ingress", **options).bind(ner, llm, config)
+        ingress["autoscaling_config"] = {"policy": {"policy_function": AUTOSCALING_POLICY},
+                                         **ingress["autoscaling_config"]}
+    return LinkNERIngress.options(name="ingress", **ingress).bind(ner, llm, config)

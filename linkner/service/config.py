@@ -3,7 +3,7 @@ deployments). Everything has a CPU default that works on a fresh machine."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -27,55 +27,84 @@ QueueLimit = Annotated[int, Field(ge=-1), AfterValidator(_queue_limit)]
 """A deployment's ``max_queued_requests``: -1 or at least 1."""
 
 
-class Resources(BaseModel):
-    """Replicas and what each reserves (turned into Ray Serve deployment options by serve/app.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-    num_replicas: int | Literal["auto"] = 1
-    num_cpus: float = Field(1.0, ge=0)
-    num_gpus: float = Field(0.0, ge=0)
-    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources each replica "
-                                        "reserves, e.g. {ner_slot: 1} to place replicas on the nodes that offer it")
-    autoscaling: dict[str, Any] | None = Field(None, description="Ray Serve autoscaling_config")
+DeploymentOptions = dict[str, Any]
+"""Ray Serve deployment options, as in a Serve config file's ``deployments`` entries:
+``num_replicas``, ``autoscaling_config``, ``max_ongoing_requests``, ``max_queued_requests``,
+``ray_actor_options`` (``num_cpus``, ``num_gpus``, ``resources``, ...), ``max_replicas_per_node``, ...
+Passed to Ray as written, over the component's defaults (``ray_actor_options`` merged key by key);
+serve/app.py checks them against Ray Serve's own deployment schema."""
 
 
-class NERConfig(BaseModel):
+def with_defaults(defaults: DeploymentOptions, given: DeploymentOptions | None) -> DeploymentOptions:
+    """``given`` over ``defaults``; ``ray_actor_options`` merged key by key, so ``{num_replicas: 2}``
+    keeps the default CPUs."""
+    given = dict(given or {})
+    actor = {**defaults.get("ray_actor_options", {}), **given.pop("ray_actor_options", {})}
+    return {**defaults, **given, "ray_actor_options": actor}
+
+
+def deployment_field(component: str, defaults: DeploymentOptions) -> Any:
+    return Field(default_factory=lambda: with_defaults(defaults, None),
+                 description=f"Ray Serve deployment options of {component}, in Ray's own names "
+                 "(merged over the defaults)")
+
+
+NER_DEPLOYMENT: DeploymentOptions = {"ray_actor_options": {"num_cpus": 1}, "max_ongoing_requests": 8,
+                                     "max_queued_requests": 64}
+LLM_DEPLOYMENT: DeploymentOptions = {"ray_actor_options": {"num_cpus": 1}, "max_ongoing_requests": 4,
+                                     "max_queued_requests": 4}
+INGRESS_DEPLOYMENT: DeploymentOptions = {"ray_actor_options": {"num_cpus": 0}}
+
+
+class _Deployed(BaseModel):
+    """A component with Ray Serve deployment options (``deployment``) merged over its defaults."""
+
+    DEPLOYMENT_DEFAULTS: ClassVar[DeploymentOptions] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_deployment(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("deployment"), dict):
+            data = {**data, "deployment": with_defaults(cls.DEPLOYMENT_DEFAULTS, data["deployment"])}
+        return data
+
+
+class NERConfig(_Deployed):
     """The local model: embedded in each ingress replica (CPU) or a pool of NER replicas (GPU)."""
 
     model_config = ConfigDict(extra="forbid")
+    DEPLOYMENT_DEFAULTS: ClassVar[DeploymentOptions] = NER_DEPLOYMENT
     checkpoint: str = str(DEFAULT_CHECKPOINT)
     placement: Literal["embedded", "pool"] = Field(
         "embedded", description="embedded: each ingress replica runs the model in worker processes of its own, "
-        "one forward pass per core (cores / threads; one on a GPU), scaled with router.resources; pool: NER "
-        "replicas of their own, one pass at a time each, scaled and given GPUs with ner.resources apart from "
+        "one forward pass per core (cores / threads; one on a GPU), scaled with router.deployment; pool: NER "
+        "replicas of their own, one pass at a time each, scaled and given GPUs with ner.deployment apart from "
         "the ingress (serve_config.gpu.yaml)")
     device: str = "auto"
     threads: int = Field(1, ge=1, description="torch threads per forward pass")
-    max_ongoing_requests: int = Field(8, ge=1, description="pool: NER calls a replica holds at once (one runs, "
-                                      "the rest wait their turn)")
-    max_queued_requests: QueueLimit = Field(64, description="pool: NER calls waiting for a replica beyond that; "
-                                            "more are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
     mc_samples: int = Field(8, ge=2)
     pack_tokens: int | None = Field(None, ge=0, description="sub-words per packed encoder row: a forward pass "
                                     "reads its sentences end to end, no padding; 0: padded batches; default: 256 "
                                     "on a CPU, 512 on a GPU")
     document_consistency: bool = Field(False, description="give every mention of a surface form in a request the "
                                        "label its mentions' summed probabilities favour (docs/quality.md)")
-    resources: Resources = Field(default_factory=Resources)
+    deployment: DeploymentOptions = deployment_field(
+        "the NER pool (placement: pool; a replica runs one pass at a time, max_ongoing_requests hold, "
+        "max_queued_requests wait, more are refused with RESOURCE_EXHAUSTED). With placement: embedded only "
+        "ray_actor_options apply, added to each ingress replica's", NER_DEPLOYMENT)
 
 
-class LLMPoolConfig(BaseModel):
+class LLMPoolConfig(_Deployed):
     """The LLM replica pool; ``enabled: false`` serves the local model alone."""
 
     model_config = ConfigDict(extra="forbid")
+    DEPLOYMENT_DEFAULTS: ClassVar[DeploymentOptions] = LLM_DEPLOYMENT
     enabled: bool = True
     llm: LLMConfig = Field(default_factory=LLMConfig)
-    max_ongoing_requests: int = Field(4, ge=1, description="LLM calls a replica takes at once")
-    max_queued_requests: QueueLimit = Field(4, description="LLM calls waiting for a replica beyond that, per "
-                                     "ingress replica; more are refused at once and their requests answered "
-                                     "with the local labels, marked degraded (llm_overloaded), instead of "
-                                     "waiting out their deadline in the queue; -1: unbounded")
-    resources: Resources = Field(default_factory=Resources)
+    deployment: DeploymentOptions = deployment_field(
+        "the LLM pool: a replica takes max_ongoing_requests LLM calls at once and max_queued_requests wait per "
+        "ingress replica; more are refused at once and their requests answered with the local labels, marked "
+        "degraded (llm_overloaded), instead of waiting out their deadline in the queue", LLM_DEPLOYMENT)
 
 
 class DemonstrationsConfig(BaseModel):
@@ -94,10 +123,11 @@ class DemonstrationsConfig(BaseModel):
         return self
 
 
-class RouterConfig(BaseModel):
+class RouterConfig(_Deployed):
     """The ingress: gRPC methods and RDC routing in one deployment."""
 
     model_config = ConfigDict(extra="forbid")
+    DEPLOYMENT_DEFAULTS: ClassVar[DeploymentOptions] = INGRESS_DEPLOYMENT
     demonstrations: DemonstrationsConfig = Field(default_factory=DemonstrationsConfig)
     policy: DetectionPolicy = Field(default_factory=lambda: DetectionPolicy(kind="threshold", threshold=0.5),
                                     description="used when the checkpoint has no calibration made for this "
@@ -119,17 +149,10 @@ class RouterConfig(BaseModel):
                                       "for the NER pool costs it nothing)")
     max_queued_requests: QueueLimit = Field(128, description="calls waiting beyond max_ongoing_requests "
                                      "per replica; more are refused at once (RESOURCE_EXHAUSTED); -1: unbounded")
-    resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0))
-
-
-    @model_validator(mode="before")
-    @classmethod
-    def _ingress_reserves_no_cpu_unless_told(cls, data: Any) -> Any:
-        """``resources: {num_replicas: 2}`` keeps the ingress's own num_cpus at 0 (the model's CPUs are
-        added to it under ``ner.placement: embedded``), not the generic default of 1."""
-        if isinstance(data, dict) and isinstance(data.get("resources"), dict) and "num_cpus" not in data["resources"]:
-            data = {**data, "resources": {**data["resources"], "num_cpus": 0}}
-        return data
+    deployment: DeploymentOptions = deployment_field(
+        "the ingress replicas (scale them here: num_replicas or autoscaling_config; with ner.placement: "
+        "embedded each also runs the model). Its calls are admitted by max_ongoing_requests and "
+        "max_queued_requests above, not Ray's", INGRESS_DEPLOYMENT)
 
     @model_validator(mode="after")
     def _every_method_has_a_budget(self) -> "RouterConfig":
@@ -145,8 +168,7 @@ AUTH_TOKEN_ENV = "LINKNER_AUTH_TOKEN"
 
 
 class ServerConfig(BaseModel):
-    """The gRPC server each ingress replica runs on ``host:port``: callers dial it directly (no
-    ``application`` metadata). Several ingress replicas on one node share the port (SO_REUSEPORT:
+    """The gRPC server each ingress replica runs on ``host:port``: callers dial it directly. Several ingress replicas on one node share the port (SO_REUSEPORT:
     the kernel spreads connections), so give each application a port of its own."""
 
     model_config = ConfigDict(extra="forbid")

@@ -230,13 +230,13 @@ def test_an_answer_linked_by_vllm_with_policy_budget_and_vllm_in_the_callers_tra
 
 
 def test_the_ner_pool_and_the_ingress_scale_by_their_documented_keys(deployment):
-    """``ner.placement: pool`` with ``ner.resources.num_replicas: 2`` and
-    ``router.resources.num_replicas: 2`` (the LLM pool off from here on: each deploy would start
+    """``ner.placement: pool`` with ``ner.deployment.num_replicas: 2`` and
+    ``router.deployment.num_replicas: 2`` (the LLM pool off from here on: each deploy would start
     vLLM again); calls keep answering while it rolls out."""
     cluster = deployment.cluster
     name = deployment.config("serve_config.pool.yaml", llm_pool={"enabled": False},
-                             ner={"placement": "pool", "resources": {"num_replicas": 2, "num_cpus": 1}},
-                             router={"resources": {"num_replicas": 2, "num_cpus": 0}})
+                             ner={"placement": "pool", "deployment": {"num_replicas": 2}},
+                             router={"deployment": {"num_replicas": 2}})
     with Callers(2, TARGET, pause_s=0.05) as callers:
         before = deployment.deploy(name)
         state = cluster.wait_running(replicas={"ingress": 2, "ner": 2}, gone=("llm",), deployed_after=before)
@@ -250,13 +250,11 @@ def test_the_ner_pool_and_the_ingress_scale_by_their_documented_keys(deployment)
 
 
 def test_the_ingress_autoscales_up_under_a_load_and_back_down_after_it(deployment):
-    """``router.resources.autoscaling`` on the deployment that holds the model (embedded, as
-    shipped): 8 callers take it to 2 replicas, and it goes back to 1 once they stop. (``num_cpus:
-    0`` as the router's default: a ``resources`` mapping without it reserves 1 CPU more per
-    replica.)"""
+    """``router.deployment.autoscaling_config`` on the deployment that holds the model (embedded,
+    as shipped): 8 callers take it to 2 replicas, and it goes back to 1 once they stop."""
     cluster = deployment.cluster
     name = deployment.config("serve_config.autoscaling.yaml", llm_pool={"enabled": False},
-                             router={"resources": {"autoscaling": AUTOSCALING, "num_cpus": 0}})
+                             router={"deployment": {"autoscaling_config": AUTOSCALING}})
     before = deployment.deploy(name)
     cluster.wait_running(replicas={"ingress": 1}, gone=("llm", "ner"), deployed_after=before)
     assert deployment.ingress_processes() == 1
@@ -282,10 +280,10 @@ def test_the_ingress_autoscales_up_under_a_load_and_back_down_after_it(deploymen
 
 
 def test_the_ingress_scales_by_num_replicas_while_calls_keep_answering(deployment):
-    """``router.resources.num_replicas: 2`` with the model embedded (as shipped)."""
+    """``router.deployment.num_replicas: 2`` with the model embedded (as shipped)."""
     cluster = deployment.cluster
     name = deployment.config("serve_config.replicas.yaml", llm_pool={"enabled": False},
-                             router={"resources": {"num_replicas": 2, "num_cpus": 0}})
+                             router={"deployment": {"num_replicas": 2}})
     with Callers(2, TARGET, pause_s=0.05) as callers:
         before = deployment.deploy(name)
         cluster.wait_running(replicas={"ingress": 2}, deployed_after=before)
@@ -314,7 +312,7 @@ def test_a_new_checkpoint_rolls_out_while_8_callers_keep_calling(deployment):
     save_file(weights, models / "v2" / "model.safetensors", metadata={"format": "pt"})
     name = deployment.config("serve_config.v2.yaml", llm_pool={"enabled": False},
                              ner={"checkpoint": "artifacts/models/v2"},
-                             router={"resources": {"num_replicas": 2, "num_cpus": 0}})
+                             router={"deployment": {"num_replicas": 2}})
     cluster.run("linkner", "prepare", "--config", name, "--data-dir", str(deployment.data),
                 "--calibration-sentences", "0", timeout=600)
     new = model_name(project, "v2")

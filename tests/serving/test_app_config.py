@@ -51,11 +51,10 @@ def test_the_code_defaults_are_the_shipped_cpu_profile():
 
     args = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
     shipped, default = AppConfig.model_validate(args), AppConfig()
-    assert shipped.ner.model_dump(exclude={"checkpoint", "resources"}) == default.ner.model_dump(
-        exclude={"checkpoint", "resources"})
-    assert shipped.llm_pool.model_dump(exclude={"llm": {"model"}, "resources": True}) == \
-        default.llm_pool.model_dump(exclude={"llm": {"model"}, "resources": True})
-    assert shipped.router.model_dump(exclude={"resources"}) == default.router.model_dump(exclude={"resources"})
+    assert shipped.ner.model_dump(exclude={"checkpoint"}) == default.ner.model_dump(exclude={"checkpoint"})
+    assert shipped.llm_pool.model_dump(exclude={"llm": {"model"}}) == default.llm_pool.model_dump(exclude={"llm": {"model"}})
+    assert shipped.router.model_dump(exclude={"deployment"}) == default.router.model_dump(exclude={"deployment"})
+    assert shipped.router.deployment == {**default.router.deployment, "num_replicas": 1}
     assert shipped.server == default.server and shipped.telemetry == default.telemetry
 
 
@@ -84,8 +83,8 @@ def test_an_embedded_model_binds_no_ner_pool_and_the_ingress_reserves_its_cpus(t
     from serve.app import build_app
 
     def ingress(placement):
-        return build_app({"ner": {"checkpoint": str(tiny_checkpoint), "placement": placement,
-                                  "resources": {"num_cpus": 1}}, "llm_pool": {"enabled": False}})._bound_deployment
+        return build_app({"ner": {"checkpoint": str(tiny_checkpoint), "placement": placement},
+                          "llm_pool": {"enabled": False}})._bound_deployment
 
     embedded, pooled = ingress("embedded"), ingress("pool")
     assert embedded.init_args[0] is None and embedded.ray_actor_options["num_cpus"] == 1.0
@@ -96,15 +95,35 @@ def test_an_embedded_model_takes_its_custom_resources_to_the_ingress_and_refuses
     from serve.app import ConfigError, build_app
 
     args = {"ner": {"checkpoint": str(tiny_checkpoint), "placement": "embedded",
-                    "resources": {"num_cpus": 1, "resources": {"ner_slot": 1}}},
-            "router": {"resources": {"num_cpus": 0, "resources": {"ner_slot": 0.5, "head": 1}}},
+                    "deployment": {"ray_actor_options": {"resources": {"ner_slot": 1}}}},
+            "router": {"deployment": {"ray_actor_options": {"resources": {"ner_slot": 0.5, "head": 1}}}},
             "llm_pool": {"enabled": False}}
     ingress = build_app(args)._bound_deployment
     assert ingress.ray_actor_options["resources"] == {"ner_slot": 1.5, "head": 1}
-    for scaling in ({"num_replicas": 2}, {"autoscaling": {"min_replicas": 1, "max_replicas": 2}}):
-        args["ner"]["resources"] = {"num_cpus": 1, **scaling}
-        with pytest.raises(ConfigError, match="scale router.resources"):
+    assert ingress.ray_actor_options["num_cpus"] == 1  # the model's default CPU, on the ingress's 0
+    for scaling in ({"num_replicas": 2}, {"autoscaling_config": {"min_replicas": 1, "max_replicas": 2}}):
+        args["ner"]["deployment"] = scaling
+        with pytest.raises(ConfigError, match="set it in router.deployment"):
             build_app(args)
+
+
+def test_deployment_options_are_rays_own_and_misspelt_ones_are_refused(tiny_checkpoint):
+    """Ray Serve's schema ignores names it does not know: a typo would be dropped silently."""
+    from serve.app import ConfigError, build_app
+
+    base = {"ner": {"checkpoint": str(tiny_checkpoint), "placement": "pool"}, "llm_pool": {"enabled": False}}
+    ner = build_app({**base, "ner": {**base["ner"], "deployment": {
+        "num_replicas": 3, "max_replicas_per_node": 1, "ray_actor_options": {"num_gpus": 0.25}}}})
+    pool = ner._bound_deployment.init_args[0]._bound_deployment
+    assert pool._deployment_config.num_replicas == 3 and pool._replica_config.max_replicas_per_node == 1
+    assert pool.ray_actor_options["num_gpus"] == 0.25 and pool.ray_actor_options["num_cpus"] == 1  # merged
+    for bad, message in (({"num_replica": 2}, "ner.deployment: num_replica is not a Ray Serve deployment option"),
+                         ({"ray_actor_options": {"num_cpu": 1}}, "ray_actor_options.num_cpu is not"),
+                         ({"max_queued_requests": 0}, "max_queued_requests must be -1")):
+        with pytest.raises(ConfigError, match=message):
+            build_app({**base, "ner": {**base["ner"], "deployment": bad}})
+    with pytest.raises(ConfigError, match="set router.max_ongoing_requests instead"):
+        build_app({**base, "router": {"deployment": {"max_ongoing_requests": 4}}})
 
 
 def test_ingress_autoscaling_counts_the_calls_of_its_own_server(tiny_checkpoint):
@@ -113,7 +132,7 @@ def test_ingress_autoscaling_counts_the_calls_of_its_own_server(tiny_checkpoint)
 
     autoscaling = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4}
     ingress = build_app({"ner": {"checkpoint": str(tiny_checkpoint), "placement": "embedded"},
-                         "router": {"resources": {"autoscaling": autoscaling}},
+                         "router": {"deployment": {"autoscaling_config": autoscaling}},
                          "llm_pool": {"enabled": False}})._bound_deployment
     config = ingress._deployment_config.autoscaling_config
     assert config.policy.policy_function == POLICY and config.max_replicas == 3
@@ -139,11 +158,14 @@ def test_the_llm_pool_queue_is_bounded_and_a_zero_queue_is_refused(tiny_checkpoi
 
     args = {"ner": {"checkpoint": str(tiny_checkpoint)},
             "llm_pool": {"llm": {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:1/v1"},
-                         "max_queued_requests": 3}}
+                         "deployment": {"max_queued_requests": 3}}}
     llm = build_app(args)._bound_deployment.init_args[1]._bound_deployment
     assert llm.name == "llm" and llm._deployment_config.max_queued_requests == 3
-    for section in ("ner", "router", "llm_pool"):
-        zero = {"ner": {"checkpoint": str(tiny_checkpoint)}, "llm_pool": {"enabled": False}, "router": {}}
-        zero[section]["max_queued_requests"] = 0
-        with pytest.raises(ConfigError, match=f"(?s){section}.max_queued_requests.*at least 1"):
+    assert llm._deployment_config.max_ongoing_requests == 4  # the default, kept beside the override
+    with pytest.raises(ConfigError, match="(?s)router.max_queued_requests.*at least 1"):
+        validate_config({"ner": {"checkpoint": str(tiny_checkpoint)}, "router": {"max_queued_requests": 0}})
+    for section in ("ner", "llm_pool"):  # Ray's own rule, through its schema
+        zero = {"ner": {"checkpoint": str(tiny_checkpoint)}, "llm_pool": {"enabled": False}}
+        zero[section]["deployment"] = {"max_queued_requests": 0}
+        with pytest.raises(ConfigError, match=f"(?s){section}.deployment.*max_queued_requests must be -1"):
             validate_config(zero)

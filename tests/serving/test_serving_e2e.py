@@ -21,10 +21,11 @@ ray = pytest.importorskip("ray")
 def app_args(checkpoint, base_url, **router):
     return {
         "server": {"port": free_port()},  # each application answers on a port of its own
-        "ner": {"checkpoint": str(checkpoint), "placement": "pool", "resources": {"num_cpus": 0.1}},
+        "ner": {"checkpoint": str(checkpoint), "placement": "pool",
+                "deployment": {"ray_actor_options": {"num_cpus": 0.1}}},
         "llm_pool": {"llm": {"backend": "openai", "model": "peer", "base_url": base_url, "max_retries": 0,
                              "options": "all"},
-                     "resources": {"num_cpus": 0.1}},
+                     "deployment": {"ray_actor_options": {"num_cpus": 0.1}}},
         "router": {"policy": {"kind": "threshold", "threshold": 0.0}, **router},
     }
 
@@ -74,7 +75,7 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     main = app_args(tiny_checkpoint, fast.base_url, demonstrations={"kind": "retrieved", "k": 2,
                                                                     "train": str(train_file)})
     main["telemetry"] = {"exporter": "jsonl", "jsonl_path": str(traces)}
-    main["ner"]["resources"]["num_replicas"] = 2
+    main["ner"]["deployment"]["num_replicas"] = 2
     serve.run(build_app(main), name="main", route_prefix="/main")
     stale = stale_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("stale") / "model")
     down = app_args(stale, f"http://127.0.0.1:{closed_port()}/v1")
@@ -645,7 +646,7 @@ def test_two_ingress_replicas_share_the_port_and_ride_out_losing_one(cluster, ti
 
     pair = app_args(tiny_checkpoint, f"http://127.0.0.1:{closed_port()}/v1")
     pair["ner"].update(placement="embedded")
-    pair["router"]["resources"] = {"num_replicas": 2, "num_cpus": 0}
+    pair["router"]["deployment"] = {"num_replicas": 2}
     serve.run(build_app(pair), name="pair", route_prefix="/pair")
     try:
         assert len(ingress_processes("pair")) == 2
