@@ -91,7 +91,7 @@ def cluster(tiny_checkpoint, toy_train, tmp_path_factory):
     # at once and answered locally (the model embedded in the ingress: no NER replica of its own)
     busy = app_args(tiny_checkpoint, slow.base_url, llm_timeout_s=30)
     busy["ner"].update(placement="embedded")
-    busy["llm_pool"].update(max_ongoing_requests=1, max_queued_requests=1)
+    busy["llm_pool"]["deployment"].update(max_ongoing_requests=1, max_queued_requests=1)
     serve.run(build_app(busy), name="busy", route_prefix="/busy")
     assert ray.util.get_node_ip_address() == "127.0.0.1"
     targets = {"main": address(main), "down": address(down), "slow": address(slow_args), "busy": address(busy)}
