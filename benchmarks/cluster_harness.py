@@ -4,8 +4,8 @@ a closed-loop gRPC load, and the faults to inject while it runs.
 Used by ``tests/benchmarks/test_reliability.py`` (short runs) and ``python -m benchmarks.reliability``
 (long runs); the load is :class:`benchmarks.load.ClosedLoad`.
 The nodes are separate raylets on loopback (Ray's own ``ray.cluster_utils.Cluster``): a head
-holding the Serve controller, the gRPC proxy, the ingress and the LLM pool (custom resource
-``head``), and worker nodes offering ``ner_slot``, so one NER replica lands on each.
+holding the Serve controller, the ingress and the LLM pool (custom resource ``head``), and
+worker nodes offering ``ner_slot``, so one replica of the NER pool lands on each.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def app_args(checkpoint: str | Path, llm_base_url: str | None = None, ner_replic
     LLM pool (the OpenAI-compatible backend, when ``llm_base_url`` is given) on the head."""
     on_head = {HEAD_RESOURCE: 1}
     args: dict[str, Any] = {
-        "ner": {"checkpoint": str(checkpoint), "threads": 1, "max_batch_size": 16,
+        "ner": {"checkpoint": str(checkpoint), "threads": 1, "placement": "pool",
                 "resources": {"num_replicas": ner_replicas, "num_cpus": 0.1, "resources": {NER_RESOURCE: 1}}},
         "llm_pool": {"enabled": False},
         "router": {"resources": {"num_cpus": 0, "resources": on_head}, **router},

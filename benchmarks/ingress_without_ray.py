@@ -64,7 +64,8 @@ async def serve_forever(port: int, app_args: dict[str, Any], count_passes: bool 
         import asyncio
         import signal
 
-        counter = ingress.ner.metrics = PassCounter(ingress.ner.metrics)
+        forward = ingress.ner.forward  # the EmbeddedNER's passes, each reported to its metrics
+        counter = forward.metrics = PassCounter(forward.metrics)
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, counter.report)
     print(READY, flush=True)
     await ingress.grpc_server.wait_for_termination()

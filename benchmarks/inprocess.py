@@ -122,27 +122,9 @@ def predictor_pass(predictor: "SpanPredictor", sentences: Sequence[Words], batch
     return found
 
 
-def concurrent_passes(predictor: "SpanPredictor", sentences: Sequence[Words], batch_size: int, passes: int) -> int:
-    """``passes`` threads, each calling ``predict`` on its share of the chunks (what an ingress with
-    ``ner.concurrent_passes`` runs); returns entities found."""
-    import threading
-
-    found = [0] * passes
-
-    def work(index: int) -> None:
-        found[index] = predictor_pass(predictor, sentences[index::passes], batch_size)
-
-    threads = [threading.Thread(target=work, args=(index,)) for index in range(passes)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(found)
-
-
 def process_passes(processes: "PredictorProcesses", sentences: Sequence[Words], batch_size: int, passes: int) -> int:
     """``passes`` callers, each sending its share of the chunks to worker processes one call at a
-    time (what an ingress with ``ner.pass_workers: process`` runs); returns entities found."""
+    time (what the ingress's embedded model runs: one pass per core); returns entities found."""
     import asyncio
 
     async def share(part: Sequence[Words]) -> int:
@@ -298,11 +280,11 @@ def markdown(rows: list[Row], ratio: dict[str, float], header: str) -> str:
 
 def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repeats: int = 3,
                   hf_folder: Path | None = None, show: bool = False, device: str = "cpu",
-                  autocast: str = "none", passes: int = 1, pass_workers: str = "thread",
+                  autocast: str = "none", passes: int = 1,
                   pack_tokens: int | None = None) -> tuple[list[Row], dict[str, float]]:
-    """Measure encoder / one / batched (and the HF pipeline when ``hf_folder`` is given; batched in
-    ``passes`` concurrent threads, and worker processes when ``pass_workers`` is "process", when
-    more than 1) on ``sentences`` on ``device`` in this process's current torch thread setting.
+    """Measure encoder / one / batched (and the HF pipeline when ``hf_folder`` is given; batched as
+    ``passes`` calls at once in as many worker processes, when more than 1) on ``sentences`` on
+    ``device`` in this process's current torch thread setting.
     ``pack_tokens`` is the predictor's option (None: its default); when it packs, the same batches
     padded are measured too ("batched-padded")."""
     from linkner.model.predictor import SpanPredictor
@@ -320,11 +302,8 @@ def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repe
         padded = SpanPredictor.from_checkpoint(model, device=device, batch_size=batch_size, pack_tokens=0)
         runs["batched-padded"] = (f"predictor, {batch_size} sentences per call, padded batches",
                                   lambda: predictor_pass(padded, sentences, batch_size, show))
-    if passes > 1:
-        runs["batched-passes"] = (f"predictor, {batch_size} sentences per call, {passes} calls at once",
-                                  lambda: concurrent_passes(predictor, sentences, batch_size, passes))
     processes = None
-    if passes > 1 and pass_workers == "process":
+    if passes > 1:
         import torch
 
         from linkner.model.processes import PredictorProcesses, PredictorSpec

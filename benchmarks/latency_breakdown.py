@@ -5,8 +5,10 @@ ingress's own gRPC server) with tracing sampled at 1.0 to an OTLP receiver in it
 ``--requests`` CoNLL-2003 test sentences as raw text one after another, each with its own W3C
 ``traceparent``. Each request's spans are cut into stages:
 
-- ``model``: the NER replica's batch span (``linkner.ner.batch``: the predictor on that batch);
-- ``NER replica: batch queue and threads``: ``linkner.ner.request`` minus the batch span;
+- ``model``: the forward pass's span (``linkner.ner.batch``: the predictor on the call's
+  sentences; embedded, in a worker process of the ingress);
+- ``NER: waiting for its turn``: ``linkner.ner.request`` minus the pass's span (a pool replica
+  runs one pass at a time: the call waits for the one before it);
 - ``Ray call ingress <-> NER``: ``linkner.recognize`` (the ingress awaiting the NER pool) minus
   ``linkner.ner.request`` (with ``ner.placement: embedded`` there is no Ray call: what is left is
   the ingress's coalescing and the task switch);
@@ -18,7 +20,7 @@ The same sentences go through the in-process predictor one at a time for the ref
 (issue 8's target: p50 at 1 caller <= in-process + 5 ms). Prints a markdown table of medians,
 writes JSON and a stacked-bar PNG.
 
-    python -m benchmarks.latency_breakdown [--requests 200] [--configs pool,pool+wait0,embedded]
+    python -m benchmarks.latency_breakdown [--requests 200] [--configs pool,embedded,embedded+optimized]
 """
 
 from __future__ import annotations
@@ -41,15 +43,13 @@ from linkner.paths import PROJECT_ROOT  # noqa: E402
 from serve.ports import free_port  # noqa: E402
 
 SERVER_SPAN = "linkner.v1.LinkNER/Recognize"
-STAGES = ("model", "NER replica: batch queue and threads", "Ray call ingress <-> NER", "ingress: our code",
+STAGES = ("model", "NER: waiting for its turn", "Ray call ingress <-> NER", "ingress: our code",
           "gRPC transport and server framework")
 CONFIGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
-    # name: (environment of Ray's processes, ner settings); the pool's batch wait as shipped (2 ms) unless named
+    # name: (environment of Ray's processes, ner settings); embedded: one pass per core in worker processes
     "pool": ({}, {"placement": "pool"}),
-    "pool+wait0": ({}, {"placement": "pool", "batch_wait_timeout_s": 0.0}),
     "pool+optimized": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {"placement": "pool"}),
     "embedded": ({}, {"placement": "embedded"}),
-    "embedded+processes": ({}, {"placement": "embedded", "concurrent_passes": 2, "pass_workers": "process"}),
     "embedded+optimized": ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {"placement": "embedded"}),
 }
 
@@ -57,8 +57,8 @@ CONFIGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argument_parser(__doc__, model=True, llm=True, data_dir=True, sentences=200, out="latency_breakdown.json")
     parser.add_argument("--requests", type=int, default=200, help="sequential traced requests per configuration")
-    parser.add_argument("--configs", default="pool,embedded,embedded+processes", help=f"comma-separated, of: {', '.join(CONFIGS)}")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the NER replica (and in process)")
+    parser.add_argument("--configs", default="pool,embedded", help=f"comma-separated, of: {', '.join(CONFIGS)}")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per forward pass (and in process)")
     args = parser.parse_args(argv)
     unknown = [name for name in args.configs.split(",") if name not in CONFIGS]
     if unknown:
@@ -73,7 +73,7 @@ def stages_of(spans: list[dict[str, Any]], client_ms: float) -> dict[str, float]
     if not all(name in by_name for name in needed):
         return None
     server, recognize, request, batch = (by_name[name] for name in needed)
-    return {"model": batch, "NER replica: batch queue and threads": request - batch,
+    return {"model": batch, "NER: waiting for its turn": request - batch,
             "Ray call ingress <-> NER": recognize - request, "ingress: our code": server - recognize,
             "gRPC transport and server framework": client_ms - server, "total": client_ms}
 

@@ -3,12 +3,13 @@ sentence at that size.
 
 The serving benchmark compares served throughput with the in-process predictor running 16 sentences
 a pass. Served, a pass carries what arrived while the passes before it ran: with two passes at once
-and C callers, about a third of the callers wait in the queue, a third run in each pass. This
-measures both sides in one run:
+(one per core on 2 cores) and C callers, about a third of the callers wait in the queue, a third
+run in each pass. This measures both sides in one run:
 - the shipped configuration's ingress without Ray (``benchmarks.ingress_without_ray``, its
   passes counted) at each level of callers: requests/s and sentences per pass;
-- in process, two passes at once in worker processes (as the ingress runs them) at fixed pass
-  sizes, among them each level's pass size rounded: sentences/s, the median of interleaved repeats;
+- in process, as many passes at once in worker processes as the ingress runs (one per ``threads``
+  cores, ``deployments.ner.embedded_passes``) at fixed pass sizes, among them each level's pass
+  size rounded: sentences/s, the median of interleaved repeats;
 - CPU by process: the worker processes' a sentence (served and in process at the same pass size)
   and the ingress process's own a request.
 
@@ -87,21 +88,20 @@ def served_levels(app_args: dict[str, Any], texts: list[str], words: list[int], 
     return rows
 
 
-def inprocess_sizes(config: Any, sentences: list[list[str]], sizes: list[int], repeats: int
+def inprocess_sizes(config: Any, passes: int, sentences: list[list[str]], sizes: list[int], repeats: int
                     ) -> tuple[dict[int, float], dict[int, float]]:
-    """Sentences/s of two passes at once in worker processes, ``size`` sentences a pass (median of
-    ``repeats`` interleaved rounds), and the workers' CPU ms a sentence (over all rounds)."""
+    """Sentences/s of ``passes`` at once in as many worker processes, ``size`` sentences a pass
+    (median of ``repeats`` interleaved rounds), and the workers' CPU ms a sentence (over all rounds)."""
     import psutil
     import torch
 
-    from deployments.ner import LocalNER
     from benchmarks.inprocess import measure, process_passes
+    from deployments.ner import predictor_options
     from linkner.model.processes import PredictorProcesses, PredictorSpec
 
-    torch.set_num_threads(config.threads or 1)
-    spec = PredictorSpec(config.checkpoint, config.device, config.threads or 1, LocalNER.predictor_options(config))
-    processes = PredictorProcesses(spec, config.concurrent_passes, borrow_idle=config.lone_pass_borrows)
-    passes = config.concurrent_passes
+    torch.set_num_threads(config.threads)
+    spec = PredictorSpec(config.checkpoint, config.device, config.threads, predictor_options(config))
+    processes = PredictorProcesses(spec, passes)
     workers = {"workers": [worker.pid for worker in psutil.Process().children(recursive=True)]}
     worker_cpu = {size: 0.0 for size in sizes}
 
@@ -137,8 +137,8 @@ def markdown(report: dict[str, Any]) -> str:
          "in process at that pass size, sentences/s", "served / in process at that size", "served / in process at 16",
          "workers' CPU ms a sentence: served, in process at that size", "ingress process CPU ms a request"], served),
         "", markdown_table(
-        ["in process: sentences a pass (2 passes at once, worker processes)", "sentences/s",
-         "workers' CPU ms a sentence"],
+        [f"in process: sentences a pass ({report.get('passes', 2)} passes at once, worker processes)",
+         "sentences/s", "workers' CPU ms a sentence"],
         [(size, f"{value:.1f}", f"{worker_ms[size]:.2f}") for size, value in sorted(inprocess.items())])])
 
 
@@ -151,7 +151,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     inprocess = sorted((int(size), value) for size, value in report["inprocess_sentences_per_s"].items())
     figure, axes = plt.subplots(figsize=(7, 4.2))
     axes.plot([size for size, _ in inprocess], [value for _, value in inprocess], "o-",
-              label="in process, 2 passes in worker processes")
+              label=f"in process, {report.get('passes', 2)} passes in worker processes")
     for row in report["served"]:
         axes.plot(row["sentences_per_pass"], row["requests_per_s"], "s", color="tab:red")
         axes.annotate(f"{row['callers']} callers", (row["sentences_per_pass"], row["requests_per_s"]),
@@ -172,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from deployments.ner import embedded_passes
     from linkner.data.readers import read_dataset
 
     config, app_args = ner_config(args)
@@ -182,12 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in served:
         row["pass_size"] = max(1, round(row["sentences_per_pass"]))
     sizes = sorted({int(s) for s in args.sizes.split(",")} | {16} | {row["pass_size"] for row in served})
-    inprocess, worker_cpu_ms = inprocess_sizes(config, sentences, sizes, args.repeats)
+    passes = embedded_passes(config)  # as many as the ingress runs on this machine
+    inprocess, worker_cpu_ms = inprocess_sizes(config, passes, sentences, sizes, args.repeats)
     report = {"header": (f"{len(sentences)} CoNLL-2003 test sentences, raw text; the shipped ingress without Ray "
-                         f"({config.concurrent_passes} passes at once in worker processes, {config.threads} torch "
+                         f"({passes} passes at once in worker processes, {config.threads} torch "
                          f"thread(s) each), {args.seconds:.0f} s a level; in process the same worker processes, "
                          f"median of {args.repeats} interleaved round(s); model `{args.model}`"),
-              "served": served, "inprocess_sentences_per_s": {str(size): value for size, value in inprocess.items()},
+              "passes": passes, "served": served,
+              "inprocess_sentences_per_s": {str(size): value for size, value in inprocess.items()},
               "inprocess_worker_cpu_ms_per_sentence": {str(size): ms for size, ms in worker_cpu_ms.items()}}
     by_callers = {row["callers"]: row for row in served}
     if 32 in by_callers:

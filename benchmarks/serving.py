@@ -7,11 +7,16 @@ each concurrency (closed loop: every caller sends its next request when the last
 answered, after a jittered 50-150 ms back-off when it was refused with RESOURCE_EXHAUSTED, as a
 well-behaved gRPC client does), local path and with LLM routing at a fixed share: requests/s, sentences/s, words/s,
 p50 / p95 / p99, errors by status, and process CPU per request by part of the stack (from
-``/proc`` via psutil: the gRPC proxy, the ingress, the NER replicas, the LLM pool, Ray's controller
-and core daemons). The load generator is a plain ``grpc.aio`` stub that sends only a gRPC
-deadline, as any language's client would (``benchmarks.load.closed_loop``).
+``/proc`` via psutil: the ingress with its model worker processes, the NER replicas, the LLM pool,
+Ray's controller and core daemons). Callers dial the ingress replica's own gRPC server (Serve runs
+without its proxies, as shipped). The embedded model runs as the ingress runs it: one forward pass
+per ``--threads`` cores at once, each in a worker process (``deployments.ner.embedded_passes``);
+the in-process rows then also run that many calls at once in worker processes. The load generator
+is a plain ``grpc.aio`` stub that sends only a gRPC deadline, as any language's client would
+(``benchmarks.load.closed_loop``).
 
     python -m benchmarks.serving [--quick] [--seconds 15] [--concurrency 1,8,32,64,128] [--llm-share 0.1]
+    python -m benchmarks.serving --compare-placement --compare-without-ray   # the other placement, no Ray
 
 Writes ``benchmarks/results/serving.json`` (keys ``served_vs_inprocess_c32`` and
 ``stack_cpu_ms_per_request`` among them) and ``serving.md``.
@@ -36,7 +41,7 @@ from benchmarks.load import APP, Endpoint, closed_loop, endpoint, keep_calling, 
 from linkner.paths import PROJECT_ROOT  # noqa: E402
 from serve.ports import free_port  # noqa: E402
 
-ONE_PASS_PATH = "local, one pass at a time"  # --compare-one-pass
+INPROCESS_BATCH = 16  # sentences per predictor call in the in-process rows
 WITHOUT_RAY = "ingress_without_ray"  # the benchmark module that runs the ingress class without Ray
 
 
@@ -57,33 +62,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--llm-share", type=float, default=0.1, help="budget policy share routed to the LLM")
     parser.add_argument("--llm-queue", default=None, metavar="ONGOING,QUEUED", type=queue_limits,
                         help="llm_pool.max_ongoing_requests and max_queued_requests (default: serve_config.yaml's)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the NER replica (and in-process)")
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--batch-wait-s", type=float, default=None, help="ner.batch_wait_timeout_s (default: config's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per forward pass (and in process)")
     parser.add_argument("--throughput-optimized", action="store_true",
                         help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
-    parser.add_argument("--ingress", choices=["own", "proxy", "both"], default="own",
-                        help="own: callers dial the ingress replica's own gRPC server (as shipped); proxy: Ray's "
-                             "gRPC proxy; both: the local path both ways in one run")
     parser.add_argument("--ner-placement", choices=["pool", "embedded"], default=None,
                         help="where the local model runs on the measured path (default: serve_config.yaml's "
                              "ner.placement)")
-    parser.add_argument("--concurrent-passes", type=int, default=None,
-                        help="ner.concurrent_passes of the embedded model (default: serve_config.yaml's); the "
-                             "in-process rows then also run that many batched calls at once")
-    parser.add_argument("--pass-workers", choices=["thread", "process"], default=None,
-                        help="ner.pass_workers of the embedded model (default: serve_config.yaml's)")
-    parser.add_argument("--lone-pass-borrows", action=argparse.BooleanOptionalAction, default=None,
-                        help="ner.lone_pass_borrows of the embedded worker processes (default: serve_config.yaml's)")
-    parser.add_argument("--compare-pass-workers", action="store_true",
-                        help="also measure the local path with the embedded model's other ner.pass_workers")
     parser.add_argument("--compare-placement", action="store_true",
                         help="also measure the local path with the other ner.placement, side by side")
     parser.add_argument("--compare-security", action="store_true",
                         help="also measure the local path with a bearer token required and with TLS on the port")
-    parser.add_argument("--compare-one-pass", action="store_true",
-                        help="also measure the local path with one forward pass at a time (ner.concurrent_passes: "
-                             "1, one worker): the model on one core, the rest of the stack on the other")
     parser.add_argument("--compare-without-ray", action="store_true",
                         help="also measure the local path with the same ingress class in a plain process on a "
                              "grpc.aio server of its own, no Ray (benchmarks.ingress_without_ray)")
@@ -94,12 +82,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.sentences, args.concurrency, args.llm_concurrency = 3.0, 300, "1,32,64", "8"
-    shipped = shipped_ner_settings()
-    for option, setting in (("ner_placement", "placement"), ("concurrent_passes", "concurrent_passes"),
-                            ("pass_workers", "pass_workers"), ("lone_pass_borrows", "lone_pass_borrows")):
-        if getattr(args, option) is None:
-            setattr(args, option, shipped[setting])
+    if args.ner_placement is None:
+        args.ner_placement = shipped_ner_settings()["placement"]
     return args
+
+
+def forward_passes(args: argparse.Namespace) -> int:
+    """Forward passes the measured local model runs at once: the embedded model's, derived from
+    this machine's cores and ``--threads`` as the ingress derives them; one for the pool (a replica
+    runs one at a time)."""
+    from deployments.ner import embedded_passes
+    from linkner.service.config import NERConfig
+
+    return embedded_passes(NERConfig(threads=args.threads)) if args.ner_placement == "embedded" else 1
 
 
 def shipped_application() -> dict[str, Any]:
@@ -128,9 +123,7 @@ def stack_processes() -> dict[str, list[int]]:
             title = " ".join(process.cmdline()) or process.name()
         except psutil.Error:
             continue
-        if "ProxyActor" in title:
-            part = "grpc proxy"
-        elif "ServeController" in title:
+        if "ServeController" in title:
             part = "serve controller"
         elif "ServeReplica:" in title:
             part = deployment_of(title)
@@ -262,24 +255,17 @@ def measured_levels(name: str, address: "str | Endpoint", texts: list[str], word
     return rows
 
 
-def start_local_serve(env: dict[str, str], grpc_port: int | None = None) -> None:
+def start_local_serve(env: dict[str, str]) -> None:
     """A Ray instance of this process's own on loopback, ``env`` in every worker (its ``RAY_*`` keys
-    also here, where Ray reads them at start), and Serve, with its gRPC proxy on ``grpc_port`` (None:
-    no proxy; callers dial the ingress replicas' own server)."""
+    also here, where Ray reads them at start), and Serve without its proxies (as shipped: callers
+    dial the ingress replicas' own server)."""
     import ray
     from ray import serve
-    from ray.serve.config import gRPCOptions
-
-    from serve.app import GRPC_SERVICER
 
     os.environ.update({key: value for key, value in env.items() if key.startswith("RAY_")})
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
              object_store_memory=256 * 1024 * 1024, runtime_env={"env_vars": env})
-    if grpc_port is None:
-        serve.start(proxy_location="Disabled")
-        return
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()},
-                grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER]))
+    serve.start(proxy_location="Disabled")
 
 
 def serve_app(args: argparse.Namespace, llm: bool, router: dict[str, Any] | None = None,
@@ -321,10 +307,8 @@ def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any]
     ``router`` and ``ner`` overriding keys of those sections."""
     app_args: dict[str, Any] = {
         "server": {"port": free_port()},
-        "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": args.max_batch_size,
-                "placement": args.ner_placement, "concurrent_passes": args.concurrent_passes,
-                "pass_workers": args.pass_workers, "lone_pass_borrows": args.lone_pass_borrows,
-                **({} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s}), **(ner or {})},
+        "ner": {"checkpoint": str(args.model), "threads": args.threads, "placement": args.ner_placement,
+                **(ner or {})},
         "llm_pool": {"enabled": False},
     }
     if llm:  # the shipped LLM pool (its model from --llm, its queue from --llm-queue when given)
@@ -414,16 +398,7 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     # Ray Serve settings in the caller's environment (e.g. RAY_SERVE_LOG_TO_STDERR=0) reach Ray's processes
     env.update({key: value for key, value in os.environ.items() if key.startswith("RAY_SERVE_")})
-    proxy_port = free_port() if args.ingress in ("proxy", "both") else None
-    proxy = f"127.0.0.1:{proxy_port}"
-    start_local_serve(env, proxy_port)
-
-    def deployed(llm: bool, router: dict[str, Any] | None = None, ner: dict[str, Any] | None = None,
-                 server: dict[str, Any] | None = None) -> str:
-        """Run the app; the address callers dial (its ingress replicas' own server, or the proxy)."""
-        own = serve_app(args, llm, router, ner, server)
-        return proxy if args.ingress == "proxy" else own
-
+    start_local_serve(env)
     rows = []
     try:
         plans = [("local", False, pb.Options(policy="none"), args.concurrency)]
@@ -431,37 +406,27 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
             plans.append((f"LLM {100 * args.llm_share:g}%", True, pb.Options(policy="budget", budget=args.llm_share),
                           args.llm_concurrency))
         for path, llm, options, levels in plans:
-            target = deployed(llm)
-            ways = [(path, target)]
-            if path == "local" and args.ingress == "both":
-                ways.append(("local, via Ray's proxy", proxy))
-            for name, address in ways:
-                rows += measured_levels(name, address, texts, words, levels, args.seconds, options)
+            rows += measured_levels(path, serve_app(args, llm), texts, words, levels, args.seconds, options)
             serve.delete(APP)
         comparisons = []  # (path, ner settings overridden) of the local path's other configurations
         if args.compare_placement:
             other = "pool" if args.ner_placement == "embedded" else "embedded"
             comparisons.append((f"local, NER {'embedded in the ingress' if other == 'embedded' else 'pool'}",
                                 {"placement": other}))
-        if args.compare_pass_workers and args.ner_placement == "embedded":
-            other = "thread" if args.pass_workers == "process" else "process"
-            comparisons.append((f"local, passes in worker {other}s", {"pass_workers": other}))
-        if args.compare_one_pass and args.ner_placement == "embedded" and args.concurrent_passes != 1:
-            comparisons.append((ONE_PASS_PATH, {"concurrent_passes": 1}))
         if args.compare_security:
             for name, server, caller in secured_configurations():
-                rows += measured_levels(name, Endpoint(deployed(False, server=server), **caller), texts, words,
+                rows += measured_levels(name, Endpoint(serve_app(args, False, server=server), **caller), texts, words,
                                         args.concurrency, args.seconds, pb.Options(policy="none"))
                 serve.delete(APP)
         for name, ner in comparisons:
-            rows += measured_levels(name, deployed(False, ner=ner), texts, words, args.concurrency, args.seconds,
+            rows += measured_levels(name, serve_app(args, False, ner=ner), texts, words, args.concurrency, args.seconds,
                                     pb.Options(policy="none"))
             serve.delete(APP)
         if args.long_document_words:
             long_text = long_document(texts, args.long_document_words)
             for chunk in (256, 10**7):
-                target = deployed(False, {"max_words_per_ner_call": chunk,
-                                          "limits": {"max_words": 10**6, "max_chars": 10**7}})
+                target = serve_app(args, False, {"max_words_per_ner_call": chunk,
+                                                 "limits": {"max_words": 10**6, "max_chars": 10**7}})
                 asyncio.run(warm_up(target, texts, pb.Options(policy="none")))
                 row = {"chunk_words": chunk if chunk < 10**7 else None, "long_document_words": len(long_text.split()),
                        **asyncio.run(mixed_load(target, texts, long_text, 16, 2, args.seconds))}
@@ -475,17 +440,15 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"{report['sentences']} CoNLL-2003 test sentences as raw text; NER replica and in-process rows with "
+    lines = [f"{report['sentences']} CoNLL-2003 test sentences as raw text; forward passes and in-process rows with "
              f"{report['threads']} torch thread(s); {report['seconds_per_level']:.0f} s per level; "
-             f"Ray Serve throughput-optimized: {report['throughput_optimized']}; ingress: {report.get('ingress')}; "
-             f"local model (`local` rows): {report.get('ner_placement', 'pool')}, "
-             f"{report.get('concurrent_passes', 1)} concurrent pass(es) in worker "
-             f"{'processes' if report.get('pass_workers') == 'process' else 'threads'} when embedded", ""]
+             f"Ray Serve throughput-optimized: {report['throughput_optimized']}; callers dial the ingress's own "
+             f"gRPC server; local model (`local` rows): {local_model(report)}", ""]
     if report.get("inprocess"):
         lines += [markdown_table(["in-process", "sentences/s", "ms / sentence"],
                                  [(row["description"], f"{row['sentences_per_s']:.1f}", f"{row['ms_per_sentence']:.1f}")
                                   for row in report["inprocess"]]), ""]
-    parts = ("grpc proxy", "ingress", "ner", "llm", "ray daemons")
+    parts = ("ingress", "ner", "llm", "ray daemons")
     served = []
     for row in report["served"]:
         errors = ", ".join(f"{k} {v}" for k, v in row["statuses"].items() if k != "OK") or "none"
@@ -498,12 +461,12 @@ def markdown(report: dict[str, Any]) -> str:
                        f"{row.get('machine_busy_cores', float('nan')):.2f}"))
     lines.append(markdown_table(
         ["served over gRPC", "callers", "requests/s", "words/s", "p50 ms", "p95 ms", "p99 ms", "errors",
-         "answered degraded", "linked by the LLM / s", "stack CPU ms / request (proxy, ingress, ner, llm, ray)",
+         "answered degraded", "linked by the LLM / s", "stack CPU ms / request (ingress, ner, llm, ray)",
          "load generator CPU ms / request", "busy cores"], served))
     last_of_path = {row["path"]: row for row in report["served"] if row.get("resident_mb")}
     if last_of_path:
         lines += ["", markdown_table(
-            ["served", "resident MB: proxy, ingress (with its worker processes), ner, llm, ray daemons"],
+            ["served", "resident MB: ingress (with its worker processes), ner, llm, ray daemons"],
             [(path, ", ".join(f"{row['resident_mb'].get(p, 0.0):.0f}" for p in parts))
              for path, row in last_of_path.items()])]
     if report.get("long_documents"):
@@ -516,12 +479,18 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("")
     for key in ("served_vs_inprocess_c32", "served_vs_inprocess_one_pass_c32", "served_vs_hf_pipeline_c32",
                 "stack_cpu_ms_per_request", "c64_vs_c32", "c128_vs_c32", "p50_c1_minus_inprocess_ms",
-                "own_server_vs_proxy_c32", "cpu_ms_saved_by_own_server", "other_placement_vs_local_c32",
-                "other_pass_workers_vs_local_c32", "local_vs_without_ray_c32", "without_ray_vs_inprocess_c32",
-                "one_pass_served_vs_inprocess_c32", "one_pass_vs_local_c32", "token_vs_local_c32", "tls_vs_local_c32"):
+                "other_placement_vs_local_c32", "local_vs_without_ray_c32", "without_ray_vs_inprocess_c32",
+                "token_vs_local_c32", "tls_vs_local_c32"):
         if report.get(key) is not None:
             lines.append(f"- {key}: {report[key]:.2f}")
     return "\n".join(lines)
+
+
+def local_model(report: dict[str, Any]) -> str:
+    """Where the ``local`` rows' model ran, and how many forward passes at once."""
+    if report.get("ner_placement") == "embedded":
+        return f"embedded, {report.get('passes', 1)} forward pass(es) at once in worker processes"
+    return "NER pool, one forward pass at a time per replica"
 
 
 def summarise(report: dict[str, Any]) -> None:
@@ -530,10 +499,8 @@ def summarise(report: dict[str, Any]) -> None:
     inprocess = {row["name"]: row for row in report.get("inprocess", [])}
     c32 = local.get(32)
     batched = inprocess.get("batched")
-    # with several concurrent passes the model uses that many threads (or worker processes): compare
-    # with the same in process
-    same_threads = inprocess.get("batched-processes" if report.get("pass_workers") == "process"
-                                 else "batched-passes", batched)
+    # with several passes at once the model uses that many worker processes: compare with the same in process
+    same_threads = inprocess.get("batched-processes", batched)
     if c32 and batched:
         report["served_vs_inprocess_c32"] = c32["sentences_per_s"] / same_threads["sentences_per_s"]
         report["served_vs_inprocess_one_pass_c32"] = c32["sentences_per_s"] / batched["sentences_per_s"]
@@ -541,11 +508,6 @@ def summarise(report: dict[str, Any]) -> None:
         report["stack_cpu_ms_per_request"] = c32["cpu_ms_per_request_total"] - model_cpu_ms
     if c32 and inprocess.get("hf-pipeline"):
         report["served_vs_hf_pipeline_c32"] = c32["sentences_per_s"] / inprocess["hf-pipeline"]["sentences_per_s"]
-    via_proxy = {row["concurrency"]: row for row in report["served"] if row["path"] == "local, via Ray's proxy"}
-    if c32 and via_proxy.get(32):
-        report["own_server_vs_proxy_c32"] = c32["requests_per_s"] / via_proxy[32]["requests_per_s"]
-        report["cpu_ms_saved_by_own_server"] = (via_proxy[32]["cpu_ms_per_request_total"]
-                                                    - c32["cpu_ms_per_request_total"])
     other = {row["concurrency"]: row for row in report["served"] if row["path"].startswith("local, NER ")}
     if c32 and other.get(32):
         report["other_placement_vs_local_c32"] = other[32]["requests_per_s"] / c32["requests_per_s"]
@@ -555,13 +517,6 @@ def summarise(report: dict[str, Any]) -> None:
         if batched:
             report["without_ray_vs_inprocess_c32"] = (without_ray[32]["sentences_per_s"]
                                                       / same_threads["sentences_per_s"])
-    one_pass = {row["concurrency"]: row for row in report["served"] if row["path"] == ONE_PASS_PATH}
-    if one_pass.get(32) and batched:  # the same thread count in process: one pass on one thread
-        report["one_pass_served_vs_inprocess_c32"] = one_pass[32]["sentences_per_s"] / batched["sentences_per_s"]
-        report["one_pass_vs_local_c32"] = one_pass[32]["requests_per_s"] / c32["requests_per_s"] if c32 else None
-    workers = {row["concurrency"]: row for row in report["served"] if row["path"].startswith("local, passes in ")}
-    if c32 and workers.get(32):
-        report["other_pass_workers_vs_local_c32"] = workers[32]["requests_per_s"] / c32["requests_per_s"]
     for key, path in (("token_vs_local_c32", "local, token required"), ("tls_vs_local_c32", "local, TLS")):
         secured = {row["concurrency"]: row for row in report["served"] if row["path"] == path}
         if c32 and secured.get(32):
@@ -582,9 +537,8 @@ def inprocess_rows(args: argparse.Namespace, sentences: list) -> list[dict[str, 
 
     torch.set_num_threads(args.threads)
     hf_folder = hf_token_head(args.data_dir / "train.txt", 300 if args.quick else 2000, show=True)
-    passes = args.concurrent_passes if args.ner_placement == "embedded" else 1
-    rows, _ = run_benchmark(args.model, sentences, args.max_batch_size, 1 if args.quick else 3, hf_folder,
-                            passes=passes, pass_workers=args.pass_workers)
+    rows, _ = run_benchmark(args.model, sentences, INPROCESS_BATCH, 1 if args.quick else 3, hf_folder,
+                            passes=forward_passes(args))
     return [row.summary() for row in rows]
 
 
@@ -596,12 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     texts = [" ".join(s.tokens) for s in sentences]
     words = [len(s) for s in sentences]
     report: dict[str, Any] = {"sentences": len(sentences), "threads": args.threads, "seconds_per_level": args.seconds,
-                              "batch_wait_s": args.batch_wait_s,
-                              "throughput_optimized": args.throughput_optimized, "ingress": args.ingress,
-                              "ner_placement": args.ner_placement, "concurrent_passes": args.concurrent_passes,
-                              "pass_workers": args.pass_workers, "lone_pass_borrows": args.lone_pass_borrows,
-                              "compare_without_ray": args.compare_without_ray,
-                              "compare_one_pass": args.compare_one_pass, "model": str(args.model)}
+                              "throughput_optimized": args.throughput_optimized,
+                              "ner_placement": args.ner_placement, "passes": forward_passes(args),
+                              "compare_without_ray": args.compare_without_ray, "model": str(args.model)}
     if not args.no_inprocess:
         report["inprocess"] = inprocess_rows(args, [s.tokens for s in sentences])
     report["long_documents"] = []

@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measured round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per mode, alternating")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of each NER replica")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per forward pass")
     parser.add_argument("--no-waterfall", action="store_true")
     parser.add_argument("--waterfall-only", action="store_true", help="skip the throughput rounds")
     args = parser.parse_args(argv)
@@ -53,7 +53,7 @@ def app_args(args: argparse.Namespace, telemetry: dict[str, Any], llm: bool = Fa
     """An application on a gRPC port of its own (``config["server"]["port"]``)."""
     config: dict[str, Any] = {
         "server": {"port": free_port()},
-        "ner": {"checkpoint": str(args.model), "threads": args.threads, "max_batch_size": 16},
+        "ner": {"checkpoint": str(args.model), "threads": args.threads},
         "llm_pool": {"enabled": False}, "telemetry": telemetry}
     if llm:
         config["llm_pool"] = {"enabled": True, "llm": {"backend": "transformers", "model": str(args.llm),

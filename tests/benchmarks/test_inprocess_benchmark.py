@@ -72,15 +72,6 @@ def test_cli_writes_json_and_markdown(tiny_checkpoint, toy_dev, tmp_path: Path) 
     assert "batched over encoder" in out.with_suffix(".md").read_text()
 
 
-def test_concurrent_passes_cover_every_sentence_once(tiny_checkpoint, toy_dev) -> None:
-    sentences = [list(s.tokens) for s in toy_dev[:9]]
-    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=4)
-    assert inprocess.concurrent_passes(predictor, sentences, 4, passes=2) == inprocess.predictor_pass(
-        predictor, sentences, 4)
-    rows, _ = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=1, passes=2)
-    assert [row.name for row in rows] == ["encoder", "one", "batched", "batched-padded", "batched-passes"]
-
-
 def test_passes_in_worker_processes_cover_every_sentence_once(tiny_checkpoint, toy_dev) -> None:
     from linkner.model.processes import PredictorProcesses, PredictorSpec
 
@@ -92,8 +83,6 @@ def test_passes_in_worker_processes_cover_every_sentence_once(tiny_checkpoint, t
             predictor, sentences, 4)
     finally:
         processes.close()
-    rows, _ = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=1, passes=2,
-                                      pass_workers="process")
-    assert [row.name for row in rows] == ["encoder", "one", "batched", "batched-padded", "batched-passes",
-                                          "batched-processes"]
+    rows, _ = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=1, passes=2)
+    assert [row.name for row in rows] == ["encoder", "one", "batched", "batched-padded", "batched-processes"]
     assert all(row.sentences_per_s > 0 for row in rows)

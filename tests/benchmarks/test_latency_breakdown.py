@@ -12,7 +12,7 @@ def test_stages_add_up_to_the_callers_latency():
     spans = [span("linkner.v1.LinkNER/Recognize", 1.0, 19.0), span("linkner.recognize", 2.0, 18.0),
              span("linkner.ner.request", 4.0, 17.0), span("linkner.ner.batch", 5.0, 16.0)]
     stages = latency_breakdown.stages_of(spans, client_ms=21.0)
-    assert stages == {"model": 11.0, "NER replica: batch queue and threads": 2.0, "Ray call ingress <-> NER": 3.0,
+    assert stages == {"model": 11.0, "NER: waiting for its turn": 2.0, "Ray call ingress <-> NER": 3.0,
                       "ingress: our code": 2.0, "gRPC transport and server framework": 3.0, "total": 21.0}
     assert sum(stages[name] for name in latency_breakdown.STAGES) == stages["total"]
     assert latency_breakdown.stages_of(spans[:3], client_ms=21.0) is None  # a span missing: not counted

@@ -21,9 +21,7 @@ def test_the_ingress_without_ray_counts_its_passes_and_their_sentences(tiny_chec
     from protos.linkner.v1 import linkner_pb2 as pb
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 
-    args = argparse.Namespace(model=tiny_checkpoint, threads=1, max_batch_size=16, ner_placement="embedded",
-                              concurrent_passes=2, pass_workers="process", lone_pass_borrows=True, batch_wait_s=None,
-                              llm=None)
+    args = argparse.Namespace(model=tiny_checkpoint, threads=1, ner_placement="embedded", llm=None)
     request = pb.RecognizeRequest(text=TWO_SENTENCES, options=pb.Options(policy="none"))
     with serving.ingress_without_ray(serving.application_args(args, False), count_passes=True) as (server, address):
         with grpc.insecure_channel(address) as channel:

@@ -26,10 +26,11 @@ def test_the_ingress_without_ray_answers_over_grpc_and_counts_as_the_ingress(tin
     from protos.linkner.v1 import linkner_pb2 as pb
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 
-    args = argparse.Namespace(model=tiny_checkpoint, threads=1, max_batch_size=16, ner_placement="embedded",
-                              concurrent_passes=2, pass_workers="process", lone_pass_borrows=True, batch_wait_s=None,
-                              llm=None)
+    from deployments.ner import embedded_passes
     from linkner.model.predictor import SpanPredictor
+    from linkner.service.config import NERConfig
+
+    args = argparse.Namespace(model=tiny_checkpoint, threads=1, ner_placement="embedded", llm=None)
 
     text = "John Smith lives in Berlin ."
     # what the checkpoint itself finds in these words, in process (its entities are the answer's)
@@ -39,7 +40,8 @@ def test_the_ingress_without_ray_answers_over_grpc_and_counts_as_the_ingress(tin
     with serving.ingress_without_ray(serving.application_args(args, False)) as (server, address):
         parts = serving.stack_processes()
         ours = {server.pid} | {child.pid for child in psutil.Process(server.pid).children(recursive=True)}
-        assert len(ours) >= 3 and ours <= set(parts["ingress"])  # the server and its 2 workers, none elsewhere
+        # the server and its worker processes (a pass per core), none elsewhere
+        assert len(ours) >= 1 + embedded_passes(NERConfig(threads=1)) and ours <= set(parts["ingress"])
         with grpc.insecure_channel(address) as channel:
             reply = pb_grpc.LinkNERStub(channel).Recognize(
                 pb.RecognizeRequest(text=text, options=pb.Options(policy="none")), timeout=60)
@@ -53,34 +55,49 @@ def test_the_ingress_without_ray_answers_over_grpc_and_counts_as_the_ingress(tin
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_the_one_pass_comparison_runs_one_worker_and_is_judged_against_one_pass_in_process() -> None:
-    """``--compare-one-pass``: the app runs one forward pass at a time, and its 32-caller figure is
-    compared with the in-process predictor on one thread (the same thread count), not with two."""
-    import argparse
+def test_every_configuration_measured_is_a_valid_application() -> None:
+    """The app args of each placement (and of the LLM path) pass the application's own validation:
+    no setting the config no longer has (it forbids unknown keys)."""
+    from linkner.service.config import AppConfig
 
-    args = argparse.Namespace(model="m", threads=1, max_batch_size=16, ner_placement="embedded", concurrent_passes=2,
-                              pass_workers="process", lone_pass_borrows=True, batch_wait_s=None, llm=None)
-    assert serving.application_args(args, False, ner={"concurrent_passes": 1})["ner"]["concurrent_passes"] == 1
-    assert serving.application_args(args, False)["ner"]["concurrent_passes"] == 2
+    for placement in ("embedded", "pool"):
+        args = serving.parse_args(["--model", "m", "--threads", "2", "--ner-placement", placement])
+        for llm in (False, True):
+            config = AppConfig.model_validate(serving.application_args(args, llm))
+            assert (config.ner.placement, config.ner.threads, config.llm_pool.enabled) == (placement, 2, llm)
+    assert serving.parse_args([]).ner_placement == serving.shipped_ner_settings()["placement"]
+
+
+def test_the_local_path_is_judged_against_as_many_passes_in_process_as_the_ingress_runs() -> None:
+    """Embedded, the ingress runs one pass per core in worker processes: the in-process rows run
+    that many at once, and the served 32-caller figure is compared with them (and with one pass)."""
+    from deployments.ner import embedded_passes
+    from linkner.service.config import NERConfig
+
+    embedded = serving.parse_args(["--threads", "1", "--ner-placement", "embedded"])
+    assert serving.forward_passes(embedded) == embedded_passes(NERConfig(threads=1))
+    assert serving.forward_passes(serving.parse_args(["--ner-placement", "pool"])) == 1
 
     def served(path: str, sentences_per_s: float) -> dict:
         return {"path": path, "concurrency": 32, "sentences_per_s": sentences_per_s, "requests_per_s": sentences_per_s,
                 "cpu_ms_per_request_total": 8.0}
 
-    report = {"pass_workers": "process", "served": [served("local", 220.0), served(serving.ONE_PASS_PATH, 180.0)],
+    report = {"served": [served("local", 220.0), served("local, NER pool", 110.0)],
               "inprocess": [{"name": "batched", "sentences_per_s": 200.0, "ms_per_sentence": 5.0},
                             {"name": "batched-processes", "sentences_per_s": 330.0, "ms_per_sentence": 3.0}]}
     serving.summarise(report)
     assert report["served_vs_inprocess_c32"] == 220.0 / 330.0
-    assert report["one_pass_served_vs_inprocess_c32"] == 180.0 / 200.0
-    assert report["one_pass_vs_local_c32"] == 180.0 / 220.0
+    assert report["served_vs_inprocess_one_pass_c32"] == 220.0 / 200.0
+    assert report["other_placement_vs_local_c32"] == 110.0 / 220.0
+    assert report["stack_cpu_ms_per_request"] == 8.0 - 5.0
 
 
 def test_the_llm_path_serves_the_shipped_llm_pool_and_llm_queue_overrides_its_limits(tmp_path) -> None:
     shipped = serving.shipped_application()["args"]["llm_pool"]
     pool = serving.application_args(serving.parse_args(["--llm", str(tmp_path)]), True)["llm_pool"]
     assert pool["llm"] == {**shipped["llm"], "model": str(tmp_path)} and pool["enabled"]
-    assert pool["max_queued_requests"] == shipped["max_queued_requests"]
+    # the shipped queue limits (serve_config.yaml's, or the config's defaults where it names none)
+    assert pool.get("max_queued_requests") == shipped.get("max_queued_requests")
     pool = serving.application_args(serving.parse_args(["--llm", str(tmp_path), "--llm-queue", "16,-1"]), True)
     assert (pool["llm_pool"]["max_ongoing_requests"], pool["llm_pool"]["max_queued_requests"]) == (16, -1)
     with pytest.raises(SystemExit):
