@@ -110,14 +110,15 @@ def app_args(checkpoint: str | Path, llm_base_url: str | None = None, ner_replic
     on_head = {HEAD_RESOURCE: 1}
     args: dict[str, Any] = {
         "ner": {"checkpoint": str(checkpoint), "threads": 1, "placement": "pool",
-                "resources": {"num_replicas": ner_replicas, "num_cpus": 0.1, "resources": {NER_RESOURCE: 1}}},
+                "deployment": {"num_replicas": ner_replicas,
+                               "ray_actor_options": {"num_cpus": 0.1, "resources": {NER_RESOURCE: 1}}}},
         "llm_pool": {"enabled": False},
-        "router": {"resources": {"num_cpus": 0, "resources": on_head}, **router},
+        "router": {"deployment": {"ray_actor_options": {"resources": on_head}}, **router},
     }
     if llm_base_url:
         args["llm_pool"] = {"llm": {"backend": "openai", "model": "peer", "base_url": llm_base_url,
                                     "max_retries": 0, "options": "all", "request_timeout_s": 5.0},
-                            "resources": {"num_cpus": 0.1, "resources": on_head}}
+                            "deployment": {"ray_actor_options": {"num_cpus": 0.1, "resources": on_head}}}
     return args
 
 
@@ -169,7 +170,6 @@ def health(served: Served, service: str = "", timeout_s: float = 5.0) -> str:
     with grpc.insecure_channel(served.target) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
-                                                               metadata=[("application", served.app)],
                                                                timeout=timeout_s)
         except grpc.RpcError as error:
             return error.code().name

@@ -106,7 +106,7 @@ def hostile_requests(draw: Any) -> Hostile:
                    f"{count} items, longest {max(map(len, texts), default=0)}")
 
 
-def call(channel: grpc.Channel, application: str, request: Hostile, timeout_s: float = 120.0) -> tuple[str, list]:
+def call(channel: grpc.Channel, request: Hostile, timeout_s: float = 120.0) -> tuple[str, list]:
     """Send ``request`` as raw bytes; the status name and the responses that came back."""
     stream = request.method == "RecognizeStream"
     path = f"/linkner.v1.LinkNER/{request.method}"
@@ -115,7 +115,7 @@ def call(channel: grpc.Channel, application: str, request: Hostile, timeout_s: f
                                                                        response_deserializer=parse)
     responses: list = []
     try:
-        answer = method(request.raw, metadata=[("application", application)], timeout=timeout_s)
+        answer = method(request.raw, timeout=timeout_s)
         if stream:
             responses.extend(answer)
         else:

@@ -48,8 +48,9 @@ class Endpoint:
             return grpc.aio.insecure_channel(self.address)
         return grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=self.ca))
 
-    def metadata(self, app: str) -> list[tuple[str, str]]:
-        return [("application", app)] + ([("authorization", f"Bearer {self.token}")] if self.token else [])
+    def metadata(self) -> list[tuple[str, str]]:
+        """What a call sends besides its deadline: the bearer token, when the port wants one."""
+        return [("authorization", f"Bearer {self.token}")] if self.token else []
 
 
 def endpoint(target: "str | Endpoint") -> Endpoint:
@@ -133,7 +134,7 @@ async def keep_calling(callers: int, call: Callable[[int], Awaitable[Any]], goin
 
 
 async def closed_loop(target: "str | Endpoint", texts: list[str], words: list[int], concurrency: int, seconds: float,
-                      options: Any = None, deadline_s: float = 30.0, app: str = APP) -> dict[str, Any]:
+                      options: Any = None, deadline_s: float = 30.0) -> dict[str, Any]:
     """``concurrency`` callers on one channel, each sending its next request (the next of ``texts``,
     in turn) when the last is answered, for ``seconds``; a call refused with RESOURCE_EXHAUSTED is
     followed by a jittered 50-150 ms back-off, as a well-behaved gRPC client does. Only answered
@@ -144,7 +145,7 @@ async def closed_loop(target: "str | Endpoint", texts: list[str], words: list[in
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 
     requests = [pb.RecognizeRequest(text=text, options=options) for text in texts]
-    metadata = endpoint(target).metadata(app)
+    metadata = endpoint(target).metadata()
     stats = LoadStats()
     turn = itertools.count()
     async with endpoint(target).channel() as channel:
@@ -174,7 +175,7 @@ async def closed_loop(target: "str | Endpoint", texts: list[str], words: list[in
             "p99_ms": 1000 * percentile(latencies, 0.99)}
 
 
-async def warm_up(target: "str | Endpoint", texts: list[str], options: Any, calls: int = 8, app: str = APP) -> None:
+async def warm_up(target: "str | Endpoint", texts: list[str], options: Any, calls: int = 8) -> None:
     """A few calls before measuring: the ingress builds its service, the LLM engine warms up."""
     from protos.linkner.v1 import linkner_pb2 as pb
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
@@ -182,7 +183,7 @@ async def warm_up(target: "str | Endpoint", texts: list[str], options: Any, call
     async with endpoint(target).channel() as channel:
         stub = pb_grpc.LinkNERStub(channel)
         await asyncio.gather(*[stub.Recognize(pb.RecognizeRequest(text=text, options=options),
-                                              metadata=endpoint(target).metadata(app), timeout=120)
+                                              metadata=endpoint(target).metadata(), timeout=120)
                                for text in texts[:calls]])
 
 

@@ -116,7 +116,7 @@ def bad_inputs(served: harness.Served, examples: int) -> dict:
         @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(request=hostile_input.hostile_requests())
         def fuzz(request):
-            code, responses = hostile_input.call(channel, served.app, request)
+            code, responses = hostile_input.call(channel, request)
             codes[code] += 1
             methods[request.method] += 1
             wrong.extend(hostile_input.wrong_slices(request, responses))

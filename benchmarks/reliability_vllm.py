@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                                 use_calibration=False, policy={"kind": "budget", "budget": 0.2})
         args["llm_pool"] = {"llm": {"backend": "vllm", "model": str(DEFAULT_LLM),
                                     "mode": "letter", "cpu_kv_cache_gib": 1},
-                            "resources": {"num_cpus": 0.1, "resources": {harness.HEAD_RESOURCE: 1}}}
+                            "deployment": {"ray_actor_options": {"num_cpus": 0.1,
+                                                                 "resources": {harness.HEAD_RESOURCE: 1}}}}
         started = time.time()
         served = harness.deploy(args)
         print(f"deployed in {time.time() - started:.0f} s", flush=True)

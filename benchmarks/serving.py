@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--llm-concurrency", default="1,8,32,64,128", help="levels run with LLM routing ('' skips)")
     parser.add_argument("--llm-share", type=float, default=0.1, help="budget policy share routed to the LLM")
     parser.add_argument("--llm-queue", default=None, metavar="ONGOING,QUEUED", type=queue_limits,
-                        help="llm_pool.max_ongoing_requests and max_queued_requests (default: serve_config.yaml's)")
+                        help="llm_pool.deployment's max_ongoing_requests and max_queued_requests (default: "
+                             "serve_config.yaml's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per forward pass (and in process)")
     parser.add_argument("--throughput-optimized", action="store_true",
                         help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
@@ -215,7 +216,6 @@ async def mixed_load(target: str, texts: list[str], long_text: str, short_caller
     from protos.linkner.v1 import linkner_pb2_grpc as pb_grpc
 
     options = pb.Options(policy="none")
-    metadata = [("application", APP)]
     short: list[float] = []
     long: list[float] = []
     shorts = [pb.RecognizeRequest(text=text, options=options) for text in texts]
@@ -230,7 +230,7 @@ async def mixed_load(target: str, texts: list[str], long_text: str, short_caller
         async def call(number: int) -> None:
             mine = requests[number]
             begin = time.perf_counter()
-            await stub.Recognize(mine[sent[number] % len(mine)], metadata=metadata, timeout=120)
+            await stub.Recognize(mine[sent[number] % len(mine)], timeout=120)
             (short if number < short_callers else long).append(time.perf_counter() - begin)
             sent[number] += 1
 
@@ -316,7 +316,8 @@ def application_args(args: argparse.Namespace, llm: bool, router: dict[str, Any]
         app_args["llm_pool"] = {**pool, "enabled": True, "llm": {**pool.get("llm", {}), "model": str(args.llm)}}
         if args.llm_queue:
             ongoing, queued = args.llm_queue
-            app_args["llm_pool"].update(max_ongoing_requests=ongoing, max_queued_requests=queued)
+            app_args["llm_pool"]["deployment"] = {**pool.get("deployment", {}), "max_ongoing_requests": ongoing,
+                                                  "max_queued_requests": queued}
         app_args["router"] = {"use_calibration": False}
     app_args.setdefault("router", {}).update(router or {})
     return app_args

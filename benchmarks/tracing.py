@@ -78,12 +78,11 @@ def measure(targets: dict[str, str], texts: list[str], words: list[int], args: a
 
     options = pb.Options(policy="none")
     for app in ("untraced", "traced"):
-        asyncio.run(warm_up(targets[app], texts, options, calls=32, app=app))
+        asyncio.run(warm_up(targets[app], texts, options, calls=32))
     rows = []
     for round_ in range(args.rounds):
         for mode in (("untraced", "traced") if round_ % 2 == 0 else ("traced", "untraced")):
-            result = asyncio.run(closed_loop(targets[mode], texts, words, args.concurrency, args.seconds, options,
-                                             app=mode))
+            result = asyncio.run(closed_loop(targets[mode], texts, words, args.concurrency, args.seconds, options))
             result.update(mode=mode, round=round_)
             print(f"round {round_} {mode:9} {result['requests_per_s']:7.1f} req/s  p50 {result['p50_ms']:6.1f} ms  "
                   f"p99 {result['p99_ms']:6.1f} ms  {result['statuses']}", file=sys.stderr)

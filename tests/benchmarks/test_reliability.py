@@ -192,7 +192,7 @@ def test_lone_surrogate_is_invalid_argument(served):
         call = channel.unary_unary("/linkner.v1.LinkNER/Recognize", request_serializer=None,
                                    response_deserializer=pb.RecognizeResponse.FromString)
         with pytest.raises(grpc.RpcError) as error:
-            call(raw, metadata=[("application", served["served"].app)], timeout=20)
+            call(raw, timeout=20)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
     assert "valid UTF-8" in error.value.details()
 
@@ -212,7 +212,7 @@ def test_fuzzed_hostile_input_never_internal(served):
                   derandomize=True, suppress_health_check=list(HealthCheck))
         @given(request=hostile_input.hostile_requests())
         def fuzz(request):
-            code, responses = hostile_input.call(channel, served["served"].app, request)
+            code, responses = hostile_input.call(channel, request)
             seen.append((request.method, request.summary, code))
             assert code in hostile_input.ACCEPTED, (request.method, request.summary, code)
             assert not hostile_input.wrong_slices(request, responses)

@@ -93,12 +93,15 @@ def test_the_local_path_is_judged_against_as_many_passes_in_process_as_the_ingre
 
 
 def test_the_llm_path_serves_the_shipped_llm_pool_and_llm_queue_overrides_its_limits(tmp_path) -> None:
+    from linkner.service.config import AppConfig
+
     shipped = serving.shipped_application()["args"]["llm_pool"]
     pool = serving.application_args(serving.parse_args(["--llm", str(tmp_path)]), True)["llm_pool"]
     assert pool["llm"] == {**shipped["llm"], "model": str(tmp_path)} and pool["enabled"]
     # the shipped queue limits (serve_config.yaml's, or the config's defaults where it names none)
-    assert pool.get("max_queued_requests") == shipped.get("max_queued_requests")
-    pool = serving.application_args(serving.parse_args(["--llm", str(tmp_path), "--llm-queue", "16,-1"]), True)
-    assert (pool["llm_pool"]["max_ongoing_requests"], pool["llm_pool"]["max_queued_requests"]) == (16, -1)
+    assert pool.get("deployment") == shipped.get("deployment")
+    app_args = serving.application_args(serving.parse_args(["--llm", str(tmp_path), "--llm-queue", "16,-1"]), True)
+    deployment = AppConfig.model_validate(app_args).llm_pool.deployment
+    assert (deployment["max_ongoing_requests"], deployment["max_queued_requests"]) == (16, -1)
     with pytest.raises(SystemExit):
         serving.parse_args(["--llm-queue", "4"])
