@@ -11,6 +11,8 @@ Serving and speed (docs/performance.md):
 - ``tracing``: served throughput with tracing on against off, and one request's waterfall
 - ``reliability``: load held, faults survived and hostile input on a multi-node Ray cluster
 - ``reliability_vllm``: the LLM replica killed with the real vLLM engine
+- ``llm_speed``: the embedded LLM (vLLM on CPU): engine start, a span one at a time and 8 at once,
+  a calibration pass, and whether the letters match the previous configuration
 
 Quality (docs/quality.md):
 
