@@ -621,10 +621,14 @@ def pb_request(text):
 
 def call_for(seconds: float, target: str) -> list[tuple[float, str]]:
     """Calls one after another for ``seconds`` from a plain stub (no retries: every failure shows),
-    as (time, status) pairs."""
+    as (time, status) pairs. The channel reconnects as the project's client does (every 2 s at the
+    most): gRPC's default backoff grows to tens of seconds while a replica restarts, which would
+    time the caller's backoff, not the server."""
+    from clients.client import CHANNEL_OPTIONS
+
     outcomes = []
     stop_at = time.monotonic() + seconds
-    with grpc.insecure_channel(target) as channel:
+    with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         stub = pb_grpc_stub(channel)
         while time.monotonic() < stop_at:
             try:
