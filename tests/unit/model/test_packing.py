@@ -161,11 +161,11 @@ def test_a_cpu_predictor_packs_by_default(tiny_checkpoint) -> None:
 
 
 def test_the_ner_config_chooses_the_layout(tiny_checkpoint) -> None:
-    from deployments.ner import LocalNER
+    from deployments.ner import predictor_options
     from linkner.service.config import NERConfig
 
     for configured, expected in ((0, 0), (64, 64), (None, CPU_PACK_TOKENS)):
-        options = LocalNER.predictor_options(NERConfig(checkpoint=str(tiny_checkpoint), pack_tokens=configured))
+        options = predictor_options(NERConfig(checkpoint=str(tiny_checkpoint), pack_tokens=configured))
         assert SpanPredictor.from_checkpoint(tiny_checkpoint, "cpu", **options).pack_tokens == expected
 
 

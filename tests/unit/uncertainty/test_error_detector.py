@@ -217,7 +217,7 @@ def test_the_ner_pool_gets_whole_documents_and_their_ids_for_learned():
     calls = []
 
     class NER:
-        async def predict(self, sentences, estimators, carrier, documents=None):
+        async def predict(self, sentences, estimators, carrier, documents=None, requests=1):
             calls.append((len(sentences), documents))
             return [[] for _ in sentences]
 
