@@ -184,17 +184,9 @@ def test_llm_fault_answers_degraded_within_deadline_then_recovers(served, fault)
 
 
 def test_lone_surrogate_is_invalid_argument(served):
-    from protos.linkner.v1 import linkner_pb2 as pb
+    from tests_helpers import assert_lone_surrogate_refused
 
-    text = "Paris \ud800 ok".encode("utf-8", "surrogatepass")
-    raw = b"\x0a" + bytes([len(text)]) + text  # field 1 (text), as a client that encodes surrogates sends it
-    with grpc.insecure_channel(served["served"].target) as channel:
-        call = channel.unary_unary("/linkner.v1.LinkNER/Recognize", request_serializer=None,
-                                   response_deserializer=pb.RecognizeResponse.FromString)
-        with pytest.raises(grpc.RpcError) as error:
-            call(raw, timeout=20)
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
-    assert "valid UTF-8" in error.value.details()
+    assert_lone_surrogate_refused(served["served"].target)
 
 
 def test_fuzzed_hostile_input_never_internal(served):
