@@ -120,7 +120,7 @@ class _Failed(Exception):
     """A request that ends with a gRPC status other than OK."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(code, details)  # both in args: it must unpickle in the proxy (streams)
+        super().__init__(code, details)  # both in args, so it pickles whole
         self.code, self.details = code, details
 
     def __str__(self) -> str:

