@@ -113,7 +113,7 @@ def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int |
     config = TrainConfig(**overrides)
     if not is_checkpoint(model):
         print(f"no checkpoint at {model}: training the default model ({config.encoder} encoder, up to "
-              f"{config.epochs} epochs, about 5-8 minutes each on 2 CPU cores; cached for later runs)",
+              f"{config.epochs} epochs, a few minutes each on 2 CPU cores; cached for later runs)",
               file=sys.stderr)
     try:
         return ensure_trained(model, data_dir, config)

@@ -24,7 +24,12 @@ def test_minilm_trains_saves_and_predicts(minilm, toy_train, toy_dev, tmp_path):
                          lr_encoder=1e-4, threads=1)
     trainer = Trainer(config, toy_train, toy_dev[:20], tmp_path / "m")
     assert trainer.model.encoder.config.hidden_size == 384
+    embeddings = trainer.model.encoder.get_input_embeddings().weight.detach().clone()
+    layer = trainer.model.encoder.encoder.layer[0].output.dense.weight.detach().clone()
     result = trainer.fit()
+    # the pre-trained sub-word table is kept (freeze_word_embeddings), the layers above it learn
+    assert torch.equal(trainer.model.encoder.get_input_embeddings().weight, embeddings)
+    assert not torch.equal(trainer.model.encoder.encoder.layer[0].output.dense.weight, layer)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert result.best_dev_f1 > 0.3
 
