@@ -47,8 +47,11 @@ SERVER_ERRORS = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grp
 
 
 def served_model_name(info: dict) -> str:
-    """The ``model`` of every answer: the checkpoint (name and weights), encoder and objective."""
+    """The ``model`` of every answer: the checkpoint (name and weights), encoder, objective and the
+    encoder's runtime when it is not float32 (``, int8``)."""
     name = f"{info['encoder']}:{info['objective']}"
+    if info.get("runtime", "eager") != "eager":
+        name += f", {info['runtime']}"
     return f"{info['checkpoint']} ({name})" if info.get("checkpoint") else name
 
 

@@ -33,7 +33,7 @@ Predictions = list[list[Entity]]
 def predictor_options(config: NERConfig) -> dict[str, Any]:
     """:meth:`SpanPredictor.from_checkpoint`'s options for ``config`` (in a replica or a worker)."""
     return {"mc_samples": config.mc_samples, "consistency": config.document_consistency,
-            "pack_tokens": config.pack_tokens}
+            "pack_tokens": config.pack_tokens, "runtime": config.runtime}
 
 
 def limit_tokenizer_threads(threads: int) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from linkner.data.readers import DataFormatError
+from linkner.model.runtime import DEFAULT_RUNTIME, RUNTIMES
 from linkner.uncertainty.names import ESTIMATOR_NAMES as ESTIMATORS
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                        help="the encoder's runtime, as ner.runtime: int8 (CPU only) or eager (float32)")
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--plot", type=Path, help="write a reliability diagram (PNG) here")
     parser.add_argument("--scheme", choices=["iob2", "iob1"], default="iob2")
@@ -75,6 +78,8 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", required=True, type=Path, help="JSON lines with entities and uncertainties")
     parser.add_argument("--estimators", default="confidence")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                        help="the encoder's runtime, as ner.runtime: int8 (CPU only) or eager (float32)")
 
 
 def _add_prepare_llm(commands: argparse._SubParsersAction) -> None:
@@ -214,7 +219,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     sentences = read_dataset(args.data, scheme=args.scheme)
-    predictor = SpanPredictor.from_checkpoint(args.model, args.device, batch_size=args.batch_size,
+    predictor = SpanPredictor.from_checkpoint(args.model, args.device, args.runtime, batch_size=args.batch_size,
                                               mc_samples=args.mc_samples)
     report = assess(predictor, sentences, estimator_names(args.estimators, predictor), progress=True)
     print(report.markdown())
@@ -234,7 +239,7 @@ def _predict(args: argparse.Namespace) -> int:
     from linkner.data.readers import read_dataset
 
     sentences = read_dataset(args.data)
-    predictor = SpanPredictor.from_checkpoint(args.model, args.device)
+    predictor = SpanPredictor.from_checkpoint(args.model, args.device, args.runtime)
     estimators = [name.strip() for name in args.estimators.split(",") if name.strip()]
     predictions = predictor.predict([s.tokens for s in sentences], estimators)
     with args.output.open("w", encoding="utf-8") as handle:
@@ -338,7 +343,7 @@ def _link_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    predictor = SpanPredictor.from_checkpoint(args.model)
+    predictor = SpanPredictor.from_checkpoint(args.model, runtime=measured.ner.runtime)
     from linkner.evaluation.assessment import estimator_names
 
     estimators = estimator_names(args.estimators, predictor)

@@ -15,6 +15,7 @@ from linkner.model.batching import SpanBatch, SpanBatcher
 from linkner.model.checkpoint import load_checkpoint
 from linkner.model.packing import CPU_OVERHEAD_TOKENS, CPU_PACK_TOKENS, GPU_OVERHEAD_TOKENS, GPU_PACK_TOKENS, \
     PACKED_OVERHEAD_TOKENS, plan_batches
+from linkner.model.runtime import Runtime, apply_runtime
 from linkner.model.span_model import SpanNER
 from linkner.uncertainty.detector import DetectorError, ErrorDetector, load_detector
 from linkner.uncertainty.features import document_groups
@@ -84,9 +85,14 @@ class SpanPredictor:
     checkpoint: str = ""
     """Which checkpoint this is (:func:`checkpoint_identity`), "" when not loaded from one."""
 
+    runtime: str = "eager"
+    """How the encoder runs (:mod:`linkner.model.runtime`): ``eager`` float32, or ``int8``."""
+
     @classmethod
-    def from_checkpoint(cls, folder: str | Path, device: str = "auto", **options: int | bool) -> "SpanPredictor":
-        """Load a checkpoint folder onto ``device`` (``auto``: GPU if present)."""
+    def from_checkpoint(cls, folder: str | Path, device: str = "auto", runtime: Runtime = "eager",
+                        **options: int | bool) -> "SpanPredictor":
+        """Load a checkpoint folder onto ``device`` (``auto``: GPU if present), its encoder run in
+        ``runtime`` (``int8``: on a CPU only; elsewhere float32)."""
         chosen = pick_device(device)
         model, batcher = load_checkpoint(folder, chosen)
         try:
@@ -95,6 +101,9 @@ class SpanPredictor:
             detector, problem = None, str(error)
         predictor = cls(model, batcher, chosen, detector=detector, detector_problem=problem, **options)
         predictor.checkpoint = checkpoint_identity(folder)
+        # after the float32 model found how to pack rows: an int8 encoder quantizes each call's
+        # activations on their own range, so padded and packed rows differ by more than rounding
+        predictor.runtime = apply_runtime(predictor.model, runtime, chosen)
         return predictor
 
     @property
@@ -111,7 +120,7 @@ class SpanPredictor:
         config = self.model.config
         return {"labels": list(config.labels), "objective": config.objective, "encoder": config.encoder,
                 "estimators": self.estimators, "device": str(self.device),
-                "checkpoint": self.checkpoint}
+                "checkpoint": self.checkpoint, "runtime": self.runtime}
 
     def predict(
         self, sentences: Sequence[Sequence[str]], estimators: Iterable[str] = ("confidence",),

@@ -1,5 +1,5 @@
 """What a stored calibration was measured with (LLM and answer mode, demonstrations, estimator,
-checkpoint), so that one made for another setting is recognised as stale instead of applied."""
+checkpoint and its encoder runtime), so that one made for another setting is recognised as stale instead of applied."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from linkner.model.metadata import WEIGHTS_FILE, file_sha256
 
-_FIELDS = ("llm", "estimator", "demonstrations", "checkpoint")
+_FIELDS = ("llm", "estimator", "demonstrations", "checkpoint", "runtime")
 
 
 class CalibrationKey(BaseModel):
@@ -19,6 +19,7 @@ class CalibrationKey(BaseModel):
     estimator: str
     demonstrations: str  # "none", or "random k=4 seed=0 train=sha256:..."
     checkpoint: str  # "sha256:..." of the checkpoint's weights
+    runtime: str = "eager"  # how the local model's encoder ran (ner.runtime): its uncertainties are what is routed
 
     def differences(self, configured: "CalibrationKey") -> list[str]:
         """``"<field> differs (stored X, configured Y)"`` for each field that differs."""
@@ -45,7 +46,8 @@ def demonstrations_identity(kind: str, k: int, seed: int, train: str | Path | No
     return f"{kind} k={k} seed={seed} train={source}"
 
 
-def calibration_key(llm: str, estimator: str, demonstrations: str, checkpoint: str | Path) -> CalibrationKey:
+def calibration_key(llm: str, estimator: str, demonstrations: str, checkpoint: str | Path,
+                    runtime: str = "eager") -> CalibrationKey:
     """The key of a calibration made (or to be applied) with these settings."""
     return CalibrationKey(llm=llm, estimator=estimator, demonstrations=demonstrations,
-                          checkpoint=checkpoint_identity(checkpoint))
+                          checkpoint=checkpoint_identity(checkpoint), runtime=runtime)

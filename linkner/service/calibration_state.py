@@ -34,7 +34,7 @@ def expected_key(config: AppConfig) -> CalibrationKey:
     demos = config.router.demonstrations
     return calibration_key(model_id_for(config.llm_pool.llm), config.router.policy.estimator,
                            demonstrations_identity(demos.kind, demos.k, demos.seed, demos.train),
-                           config.ner.checkpoint)
+                           config.ner.checkpoint, config.ner.runtime)
 
 
 def stored_calibration(checkpoint: str) -> Calibration | None:

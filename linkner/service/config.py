@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from linkner.routing.policy import DetectionPolicy
 from linkner.llm.factory import LLMConfig
+from linkner.model.runtime import DEFAULT_RUNTIME, Runtime
 from linkner.paths import ARTIFACTS
 from linkner.service.limits import ServiceLimits
 from linkner.telemetry import TelemetryConfig
@@ -82,6 +83,9 @@ class NERConfig(_Deployed):
         "the ingress (serve_config.gpu.yaml)")
     device: str = "auto"
     threads: int = Field(1, ge=1, description="torch threads per forward pass")
+    runtime: Runtime = Field(DEFAULT_RUNTIME, description="how the encoder runs: int8, its linear layers quantized to "
+                             "int8 when the model loads (CPU only; on a GPU it runs float32), or eager, float32 "
+                             "as trained (docs/performance.md compares them)")
     mc_samples: int = Field(8, ge=2)
     pack_tokens: int | None = Field(None, ge=0, description="sub-words per packed encoder row: a forward pass "
                                     "reads its sentences end to end, no padding; 0: padded batches; default: 256 "

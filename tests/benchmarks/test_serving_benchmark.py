@@ -28,13 +28,15 @@ def test_the_ingress_without_ray_answers_over_grpc_and_counts_as_the_ingress(tin
 
     from deployments.ner import embedded_passes
     from linkner.model.predictor import SpanPredictor
+    from linkner.model.runtime import DEFAULT_RUNTIME
     from linkner.service.config import NERConfig
 
     args = argparse.Namespace(model=tiny_checkpoint, threads=1, ner_placement="embedded", llm=None)
 
     text = "John Smith lives in Berlin ."
     # what the checkpoint itself finds in these words, in process (its entities are the answer's)
-    [found] = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu").predict([text.split()])
+    [found] = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu", runtime=DEFAULT_RUNTIME).predict(
+        [text.split()])
     expected = [(text.split()[e.start:e.end], e.label, e.start, e.end) for e in found]
     assert expected, "the tiny checkpoint finds no entity here: the answer would prove nothing"
     with serving.ingress_without_ray(serving.application_args(args, False)) as (server, address):

@@ -41,6 +41,7 @@ def stale_checkpoint(checkpoint, folder):
 
     from linkner.model.metadata import read_metadata, write_metadata
     from linkner.routing.policy import Calibration
+    from linkner.model.runtime import DEFAULT_RUNTIME
     from linkner.routing.calibration_key import calibration_key
 
     shutil.copytree(checkpoint, folder)
@@ -48,7 +49,7 @@ def stale_checkpoint(checkpoint, folder):
     metadata["calibration"] = Calibration(
         estimator="confidence", threshold=0.99, llm_model="openai:smaller", dev_f1_local=0.8, dev_f1_linked=0.81,
         routed_share=0.01, max_share=0.3, sentences=600,
-        key=calibration_key("openai:smaller", "confidence", "none", folder)).model_dump()
+        key=calibration_key("openai:smaller", "confidence", "none", folder, DEFAULT_RUNTIME)).model_dump()
     write_metadata(folder, metadata)
     return folder
 
