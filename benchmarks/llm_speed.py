@@ -42,6 +42,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "fp32-tokens-block32": {"dtype": "float32", "letter_constraint": "tokens", "block_size": 32,
                             "cpu_threads_bind": "auto"},
     "shipped": {},  # the backend's defaults, whatever they are
+    "2-threads": {"cpu_threads": 2},  # the shipped engine with two threads (as `linkner prepare` calibrates)
 }
 BATCH = 64  # spans per classify call in the calibration pass (linkner.routing.answers.AnswerCache)
 

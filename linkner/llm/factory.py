@@ -33,6 +33,9 @@ class LLMConfig(BaseModel):
     dtype: str = Field("auto", description="vllm: the engine's dtype; 'auto' is float32 on a CPU without native "
                        "bfloat16 (AVX512-BF16 or AMX), where bfloat16 is emulated and several times slower, "
                        "else bfloat16")
+    cpu_threads: int | None = Field(None, ge=1, description="vllm on a CPU: the engine's threads; default 1 while "
+                                    "serving (the local model's workers share the cores), every core while "
+                                    "`linkner prepare` calibrates (nothing else runs then)")
     gpu_memory_utilization: float = 0.5
     engine_traces_endpoint: str | None = Field(None, description="vllm: OTLP/gRPC endpoint for the engine's own "
                                                "spans, joined to each request's trace (the LLM pool sets it from "
@@ -84,6 +87,7 @@ def build_backend(config: LLMConfig) -> LLMBackend:
 
         return VLLMBackend(VLLMSettings(model=config.model, mode=config.mode, max_model_len=config.max_model_len,
                                         cpu_kv_cache_gib=config.cpu_kv_cache_gib, dtype=config.dtype,
+                                        cpu_threads=config.cpu_threads or 1,
                                         gpu_memory_utilization=config.gpu_memory_utilization,
                                         candidates=candidate_count(config),
                                         otlp_traces_endpoint=config.engine_traces_endpoint), config.definitions)

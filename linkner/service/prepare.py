@@ -209,14 +209,18 @@ def ensure_calibration(config: AppConfig, data_dir: Path, sentences: int, margin
         print(f"no dev data at {data_dir}: the router uses its configured policy", file=sys.stderr)
         return
     why = "once" if stored is None else "the stored one is stale: " + "; ".join(staleness(stored, key))
-    predictor = SpanPredictor.from_checkpoint(checkpoint)
+    predictor = SpanPredictor.from_checkpoint(checkpoint, runtime=config.ner.runtime)  # the uncertainties served
     selector = demonstration_selector(config, predictor)
     estimator = config.router.policy.estimator
     print(f"calibrating when to ask the LLM, on {sentences} dev sentences ({why}; stored in {checkpoint})",
           file=sys.stderr)
 
+    llm = config.llm_pool.llm
+    if llm.cpu_threads is None:  # nothing else runs while calibrating: the engine may take every core
+        llm = llm.model_copy(update={"cpu_threads": len(os.sched_getaffinity(0))})
+
     async def run() -> Any:
-        backend = build_backend(config.llm_pool.llm)
+        backend = build_backend(llm)
         try:
             return await calibrate_on(predictor, backend, read_dataset(data_dir / "dev.txt")[:sentences], estimator,
                                       selector=selector, margin=margin, key=key)
