@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from benchmarks.common import argument_parser, markdown_table, write_results
+from linkner.model.runtime import DEFAULT_RUNTIME, RUNTIMES
 from linkner.paths import ARTIFACTS
 
 if TYPE_CHECKING:
@@ -281,15 +282,16 @@ def markdown(rows: list[Row], ratio: dict[str, float], header: str) -> str:
 def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repeats: int = 3,
                   hf_folder: Path | None = None, show: bool = False, device: str = "cpu",
                   autocast: str = "none", passes: int = 1,
-                  pack_tokens: int | None = None) -> tuple[list[Row], dict[str, float]]:
+                  pack_tokens: int | None = None, runtime: str = "eager") -> tuple[list[Row], dict[str, float]]:
     """Measure encoder / one / batched (and the HF pipeline when ``hf_folder`` is given; batched as
     ``passes`` calls at once in as many worker processes, when more than 1) on ``sentences`` on
     ``device`` in this process's current torch thread setting.
     ``pack_tokens`` is the predictor's option (None: its default); when it packs, the same batches
-    padded are measured too ("batched-padded")."""
+    padded are measured too ("batched-padded"). ``runtime`` is the encoder's (:mod:`linkner.model.runtime`)."""
     from linkner.model.predictor import SpanPredictor
 
-    predictor = SpanPredictor.from_checkpoint(model, device=device, batch_size=batch_size, pack_tokens=pack_tokens)
+    predictor = SpanPredictor.from_checkpoint(model, device=device, batch_size=batch_size, pack_tokens=pack_tokens,
+                                              runtime=runtime)
     layout = f"packed rows of ~{predictor.pack_tokens} sub-words" if predictor.pack_tokens else "padded batches"
     runs: dict[str, tuple[str, Callable[[], Any]]] = {
         "encoder": (f"tokenizer + encoder, batched, {layout} (ceiling)",
@@ -299,7 +301,8 @@ def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repe
                     lambda: predictor_pass(predictor, sentences, batch_size, show)),
     }
     if predictor.pack_tokens:
-        padded = SpanPredictor.from_checkpoint(model, device=device, batch_size=batch_size, pack_tokens=0)
+        padded = SpanPredictor.from_checkpoint(model, device=device, batch_size=batch_size, pack_tokens=0,
+                                               runtime=runtime)
         runs["batched-padded"] = (f"predictor, {batch_size} sentences per call, padded batches",
                                   lambda: predictor_pass(padded, sentences, batch_size, show))
     processes = None
@@ -309,7 +312,7 @@ def run_benchmark(model: Path, sentences: Sequence[Words], batch_size: int, repe
         from linkner.model.processes import PredictorProcesses, PredictorSpec
 
         processes = PredictorProcesses(PredictorSpec(str(model), device, torch.get_num_threads(),
-                                                     {"batch_size": batch_size}), passes)
+                                                     {"batch_size": batch_size, "runtime": runtime}), passes)
         runs["batched-processes"] = (f"predictor, {batch_size} sentences per call, {passes} calls at once in "
                                      "worker processes", lambda: process_passes(processes, sentences, batch_size, passes))
     warm = sentences[: min(len(sentences), 2 * batch_size)]
@@ -344,6 +347,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where every row runs")
     parser.add_argument("--autocast", default="none", choices=["none", "float16", "bfloat16"],
                         help="mixed precision for every row (GPU)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                        help="how the encoder runs: int8 (CPU) or eager float32; as ner.runtime")
     parser.add_argument("--pack-tokens", type=int, default=None,
                         help="sub-words per packed encoder row (0: padded batches; default: the predictor's, "
                              "packed on a CPU, padded on a GPU)")
@@ -373,12 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_folder = hf_token_head(args.data_dir / "train.txt", args.hf_train_sentences, show=True,
                                   encoder=encoder, device=args.device)
     rows, ratio = run_benchmark(args.model, sentences, args.batch_size, args.repeats, hf_folder, show=True,
-                                device=args.device, autocast=args.autocast, pack_tokens=args.pack_tokens)
+                                device=args.device, autocast=args.autocast, pack_tokens=args.pack_tokens,
+                                runtime=args.runtime)
     where = "CPU" if args.device == "cpu" else torch.cuda.get_device_name(0)
     header = (f"{len(sentences)} CoNLL-2003 test sentences ({sum(map(len, sentences))} words), in process on "
-              f"{where}, {args.threads} torch thread(s), batch size {args.batch_size}, autocast {args.autocast}, "
+              f"{where}, encoder runtime {args.runtime if args.device == 'cpu' else 'eager'}, {args.threads} torch thread(s), batch size {args.batch_size}, autocast {args.autocast}, "
               f"median of {args.repeats} interleaved repeat(s); model `{args.model}`")
-    result = {"model": str(args.model), "device": where, "autocast": args.autocast,
+    result = {"model": str(args.model), "device": where, "autocast": args.autocast, "runtime": args.runtime,
               "threads": args.threads, "batch_size": args.batch_size, "pack_tokens": args.pack_tokens,
               "repeats": args.repeats, "machine": platform.processor() or platform.machine(),
               "cpu_count": os.cpu_count(), "torch": torch.__version__,

@@ -17,6 +17,7 @@ is a plain ``grpc.aio`` stub that sends only a gRPC deadline, as any language's 
 
     python -m benchmarks.serving [--quick] [--seconds 15] [--concurrency 1,8,32,64,128] [--llm-share 0.1]
     python -m benchmarks.serving --compare-placement --compare-without-ray   # the other placement, no Ray
+    python -m benchmarks.serving --compare-runtime   # the local path with the encoder in float32 too
 
 Writes ``benchmarks/results/serving.json`` (keys ``served_vs_inprocess_c32`` and
 ``stack_cpu_ms_per_request`` among them) and ``serving.md``.
@@ -38,6 +39,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is
 
 from benchmarks.common import argument_parser, markdown_table, write_results  # noqa: E402
 from benchmarks.load import APP, Endpoint, closed_loop, endpoint, keep_calling, percentile, warm_up  # noqa: E402
+from linkner.model.runtime import DEFAULT_RUNTIME  # noqa: E402
 from linkner.paths import PROJECT_ROOT  # noqa: E402
 from serve.ports import free_port  # noqa: E402
 
@@ -71,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "ner.placement)")
     parser.add_argument("--compare-placement", action="store_true",
                         help="also measure the local path with the other ner.placement, side by side")
+    parser.add_argument("--compare-runtime", action="store_true",
+                        help="also the local path with the encoder in float32 (ner.runtime: eager)")
     parser.add_argument("--compare-security", action="store_true",
                         help="also measure the local path with a bearer token required and with TLS on the port")
     parser.add_argument("--compare-without-ray", action="store_true",
@@ -414,6 +418,8 @@ def served_rows(args: argparse.Namespace, texts: list[str], words: list[int],
             other = "pool" if args.ner_placement == "embedded" else "embedded"
             comparisons.append((f"local, NER {'embedded in the ingress' if other == 'embedded' else 'pool'}",
                                 {"placement": other}))
+        if args.compare_runtime:
+            comparisons.append(("local, encoder float32 (runtime eager)", {"runtime": "eager"}))
         if args.compare_security:
             for name, server, caller in secured_configurations():
                 rows += measured_levels(name, Endpoint(serve_app(args, False, server=server), **caller), texts, words,
@@ -539,7 +545,7 @@ def inprocess_rows(args: argparse.Namespace, sentences: list) -> list[dict[str, 
     torch.set_num_threads(args.threads)
     hf_folder = hf_token_head(args.data_dir / "train.txt", 300 if args.quick else 2000, show=True)
     rows, _ = run_benchmark(args.model, sentences, INPROCESS_BATCH, 1 if args.quick else 3, hf_folder,
-                            passes=forward_passes(args))
+                            passes=forward_passes(args), runtime=DEFAULT_RUNTIME)  # what the local path serves
     return [row.summary() for row in rows]
 
 
