@@ -15,8 +15,7 @@ def train_tiny_span_model(encoder: Path, train: list[Sentence], dev: list[Senten
 
     config = TrainConfig(encoder=str(encoder), epochs=6, batch_size=16, lr_encoder=1e-3, lr_head=3e-3, hidden_dim=64,
                          width_dim=8, casing_dim=8, patience=6, progress=False, threads=1, max_span_len=4,
-                         mention_replacement=0.0, typo_rate=0.0,  # augmentation: test_augment.py
-                         freeze_word_embeddings=False)  # the tiny encoder's embeddings are random, not pre-trained
+                         mention_replacement=0.0, typo_rate=0.0)  # augmentation: test_augment.py
     Trainer(config, train, dev, output).fit()
     return output
 

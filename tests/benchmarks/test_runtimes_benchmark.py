@@ -56,7 +56,7 @@ def test_the_training_profile_times_every_phase_of_both_settings(conll_dir, tmp_
                       "--threads", "1", "--out", str(tmp_path / "training_speed"))
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "training_speed.json").read_text())
-    assert len(report["settings"]) == 2
+    assert len(report["settings"]) == 3
     for row in report["settings"].values():
         assert row["sentences_per_s"] > 0 and all(row["phases_s"][phase] > 0 for phase in
                                                   ("encode", "forward", "backward", "optimizer"))

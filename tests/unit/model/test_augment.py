@@ -87,7 +87,7 @@ def test_rates_outside_zero_to_one_are_refused():
 
 
 def test_trainer_feeds_augmented_sentences_each_epoch(tiny_encoder, toy_train, toy_dev, tmp_path):
-    config = TrainConfig(encoder=str(tiny_encoder), freeze_word_embeddings=False, epochs=2, batch_size=32, hidden_dim=16, width_dim=8,
+    config = TrainConfig(encoder=str(tiny_encoder), epochs=2, batch_size=32, hidden_dim=16, width_dim=8,
                          casing_dim=8, max_span_len=4, progress=False, threads=1, mention_replacement=0.5,
                          typo_rate=0.2)
     trainer = Trainer(config, toy_train[:96], toy_dev[:16], tmp_path / "m")

@@ -27,9 +27,14 @@ def test_minilm_trains_saves_and_predicts(minilm, toy_train, toy_dev, tmp_path):
     embeddings = trainer.model.encoder.get_input_embeddings().weight.detach().clone()
     layer = trainer.model.encoder.encoder.layer[0].output.dense.weight.detach().clone()
     result = trainer.fit()
-    # the pre-trained sub-word table is kept (freeze_word_embeddings), the layers above it learn
-    assert torch.equal(trainer.model.encoder.get_input_embeddings().weight, embeddings)
+    # the sub-word table learns by default, and the layers above it
+    assert not torch.equal(trainer.model.encoder.get_input_embeddings().weight, embeddings)
     assert not torch.equal(trainer.model.encoder.encoder.layer[0].output.dense.weight, layer)
+    frozen = Trainer(config.model_copy(update={"freeze_word_embeddings": True, "epochs": 1}), toy_train,
+                     toy_dev[:20], tmp_path / "frozen")
+    kept = frozen.model.encoder.get_input_embeddings().weight.detach().clone()
+    frozen.fit()
+    assert torch.equal(frozen.model.encoder.get_input_embeddings().weight, kept)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert result.best_dev_f1 > 0.3
 

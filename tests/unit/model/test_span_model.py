@@ -109,7 +109,7 @@ def test_trained_tiny_model_finds_entities(tiny_checkpoint, toy_dev):
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tiny_encoder, toy_train, toy_dev, tmp_path):
-    config = TrainConfig(encoder=str(tiny_encoder), freeze_word_embeddings=False, epochs=1, batch_size=16, hidden_dim=16, progress=False,
+    config = TrainConfig(encoder=str(tiny_encoder), epochs=1, batch_size=16, hidden_dim=16, progress=False,
                          max_span_len=3, lr_encoder=1e-3, lr_head=3e-3)
     trainer = Trainer(config, toy_train[:64], toy_dev[:16], tmp_path / "m")
     trainer.fit()  # one epoch: the saved best is the model in memory
@@ -178,7 +178,7 @@ def test_sub_word_limit_splits_windows_instead_of_dropping_words(tiny_checkpoint
 
 
 def test_training_resumes_and_respects_time_budget(tiny_encoder, toy_train, toy_dev, tmp_path):
-    base = dict(encoder=str(tiny_encoder), freeze_word_embeddings=False, batch_size=16, hidden_dim=32, progress=False, max_span_len=4,
+    base = dict(encoder=str(tiny_encoder), batch_size=16, hidden_dim=32, progress=False, max_span_len=4,
                 patience=5, lr_encoder=1e-3, lr_head=3e-3)
     first = Trainer(TrainConfig(epochs=2, **base), toy_train, toy_dev, tmp_path / "m").fit()
     assert first.epochs_run == 2 and first.stopped == "epochs"
@@ -191,7 +191,7 @@ def test_training_resumes_and_respects_time_budget(tiny_encoder, toy_train, toy_
 
 
 def test_evidential_training_supports_all_estimators(tiny_encoder, toy_train, toy_dev, tmp_path):
-    config = TrainConfig(encoder=str(tiny_encoder), freeze_word_embeddings=False, objective="evidential", epochs=4, batch_size=16, hidden_dim=64,
+    config = TrainConfig(encoder=str(tiny_encoder), objective="evidential", epochs=4, batch_size=16, hidden_dim=64,
                          progress=False, max_span_len=4, lr_encoder=1e-3, lr_head=3e-3, kl_anneal_epochs=4)
     result = Trainer(config, toy_train, toy_dev, tmp_path / "ev").fit()
     assert result.best_dev_f1 > 0.5
@@ -207,7 +207,7 @@ def test_ensure_trained_trains_once(tiny_encoder, toy_train, toy_dev, tmp_path):
 
     write_conll(tmp_path / "train.txt", toy_train[:64])
     write_conll(tmp_path / "dev.txt", toy_dev[:16])
-    config = TrainConfig(encoder=str(tiny_encoder), freeze_word_embeddings=False, epochs=1, batch_size=16, hidden_dim=16, progress=False,
+    config = TrainConfig(encoder=str(tiny_encoder), epochs=1, batch_size=16, hidden_dim=16, progress=False,
                          max_span_len=3)
     model = ensure_trained(tmp_path / "m", tmp_path, config)
     stamp = (model / "model.safetensors").stat().st_mtime_ns
@@ -233,7 +233,7 @@ def test_ensure_trained_resumes_an_interrupted_first_run(tiny_encoder, toy_train
 
     write_conll(tmp_path / "train.txt", toy_train[:64])
     write_conll(tmp_path / "dev.txt", toy_dev[:16])
-    config = TrainConfig(encoder=str(tiny_encoder), freeze_word_embeddings=False, epochs=3, batch_size=16, hidden_dim=16, progress=False,
+    config = TrainConfig(encoder=str(tiny_encoder), epochs=3, batch_size=16, hidden_dim=16, progress=False,
                          max_span_len=3, patience=5, lr_encoder=1e-3, lr_head=3e-3)
     output = tmp_path / "m"
     with pytest.raises(KeyboardInterrupt):
@@ -255,7 +255,7 @@ def test_ensure_trained_resumes_an_interrupted_first_run(tiny_encoder, toy_train
 
 
 def test_runs_stopped_by_their_own_rules_are_completed(tiny_encoder, toy_train, toy_dev, tmp_path):
-    base = dict(encoder=str(tiny_encoder), freeze_word_embeddings=False, batch_size=16, hidden_dim=16, progress=False, max_span_len=3)
+    base = dict(encoder=str(tiny_encoder), batch_size=16, hidden_dim=16, progress=False, max_span_len=3)
     early = Trainer(TrainConfig(epochs=30, patience=1, lr_encoder=1e-9, lr_head=1e-9, **base), toy_train[:32],
                     toy_dev[:8], tmp_path / "early").fit()
     assert early.stopped == "early_stopping"
