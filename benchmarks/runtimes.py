@@ -1,14 +1,13 @@
-"""Encoder runtimes side by side on CPU: float32 eager PyTorch, PyTorch's dynamic int8 with several
-choices of layers kept in float32, and, where installed, ONNX Runtime (float32 and dynamic int8)
-and OpenVINO (float32). For each: sentences/s of the in-process predictor on the same test
+"""Encoder runtimes side by side on CPU: float32 eager PyTorch, the shipped int8 (the encoder exported to
+ONNX and quantized by ONNX Runtime), PyTorch's dynamic int8 with several choices of layers kept in
+float32, ONNX Runtime float32, and OpenVINO float32 where it is installed (the ``runtimes`` extra). For each: sentences/s of the in-process predictor on the same test
 sentences (packed rows, one thread and two), dev and test F1, AUROC of ``confidence`` and
 ``learned`` on test, the worker's resident memory and its load time. Each runtime runs in a process
 of its own, twice in turn (the faster run counts), so memory and load time are its alone and the
 machine's other load falls on all of them alike.
 
-The int8 layers kept in float32 are chosen on dev: the fastest choice within 0.3 dev F1 and 0.01
-``learned`` dev AUROC of float32. ``linkner.model.runtime.KEPT_FLOAT`` should name that choice;
-the table says whether it does.
+The runtime to ship is chosen on dev: the fastest within 0.3 dev F1 and 0.01 ``learned`` dev AUROC
+of float32; the table says whether that is the shipped one (``ner.runtime: int8``, ONNX Runtime).
 
     python -m benchmarks.runtimes [--model artifacts/models/default] [--quick]
 """
@@ -27,16 +26,17 @@ from typing import Any
 
 from benchmarks.common import argument_parser, markdown_table, write_results
 
-# name -> (runtime, layers kept float32 as regular expressions); the ONNX Runtime and OpenVINO ones
-# swap the encoder for an exported graph (``--variant`` below)
-INT8_CHOICES: dict[str, tuple[str, ...]] = {
-    "int8 (every layer)": (),
-    "int8 (last FFN output float)": (r"^encoder\.layer\.5\.output\.dense$",),
-    "int8 (FFN outputs float)": (r"^encoder\.layer\.\d+\.output\.dense$",),
-    "int8 (last layer float)": (r"^encoder\.layer\.5\.",),
+SHIPPED = "int8, ONNX Runtime"  # ner.runtime: int8 (linkner.model.runtime)
+# PyTorch's dynamic int8 (its x86 kernels), with the layers kept float32 as regular expressions
+TORCH_INT8: dict[str, tuple[str, ...]] = {
+    "PyTorch int8 (every layer)": (),
+    "PyTorch int8 (last FFN output float)": (r"^encoder\.layer\.5\.output\.dense$",),
+    "PyTorch int8 (FFN outputs float)": (r"^encoder\.layer\.\d+\.output\.dense$",),
+    "PyTorch int8 (last layer float)": (r"^encoder\.layer\.5\.",),
 }
-EXPORTED = ("onnxruntime fp32", "onnxruntime int8", "openvino fp32")
-F1_TOLERANCE, AUROC_TOLERANCE = 0.003, 0.01  # what the chosen int8 may lose against float32 on dev
+EXPORTED = ("ONNX Runtime fp32", "OpenVINO fp32")  # the same exported graph, not quantized
+IN_TORCH = ("float32", SHIPPED, *TORCH_INT8)  # the runtimes also timed with 2 threads
+F1_TOLERANCE, AUROC_TOLERANCE = 0.003, 0.01  # what a runtime may lose against float32 on dev
 
 
 def parse_args():
@@ -59,81 +59,60 @@ def argparse_hidden() -> str:
 
 
 def load_variant(model: Path, variant: str):
-    """A predictor for ``variant`` (float32, an int8 choice, or an exported runtime)."""
+    """A predictor for ``variant`` (float32, the shipped int8, a PyTorch int8 choice, or an exported
+    float32 graph)."""
     from linkner.model.predictor import SpanPredictor
-    from linkner.model.runtime import quantized_encoder
 
-    if variant == "float32":
-        return SpanPredictor.from_checkpoint(model, device="cpu")
+    if variant in ("float32", SHIPPED):
+        return SpanPredictor.from_checkpoint(model, device="cpu", runtime="eager" if variant == "float32" else "int8")
     predictor = SpanPredictor.from_checkpoint(model, device="cpu")
-    if variant in INT8_CHOICES:
-        predictor.model.encoder = quantized_encoder(predictor.model.encoder, INT8_CHOICES[variant])
+    if variant in TORCH_INT8:
+        predictor.model.encoder = torch_int8(predictor.model.encoder, TORCH_INT8[variant])
     elif variant in EXPORTED:
-        predictor.model.encoder = exported_encoder(predictor, variant)
+        predictor.model.encoder = exported_float(predictor, variant)
     else:
         raise SystemExit(f"unknown variant {variant!r}")
     return predictor
 
 
-def exported_encoder(predictor, variant: str):
-    """The predictor's encoder exported to ONNX (packed-row inputs: ids, positions, a 4-D boolean
-    mask) and run by ONNX Runtime or OpenVINO, behind the encoder's call signature."""
-    import numpy as np
+def torch_int8(encoder, kept_float: tuple[str, ...]):
+    """``encoder`` with its linear layers (but those ``kept_float`` matches) in PyTorch's dynamic int8."""
+    import re
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    patterns = [re.compile(pattern) for pattern in kept_float]
+    layers = {name: per_channel_dynamic_qconfig for name, module in encoder.named_modules()
+              if isinstance(module, torch.nn.Linear) and not any(p.search(name) for p in patterns)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(encoder, layers, dtype=torch.qint8, inplace=False)
+
+
+def exported_float(predictor, variant: str):
+    """The predictor's encoder exported as the int8 runtime exports it, not quantized, run by ONNX
+    Runtime or OpenVINO behind the encoder's call."""
     import torch
 
-    encoder, first_position = predictor.model.encoder, predictor.first_position
-    folder = Path(tempfile.mkdtemp(prefix="linkner-runtime-"))
-    path = folder / "encoder.onnx"
+    from linkner.model.onnx_encoder import OnnxEncoder
+    from linkner.model.runtime import export_encoder
 
-    class Graph(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.encoder = encoder
-
-        def forward(self, input_ids, position_ids, attention_mask):
-            return self.encoder(input_ids=input_ids, position_ids=position_ids,
-                                attention_mask=attention_mask).last_hidden_state
-
-    ids = torch.full((1, 8), 1000)
-    axes = {"input_ids": {0: "rows", 1: "width"}, "position_ids": {0: "rows", 1: "width"},
-            "attention_mask": {0: "rows", 2: "width", 3: "width"}, "states": {0: "rows", 1: "width"}}
-    torch.onnx.export(Graph().eval(), (ids, torch.arange(8).unsqueeze(0), torch.ones(1, 1, 8, 8, dtype=torch.bool)),
-                      str(path), input_names=["input_ids", "position_ids", "attention_mask"],
-                      output_names=["states"], dynamic_axes=axes, opset_version=17, dynamo=False)
-    threads = torch.get_num_threads()
-    if variant.startswith("openvino"):
+    graph = export_encoder(predictor.model.encoder, Path(tempfile.mkdtemp(prefix="linkner-runtime-")) / "fp32.onnx")
+    encoder = OnnxEncoder(graph, predictor.model.encoder.config, predictor.first_position)
+    if variant.startswith("OpenVINO"):
         import openvino
 
-        compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+        compiled = openvino.Core().compile_model(str(graph), "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
         request = compiled.create_infer_request()
-        run = lambda feeds: request.infer(feeds)[0]  # noqa: E731
-    else:
-        import onnxruntime
-        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        if variant.endswith("int8"):
-            quantized = folder / "encoder-int8.onnx"
-            quantize_dynamic(str(path), str(quantized), per_channel=True, weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul"])
-            path = quantized
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        run = lambda feeds: session.run(None, feeds)[0]  # noqa: E731
+        class OpenVINOSession:
+            def run(self, _outputs, feeds):
+                return [request.infer(feeds)[0]]
 
-    class Exported(torch.nn.Module):
-        config = encoder.config
-
-        def forward(self, input_ids, attention_mask, position_ids=None):
-            if attention_mask.dim() == 2:  # a padded batch: each sentence attends to its own sub-words
-                position_ids = first_position + torch.arange(input_ids.size(1)).expand_as(input_ids)
-                attention_mask = attention_mask.bool()[:, None, None, :].expand(-1, 1, input_ids.size(1), -1)
-            feeds = {"input_ids": input_ids.numpy(), "position_ids": position_ids.numpy(),
-                     "attention_mask": np.ascontiguousarray(attention_mask.numpy())}
-            return type("Output", (), {"last_hidden_state": torch.from_numpy(np.asarray(run(feeds)))})
-
-    return Exported()
+        encoder._sessions[torch.get_num_threads()] = OpenVINOSession()
+    return encoder
 
 
 def measure_variant(args) -> dict[str, Any]:
@@ -181,18 +160,14 @@ def measure_variant(args) -> dict[str, Any]:
 
 
 def available_variants(quick: bool) -> list[str]:
-    from linkner.model.runtime import KEPT_FLOAT
-
-    shipped = next(name for name, kept in INT8_CHOICES.items() if kept == KEPT_FLOAT)
     if quick:
-        return ["float32", shipped]
-    variants = ["float32", *INT8_CHOICES]
-    for variant, module in zip(EXPORTED, ("onnxruntime", "onnxruntime", "openvino")):
-        try:
-            __import__(module)
-            variants.append(variant)
-        except ImportError:
-            print(f"{variant}: {module} is not installed; skipped", file=sys.stderr)
+        return ["float32", SHIPPED]
+    variants = [*IN_TORCH, EXPORTED[0]]
+    try:
+        __import__("openvino")
+        variants.append(EXPORTED[1])
+    except ImportError:
+        print(f"{EXPORTED[1]}: openvino is not installed (the runtimes extra); skipped", file=sys.stderr)
     return variants
 
 
@@ -208,15 +183,15 @@ def run_variant(args, variant: str, threads: int, quality: bool) -> dict[str, An
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def choose_int8(rows: dict[str, dict[str, Any]], threads: int) -> str | None:
-    """The fastest int8 choice (at ``threads``) within the tolerances of float32 on dev (None
-    without dev scores)."""
+def choose_runtime(rows: dict[str, dict[str, Any]], threads: int) -> str | None:
+    """The fastest runtime (at ``threads``) within the tolerances of float32 on dev; None without
+    dev scores, or when none is within them."""
     base = rows["float32"]
     if "dev_f1" not in base:
         return None
-    fine = [name for name in INT8_CHOICES if name in rows
-            and rows[name]["dev_f1"] >= base["dev_f1"] - F1_TOLERANCE
-            and rows[name].get("dev_auroc_learned", 1.0) >= base.get("dev_auroc_learned", 0.0) - AUROC_TOLERANCE]
+    fine = [name for name, row in rows.items() if name != "float32"
+            and row["dev_f1"] >= base["dev_f1"] - F1_TOLERANCE
+            and row.get("dev_auroc_learned", 1.0) >= base.get("dev_auroc_learned", 0.0) - AUROC_TOLERANCE]
     return max(fine, key=lambda name: rows[name]["speed"][str(threads)], default=None)
 
 
@@ -244,8 +219,9 @@ def markdown(report: dict[str, Any]) -> str:
                       plain(row.get("test_auroc_learned")), f"{row['rss_mb']:.0f}", f"{row['load_s']:.1f}"])
     table = markdown_table(headers, lines, "l" + "r" * (len(headers) - 1))
     note = (f"\n\nModel `{report['model']}`, {report['sentences']} CoNLL-2003 test sentences (packed rows), "
-            f"best of 2 runs in turn per runtime. int8 chosen on dev: {report['chosen_on_dev'] or 'n/a'}; "
-            f"shipped (`KEPT_FLOAT`): {report['shipped']}.")
+            f"best of 2 runs in turn per runtime. Chosen on dev (the fastest within {100 * F1_TOLERANCE:.1f} F1 "
+            f"and {AUROC_TOLERANCE} learned AUROC of float32): {report['chosen_on_dev'] or 'none'}; shipped "
+            f"(`ner.runtime: int8`): {report['shipped']}.")
     return table + note + "\n"
 
 
@@ -254,14 +230,12 @@ def main() -> int:
     if args.variant:
         print(json.dumps(measure_variant(args)))
         return 0
-    from linkner.model.runtime import KEPT_FLOAT
-
     variants = available_variants(args.quick)
     rows: dict[str, dict[str, Any]] = {}
     for round_ in range(2):  # in turn, twice: the faster of the two counts
         for variant in variants:
             for threads in args.threads:
-                if threads > 1 and variant not in ("float32", *INT8_CHOICES):
+                if threads > 1 and variant not in IN_TORCH:
                     continue
                 quality = round_ == 0 and threads == args.threads[0]
                 print(f"round {round_ + 1}/2: {variant}, {threads} thread(s)", file=sys.stderr, flush=True)
@@ -271,9 +245,8 @@ def main() -> int:
                 for key, value in result.items():
                     if key not in ("sentences_per_s", "threads", "variant") and (quality or key not in row):
                         row[key] = value
-    shipped = next(name for name, kept in INT8_CHOICES.items() if kept == KEPT_FLOAT)
     report = {"model": args.model.name, "sentences": args.sentences, "threads": args.threads,
-              "chosen_on_dev": choose_int8(rows, args.threads[0]), "shipped": shipped, "variants": rows}
+              "chosen_on_dev": choose_runtime(rows, args.threads[0]), "shipped": SHIPPED, "variants": rows}
     write_results(args.out, report, markdown(report))
     return 0
 

@@ -103,7 +103,7 @@ class SpanPredictor:
         predictor.checkpoint = checkpoint_identity(folder)
         # after the float32 model found how to pack rows: an int8 encoder quantizes each call's
         # activations on their own range, so padded and packed rows differ by more than rounding
-        predictor.runtime = apply_runtime(predictor.model, runtime, chosen)
+        predictor.runtime = apply_runtime(predictor.model, runtime, chosen, folder, predictor.first_position)
         return predictor
 
     @property

@@ -145,6 +145,20 @@ def ensure_error_detector(model: Path, data_dir: Path) -> None:
     print(f"error detector: cross-validated dev AUROC {fit.detector.report['cv_dev_auroc']:.3f}", file=sys.stderr)
 
 
+def ensure_runtime(config: AppConfig) -> None:
+    """Make the checkpoint's int8 encoder graph (``ner.runtime: int8``; under a minute) when it has
+    none, or one made from other weights, so replicas load it instead of each making it."""
+    from linkner.model.runtime import ensure_int8_graph, int8_graph_problem
+
+    checkpoint = Path(config.ner.checkpoint)
+    if config.ner.runtime != "int8" or config.ner.device.startswith("cuda"):
+        return
+    problem = int8_graph_problem(checkpoint)
+    if problem is not None:
+        print(f"int8 encoder: {problem}; exporting and quantizing it (ONNX Runtime)", file=sys.stderr)
+        print(f"int8 encoder: {ensure_int8_graph(checkpoint)}", file=sys.stderr)
+
+
 def ensure_llm(config: AppConfig) -> AppConfig:
     """Convert the embedded LLM into the configured model folder when a local backend needs it (a
     no-op when done); with vLLM missing the ``vllm`` backend falls back to ``transformers``: the
@@ -246,6 +260,7 @@ def prepare(config_path: str | Path, data_dir: Path = DEFAULT_DATA, *, app: str 
 
     config = load_app_config(config_path, app)
     ensure_model(Path(config.ner.checkpoint), data_dir, threads, epochs)
+    ensure_runtime(config)
     config = ensure_llm(config)
     ensure_error_detector(Path(config.ner.checkpoint), data_dir)
     ensure_calibration(config, data_dir, calibration_sentences, calibration_margin)

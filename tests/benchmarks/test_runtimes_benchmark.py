@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks.runtimes import INT8_CHOICES, choose_int8
+from benchmarks.runtimes import SHIPPED, TORCH_INT8, choose_runtime
 from linkner.data.readers import write_dataset
 from linkner.paths import PROJECT_ROOT
 
@@ -23,13 +23,13 @@ def run_module(*args: str) -> subprocess.CompletedProcess:
 def test_the_quick_comparison_scores_and_times_float32_and_the_shipped_int8(tiny_checkpoint, toy_dev, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    write_dataset(toy_dev[:30], data / "test.txt")
+    write_dataset(data / "test.txt", toy_dev[:30])
     done = run_module("benchmarks.runtimes", "--model", str(tiny_checkpoint), "--data-dir", str(data), "--quick",
                       "--sentences", "20", "--threads", "1", "--out", str(tmp_path / "runtimes"))
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "runtimes.json").read_text())
     rows = report["variants"]
-    assert list(rows) == ["float32", report["shipped"]] and report["shipped"] in INT8_CHOICES
+    assert list(rows) == ["float32", SHIPPED] and report["shipped"] == SHIPPED
     for row in rows.values():
         assert row["speed"]["1"] > 0 and row["rss_mb"] > 100 and row["load_s"] > 0
         assert 0.5 < row["test_f1"] <= 1.0 and 0.0 <= row["test_auroc_confidence"] <= 1.0
@@ -37,17 +37,17 @@ def test_the_quick_comparison_scores_and_times_float32_and_the_shipped_int8(tiny
     assert "| float32 |" in table and "**(shipped)**" in table
 
 
-def test_int8_is_chosen_on_dev_within_the_tolerances_fastest_first():
+def test_the_runtime_is_chosen_on_dev_within_the_tolerances_fastest_first():
     def row(speed, f1, auroc):
         return {"speed": {"1": speed}, "dev_f1": f1, "dev_auroc_learned": auroc}
 
-    names = list(INT8_CHOICES)
+    names = [*TORCH_INT8][:2] + [SHIPPED]
     rows = {"float32": row(100, 0.92, 0.90), names[0]: row(180, 0.915, 0.90), names[1]: row(170, 0.919, 0.895),
             names[2]: row(150, 0.92, 0.90)}
-    assert choose_int8(rows, 1) == names[1]  # the fastest (names[0]) loses 0.5 F1 points
+    assert choose_runtime(rows, 1) == names[1]  # the fastest (names[0]) loses 0.5 F1 points
     rows[names[1]]["dev_auroc_learned"] = 0.88
-    assert choose_int8(rows, 1) == names[2]  # now it loses 0.02 AUROC
-    assert choose_int8({"float32": {"speed": {"1": 1}}}, 1) is None  # no dev scores: no choice
+    assert choose_runtime(rows, 1) == names[2]  # now it loses 0.02 AUROC
+    assert choose_runtime({"float32": {"speed": {"1": 1}}}, 1) is None  # no dev scores: no choice
 
 
 @pytest.mark.slow

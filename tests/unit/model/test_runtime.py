@@ -1,52 +1,74 @@
-"""The encoder's runtimes: int8 quantizes the encoder's linear layers (but those kept float) on a
-CPU, answers as float32 does on a trained model, and is named in the served model."""
+"""The encoder's runtimes: int8 is the encoder exported to ONNX and quantized, cached beside the
+checkpoint for its weights (rebuilt when stale, never served stale), answering as float32 does."""
 
+import json
 import logging
+import shutil
 
 import pytest
 import torch
-from torch import nn
 
 from deployments.ingress import served_model_name
+from linkner.model.onnx_encoder import OnnxEncoder
 from linkner.model.predictor import SpanPredictor
-from linkner.model.runtime import apply_runtime, quantizable_layers
+from linkner.model.runtime import INT8_GRAPH, INT8_STAMP, RUNTIME_FOLDER, apply_runtime, int8_graph_problem
 
 
-def quantized_layer_names(module: nn.Module) -> list[str]:
-    return [name for name, child in module.named_modules()
-            if type(child).__name__ == "Linear" and type(child).__module__.startswith("torch.ao.nn.quantized")]
+@pytest.fixture
+def checkpoint(tiny_checkpoint, tmp_path):
+    """A copy of the tiny checkpoint, so its runtime folder starts empty."""
+    return shutil.copytree(tiny_checkpoint, tmp_path / "model", ignore=shutil.ignore_patterns(RUNTIME_FOLDER))
 
 
-def test_int8_quantizes_the_encoders_linear_layers_but_those_kept_float(tiny_checkpoint):
-    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
-    linear = [name for name, child in predictor.model.encoder.named_modules() if isinstance(child, nn.Linear)]
-    kept = (r"^encoder\.layer\.1\.output\.dense$",)
-    assert "encoder.layer.1.output.dense" in linear
-    assert apply_runtime(predictor.model, "int8", torch.device("cpu"), kept) == "int8"
-    assert quantized_layer_names(predictor.model.encoder) == [n for n in linear if n != "encoder.layer.1.output.dense"]
-    assert quantized_layer_names(predictor.model.hidden) == [] and isinstance(predictor.model.output, nn.Linear)
-    assert quantizable_layers(nn.Sequential(nn.Linear(2, 2)), ()) == ["0"]
-
-
-def test_an_int8_predictor_finds_what_the_float32_one_finds(tiny_checkpoint, toy_dev):
+def test_an_int8_predictor_runs_the_cached_graph_and_finds_what_float32_finds(checkpoint, toy_dev):
     sentences = [s.tokens for s in toy_dev[:40]]
-    eager = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
-    int8 = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu", runtime="int8")
-    assert (eager.runtime, int8.runtime) == ("eager", "int8")
+    eager = SpanPredictor.from_checkpoint(checkpoint, device="cpu")
+    assert int8_graph_problem(checkpoint) == "none made yet"
+    int8 = SpanPredictor.from_checkpoint(checkpoint, device="cpu", runtime="int8")
+    assert (eager.runtime, int8.runtime) == ("eager", "int8") and int8.describe()["runtime"] == "int8"
+    assert isinstance(int8.model.encoder, OnnxEncoder) and int8_graph_problem(checkpoint) is None
     assert int8.pack_tokens == eager.pack_tokens > 0  # packing was decided on the float32 encoder
-    found = {(i, e.span) for i, entities in enumerate(eager.predict(sentences)) for e in entities}
-    quantized = {(i, e.span) for i, entities in enumerate(int8.predict(sentences)) for e in entities}
+    found = {(i, e.span, e.label) for i, entities in enumerate(eager.predict(sentences)) for e in entities}
+    quantized = {(i, e.span, e.label) for i, entities in enumerate(int8.predict(sentences)) for e in entities}
     assert len(found & quantized) >= 0.9 * len(found) > 0
-    assert int8.describe()["runtime"] == "int8"
+    # padded and packed rows give the same states up to int8 rounding
+    batch = int8.batcher.encode(toy_dev[:6])
+    words, _ = int8.model.word_states(batch)
+    packed, _ = int8.model.word_states(batch, pack_tokens=64, first_position=int8.first_position)
+    assert torch.allclose(words, packed, atol=0.2)
 
 
-def test_int8_on_another_device_runs_float32_and_says_so(tiny_checkpoint, caplog):
-    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+def test_a_graph_made_for_other_weights_is_rebuilt_not_served(checkpoint):
+    SpanPredictor.from_checkpoint(checkpoint, device="cpu", runtime="int8")
+    stamp = checkpoint / RUNTIME_FOLDER / INT8_STAMP
+    made = json.loads(stamp.read_text())
+    stamp.write_text(json.dumps({**made, "weights_sha256": "0" * 64}))
+    assert int8_graph_problem(checkpoint) == "made for another weights_sha256"
+    (checkpoint / RUNTIME_FOLDER / INT8_GRAPH).write_bytes(b"not a graph")
+    predictor = SpanPredictor.from_checkpoint(checkpoint, device="cpu", runtime="int8")
+    assert json.loads(stamp.read_text()) == made and predictor.predict([["John", "Smith", "."]]) is not None
+
+
+def test_int8_on_another_device_runs_float32_and_says_so(checkpoint, caplog):
+    predictor = SpanPredictor.from_checkpoint(checkpoint, device="cpu")
     with caplog.at_level(logging.WARNING):
-        assert apply_runtime(predictor.model, "int8", torch.device("meta")) == "eager"
-    assert "CPU only" in caplog.text and quantized_layer_names(predictor.model) == []
+        assert apply_runtime(predictor.model, "int8", torch.device("meta"), checkpoint) == "eager"
+    assert "CPU only" in caplog.text and not isinstance(predictor.model.encoder, OnnxEncoder)
     with pytest.raises(ValueError, match="unknown runtime 'fp8'"):
-        apply_runtime(predictor.model, "fp8", torch.device("cpu"))
+        apply_runtime(predictor.model, "fp8", torch.device("cpu"), checkpoint)
+
+
+def test_the_graph_runs_on_the_threads_torch_is_set_to(checkpoint, toy_dev):
+    predictor = SpanPredictor.from_checkpoint(checkpoint, device="cpu", runtime="int8")
+    batch = predictor.batcher.encode(toy_dev[:4])
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            predictor.model.word_states(batch)
+    finally:
+        torch.set_num_threads(before)
+    assert set(predictor.model.encoder._sessions) >= {1, 2}
 
 
 def test_the_served_model_names_a_runtime_other_than_float32():
