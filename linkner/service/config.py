@@ -83,9 +83,10 @@ class NERConfig(_Deployed):
         "the ingress (serve_config.gpu.yaml)")
     device: str = "auto"
     threads: int = Field(1, ge=1, description="torch threads per forward pass")
-    runtime: Runtime = Field(DEFAULT_RUNTIME, description="how the encoder runs: int8, its linear layers quantized to "
-                             "int8 when the model loads (CPU only; on a GPU it runs float32), or eager, float32 "
-                             "as trained (docs/performance.md compares them)")
+    runtime: Runtime = Field(DEFAULT_RUNTIME, description="how the encoder runs: int8, exported to ONNX and "
+                             "quantized by ONNX Runtime (CPU only; made by `linkner prepare`, cached beside the "
+                             "checkpoint and remade for new weights; on a GPU the model runs float32), or eager, "
+                             "float32 PyTorch as trained (docs/performance.md compares them)")
     mc_samples: int = Field(8, ge=2)
     pack_tokens: int | None = Field(None, ge=0, description="sub-words per packed encoder row: a forward pass "
                                     "reads its sentences end to end, no padding; 0: padded batches; default: 256 "

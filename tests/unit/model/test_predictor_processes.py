@@ -86,6 +86,7 @@ def test_a_killed_worker_fails_its_call_and_is_replaced(processes, toy_dev):
     assert all(worker.process.is_alive() for worker in processes._workers)
 
 
+@pytest.mark.slow  # 25-90 s on 2 cores: not in the quick subset
 def test_large_calls_under_uvloop_as_ray_serve_runs_them(processes, toy_dev):
     """Ray Serve's replicas run uvloop, whose readers make the pipe non-blocking: a call and an
     answer far larger than a pipe's buffer must still go through whole."""
@@ -107,6 +108,7 @@ def _threads_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+@pytest.mark.slow  # 25-90 s on 2 cores: not in the quick subset
 def test_a_lone_call_runs_on_every_workers_cores_and_overlapping_calls_each_on_their_own(tiny_checkpoint, toy_dev):
     """Idle, a call borrows the other workers (their cores run its pass); once calls overlap, each
     worker runs a pass of its own again, and borrowing comes back when the load goes."""

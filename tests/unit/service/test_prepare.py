@@ -63,6 +63,7 @@ def linkner(*argv: str) -> subprocess.CompletedProcess:
                           timeout=300, cwd=PROJECT_ROOT)
 
 
+@pytest.mark.slow  # 25-90 s on 2 cores: not in the quick subset
 def test_the_documented_link_eval_command_writes_a_calibration_the_server_applies(served, peer):
     dev = str(served.parent / "data" / "dev.txt")
     done = linkner("link-eval", "--config", str(served), "--data", dev, "--dev", dev, "--save-calibration")
@@ -84,6 +85,7 @@ def test_the_documented_link_eval_command_writes_a_calibration_the_server_applie
     assert status in done.stderr
 
 
+@pytest.mark.slow  # 25-90 s on 2 cores: not in the quick subset
 def test_prepare_makes_what_the_config_needs_once(served, capsys):
     config = load_app_config(served)
     checkpoint = Path(config.ner.checkpoint)

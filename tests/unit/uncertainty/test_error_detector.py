@@ -130,6 +130,7 @@ def detector_checkpoint(tiny_checkpoint, toy_train, toy_dev, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # 25-90 s on 2 cores: not in the quick subset
 def test_the_main_job_fits_a_missing_detector_once(tiny_checkpoint, toy_train, toy_dev, tmp_path, capsys):
     """A fresh checkpoint gets its detector from the main job (fitted on dev), and a valid one is kept."""
     from linkner.data.readers import write_conll
