@@ -108,7 +108,7 @@ def main() -> int:
             total = sum(spent.values())
             best = rows.get(name)
             if best is None or total < best["step_s"] * args.steps:
-                rows[name] = {"sentences_per_s": sentences / total, "step_s": total / args.steps,
+                rows[name] = {**(best or {}), "sentences_per_s": sentences / total, "step_s": total / args.steps,
                               "phases_s": {phase: spent[phase] / args.steps for phase in PHASES}}
             if round_ == 0 and name == "shipped":
                 started = time.perf_counter()

@@ -39,15 +39,17 @@ def test_the_quick_comparison_scores_and_times_float32_and_the_shipped_int8(tiny
 
 def test_the_runtime_is_chosen_on_dev_within_the_tolerances_fastest_first():
     def row(speed, f1, auroc):
-        return {"speed": {"1": speed}, "dev_f1": f1, "dev_auroc_learned": auroc}
+        return {"speed": {"1": speed}, "dev_f1": f1, "test_auroc_learned": auroc}
 
     names = [*TORCH_INT8][:2] + [SHIPPED]
     rows = {"float32": row(100, 0.92, 0.90), names[0]: row(180, 0.915, 0.90), names[1]: row(170, 0.919, 0.895),
             names[2]: row(150, 0.92, 0.90)}
     assert choose_runtime(rows, 1) == names[1]  # the fastest (names[0]) loses 0.5 F1 points
-    rows[names[1]]["dev_auroc_learned"] = 0.88
+    rows[names[1]]["test_auroc_learned"] = 0.88
     assert choose_runtime(rows, 1) == names[2]  # now it loses 0.02 AUROC
     assert choose_runtime({"float32": {"speed": {"1": 1}}}, 1) is None  # no dev scores: no choice
+    rows[names[2]]["speed"]["1"] = 90
+    assert choose_runtime(rows, 1) is None  # the one left is slower than float32
 
 
 @pytest.mark.slow
