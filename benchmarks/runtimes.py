@@ -101,19 +101,24 @@ def exported_float(predictor, variant: str):
     from linkner.model.runtime import export_encoder
 
     graph = export_encoder(predictor.model.encoder, Path(tempfile.mkdtemp(prefix="linkner-runtime-")) / "fp32.onnx")
-    encoder = OnnxEncoder(graph, predictor.model.encoder.config, predictor.first_position)
-    if variant.startswith("OpenVINO"):
-        import openvino
+    config, first = predictor.model.encoder.config, predictor.first_position
+    if not variant.startswith("OpenVINO"):
+        return OnnxEncoder(graph, config, first)
+    import openvino
 
-        compiled = openvino.Core().compile_model(str(graph), "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
-        request = compiled.create_infer_request()
+    compiled = openvino.Core().compile_model(str(graph), "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    request = compiled.create_infer_request()
 
-        class OpenVINOSession:
-            def run(self, _outputs, feeds):
-                return [request.infer(feeds)[0]]
+    class OpenVINOEncoder(OnnxEncoder):
+        """The same graph and call, run by OpenVINO (on the threads it was compiled for)."""
 
-        encoder._sessions[torch.get_num_threads()] = OpenVINOSession()
-    return encoder
+        def session(self, threads: int):
+            return self
+
+        def run(self, _outputs, feeds):
+            return [request.infer(feeds)[0]]
+
+    return OpenVINOEncoder(graph, config, first)
 
 
 def measure_variant(args) -> dict[str, Any]:
