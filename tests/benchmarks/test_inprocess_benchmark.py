@@ -72,6 +72,7 @@ def test_cli_writes_json_and_markdown(tiny_checkpoint, toy_dev, tmp_path: Path) 
     assert "batched over encoder" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow  # about 40 s on 2 cores: a benchmark run in worker processes: not in the quick subset
 def test_passes_in_worker_processes_cover_every_sentence_once(tiny_checkpoint, toy_dev) -> None:
     from linkner.model.processes import PredictorProcesses, PredictorSpec
 

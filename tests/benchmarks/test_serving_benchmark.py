@@ -14,6 +14,7 @@ def test_a_replica_counts_for_its_deployment_whatever_method_its_title_shows() -
     assert serving.deployment_of("ray::ServeReplica:bench:ner.handle_batch extra") == "ner"
 
 
+@pytest.mark.slow  # about 20 s on 2 cores: a benchmark run against a server process: not in the quick subset
 def test_the_ingress_without_ray_answers_over_grpc_and_counts_as_the_ingress(tiny_checkpoint) -> None:
     """``--compare-without-ray``'s server: the ingress class in a plain process answers a real gRPC
     call with the embedded model's entities, and the benchmark counts it and its worker processes as

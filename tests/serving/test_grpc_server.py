@@ -26,8 +26,8 @@ TEXT = "John Smith visited Paris yesterday ."
 def start_ingress(checkpoint: Path, server: dict, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """The ingress on its own server in a child process; returns it and ``127.0.0.1:port`` once it answers."""
     port = free_port()
-    args = {"ner": {"checkpoint": str(checkpoint), "placement": "embedded"}, "llm_pool": {"enabled": False},
-            "server": server}
+    args = {"ner": {"checkpoint": str(checkpoint), "placement": "embedded", "threads": 2},  # one worker process
+            "llm_pool": {"enabled": False}, "server": server}
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "benchmarks" / "ingress_without_ray.py"), "--port", str(port),
          "--app-args", json.dumps(args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -144,15 +144,21 @@ def secure_channel(target: str, pki: dict, client_certificate: bool) -> grpc.Cha
     return grpc.secure_channel(target, credentials)
 
 
-def test_tls_answers_a_caller_with_the_ca_and_refuses_plaintext(tiny_checkpoint, pki):
-    process, target = start_ingress(tiny_checkpoint, {"tls_cert": str(pki["server"]), "tls_key": str(pki["server_key"])})
-    try:
-        with secure_channel(target, pki, client_certificate=False) as channel:
-            assert recognize(channel).entities
-        with grpc.insecure_channel(target) as channel:
-            assert code_of(lambda: recognize(channel, timeout=5)) == grpc.StatusCode.UNAVAILABLE
-    finally:
-        stop(process)
+@pytest.fixture(scope="module")
+def tls_server(tiny_checkpoint, pki):
+    """The ingress speaking TLS on its port, with a token required."""
+    process, target = start_ingress(tiny_checkpoint, {"tls_cert": str(pki["server"]), "tls_key": str(pki["server_key"])},
+                                    env={"LINKNER_AUTH_TOKEN": TOKEN})
+    yield target
+    stop(process)
+
+
+def test_tls_answers_a_caller_with_the_ca_and_refuses_plaintext(tls_server, pki):
+    bearer = (("authorization", f"Bearer {TOKEN}"),)
+    with secure_channel(tls_server, pki, client_certificate=False) as channel:
+        assert recognize(channel, metadata=bearer).entities
+    with grpc.insecure_channel(tls_server) as channel:
+        assert code_of(lambda: recognize(channel, metadata=bearer, timeout=5)) == grpc.StatusCode.UNAVAILABLE
 
 
 def test_mutual_tls_refuses_a_caller_without_a_client_certificate(tiny_checkpoint, pki):
@@ -216,13 +222,11 @@ def node() -> str:
     return path
 
 
-def test_the_docs_node_example_gets_entities_over_tls_with_the_token(tiny_checkpoint, pki, node):
+def test_the_docs_node_example_gets_entities_over_tls_with_the_token(tls_server, pki, node):
     """docs/examples/recognize.js (grpc-js, a client we did not write the stack of) against the real
     ingress with TLS and a token: entities with the CA and the token; UNAUTHENTICATED without the
     token; no answer in plaintext."""
-    process, target = start_ingress(tiny_checkpoint, {"tls_cert": str(pki["server"]), "tls_key": str(pki["server_key"])},
-                                    env={"LINKNER_AUTH_TOKEN": TOKEN})
-    example = [node, str(ROOT / "docs" / "examples" / "recognize.js"), target]
+    example = [node, str(ROOT / "docs" / "examples" / "recognize.js"), tls_server]
     env = {**os.environ, "NODE_PATH": str(ROOT / "tests" / "interop" / "node_modules")}
     env.pop("LINKNER_AUTH_TOKEN", None)
 
@@ -230,12 +234,9 @@ def test_the_docs_node_example_gets_entities_over_tls_with_the_token(tiny_checkp
         extra = {"LINKNER_AUTH_TOKEN": token} if token else {}
         return subprocess.run([*example, *args], capture_output=True, text=True, timeout=60, env={**env, **extra})
 
-    try:
-        answered = run("--ca", str(pki["ca"]), TEXT, token=TOKEN)
-        refused = run("--ca", str(pki["ca"]), TEXT)
-        plaintext = run(TEXT, token=TOKEN)
-    finally:
-        stop(process)
+    answered = run("--ca", str(pki["ca"]), TEXT, token=TOKEN)
+    refused = run("--ca", str(pki["ca"]), TEXT)
+    plaintext = run(TEXT, token=TOKEN)
     assert answered.returncode == 0, answered.stderr
     entities = [json.loads(line) for line in answered.stdout.splitlines()]
     assert ("John Smith", "PER", 0, 10) in {(e["text"], e["label"], e["char_start"], e["char_end"]) for e in entities}
