@@ -114,7 +114,10 @@ class Trainer:
         dev: Sequence[Sentence],
         output: str | Path,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
+        on_saved: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_epoch`` gets each epoch's record when it is scored; ``on_saved`` gets the epoch's
+        number once its checkpoint (when dev improved) and resumable state are written."""
         if not train:
             raise ValueError("no training sentences")
         if not dev:
@@ -126,6 +129,7 @@ class Trainer:
                                           config.augment_invented_share, config.seed)
         self.output = Path(output)
         self.on_epoch = on_epoch
+        self.on_saved = on_saved
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = pick_device(config.device)
@@ -222,6 +226,8 @@ class Trainer:
                 bad_epochs += 1
             self._save_state(epoch, best_f1, best_epoch, bad_epochs, history, elapsed_before + time.monotonic() - started)
             self._update_training_metadata(last_epoch=epoch)
+            if self.on_saved:
+                self.on_saved(epoch)
             if not completed:
                 stopped = "time_budget"
                 break
@@ -339,11 +345,13 @@ class Trainer:
         return state
 
 
-def ensure_trained(output: str | Path, data_dir: str | Path, config: TrainConfig) -> Path:
+def ensure_trained(output: str | Path, data_dir: str | Path, config: TrainConfig,
+                   on_saved: Callable[[int], None] | None = None) -> Path:
     """Return ``output``; when it holds no checkpoint yet, train ``config`` on ``data_dir``'s
     train.txt and dev.txt into it first. A checkpoint whose training run was interrupted (see
     :func:`unfinished_training`) is resumed from its ``train_state.pt`` with the configuration it
-    was started with (only ``threads``, ``progress`` and ``device`` come from ``config``)."""
+    was started with (only ``threads``, ``progress`` and ``device`` come from ``config``).
+    ``on_saved`` is the trainer's hook after each epoch's checkpoint is written."""
     from linkner.data.readers import read_dataset
 
     output, data_dir = Path(output), Path(data_dir)
@@ -360,7 +368,7 @@ def ensure_trained(output: str | Path, data_dir: str | Path, config: TrainConfig
         if not (data_dir / f"{split}.txt").is_file():
             raise FileNotFoundError(f"{missing} and no training data at {data_dir / split}.txt")
     train, dev = read_dataset(data_dir / "train.txt"), read_dataset(data_dir / "dev.txt")
-    Trainer(config, train, dev, output).fit(resume=True)
+    Trainer(config, train, dev, output, on_saved=on_saved).fit(resume=True)
     return output
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import ValidationError
 
@@ -100,9 +100,11 @@ def load_app_config(path: str | Path, app: str | None = None) -> AppConfig:
 # ---------------------------------------------------------------- the steps
 
 
-def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int | None) -> Path:
+def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int | None,
+                 on_saved: Callable[[int], None] | None = None) -> Path:
     """Return ``model``, training the default configuration into it first if it is missing, or
-    finishing its training run if that was interrupted."""
+    finishing its training run if that was interrupted (``on_saved``: the trainer's hook after each
+    epoch's checkpoint is written)."""
     from linkner.model.metadata import is_checkpoint, is_finished_checkpoint
     from linkner.model.training import TrainConfig, ensure_trained
 
@@ -116,7 +118,7 @@ def ensure_model(model: Path, data_dir: Path, threads: int | None, epochs: int |
               f"{config.epochs} epochs, a few minutes each on 2 CPU cores; cached for later runs)",
               file=sys.stderr)
     try:
-        return ensure_trained(model, data_dir, config)
+        return ensure_trained(model, data_dir, config, on_saved=on_saved)
     except FileNotFoundError as error:
         raise SystemExit(f"{error}: pass --data-dir, or set ner.checkpoint in the config to a trained model") from None
 
@@ -140,7 +142,12 @@ def ensure_error_detector(model: Path, data_dir: Path) -> None:
               file=sys.stderr)
         return
     predictor = SpanPredictor.from_checkpoint(model, device="auto")
-    fit = fit_on_dev(predictor, model, read_dataset(data_dir / "train.txt"), read_dataset(dev), conll_documents(dev))
+    try:
+        fit = fit_on_dev(predictor, model, read_dataset(data_dir / "train.txt"), read_dataset(dev),
+                         conll_documents(dev))
+    except DetectorError as problem:
+        print(f"error detector: {problem}: the 'learned' estimator is not offered", file=sys.stderr)
+        return
     fit.detector.save(model)
     print(f"error detector: cross-validated dev AUROC {fit.detector.report['cv_dev_auroc']:.3f}", file=sys.stderr)
 
@@ -253,13 +260,17 @@ def ensure_calibration(config: AppConfig, data_dir: Path, sentences: int, margin
 
 def prepare(config_path: str | Path, data_dir: Path = DEFAULT_DATA, *, app: str | None = None,
             threads: int | None = None, epochs: int | None = None, calibration_sentences: int = 600,
-            calibration_margin: float = 0.0) -> AppConfig:
+            calibration_margin: float = 0.0, checkpoint: Path | None = None) -> AppConfig:
     """Make what the Serve config at ``config_path`` needs (idempotent; progress on stderr) and
-    return its validated LinkNER args as they are served (see :func:`ensure_llm` for the backend)."""
+    return its validated LinkNER args as they are served (see :func:`ensure_llm` for the backend).
+    ``checkpoint``: prepare that trained checkpoint instead of the config's ``ner.checkpoint``."""
     from linkner.service.calibration_state import calibration_state
 
     config = load_app_config(config_path, app)
-    ensure_model(Path(config.ner.checkpoint), data_dir, threads, epochs)
+    if checkpoint is not None:
+        config = config.model_copy(update={"ner": config.ner.model_copy(update={"checkpoint": str(checkpoint)})})
+    else:
+        ensure_model(Path(config.ner.checkpoint), data_dir, threads, epochs)
     ensure_runtime(config)
     config = ensure_llm(config)
     ensure_error_detector(Path(config.ner.checkpoint), data_dir)

@@ -143,9 +143,10 @@ def fit_on_dev(predictor: "SpanPredictor", checkpoint: str | Path, train: Sequen
                progress: bool = True) -> DevFit:
     """Fit the ``learned`` estimator's detector for ``checkpoint``: predict dev a few whole
     documents at a time, build the features (lexicon from ``train``), cross-validate by document
-    folds and calibrate (isotonic) on the out-of-fold scores. Never give it test data."""
+    folds and calibrate (isotonic) on the out-of-fold scores. Never give it test data.
+    :class:`DetectorError` when the model's dev spans are too few to fit one."""
     from linkner.evaluation.scores import auroc
-    from linkner.uncertainty.detector import ErrorDetector, checkpoint_fingerprint
+    from linkner.uncertainty.detector import DetectorError, ErrorDetector, checkpoint_fingerprint
     from linkner.uncertainty.features import Lexicon, feature_matrix, feature_names
 
     labels = predictor.labels
@@ -153,7 +154,12 @@ def fit_on_dev(predictor: "SpanPredictor", checkpoint: str | Path, train: Sequen
     predictions, span_rows = collect(predictor, dev, dev_documents, BASE_ESTIMATORS, mc_samples=0, progress=progress)
     rows = feature_matrix([s.tokens for s in dev], predictions, span_rows, lexicon, dev_documents)
     wrong = wrong_labels(dev, predictions)
-    scorers, out_of_fold = cross_validate(rows, wrong, span_documents(dev_documents, predictions), kind, folds)
+    groups = span_documents(dev_documents, predictions)
+    if len(set(groups.tolist())) < folds or len(set(wrong.tolist())) < 2:
+        raise DetectorError(f"the model predicts {len(wrong)} spans on dev in {len(set(groups.tolist()))} documents, "
+                            f"{int(wrong.sum())} of them wrong: too few to fit an error detector (it needs spans in "
+                            f"at least {folds} documents, right and wrong ones)")
+    scorers, out_of_fold = cross_validate(rows, wrong, groups, kind, folds)
     detector = ErrorDetector(checkpoint_fingerprint(checkpoint), lexicon, feature_names(labels), scorers,
                              fit_isotonic(out_of_fold, wrong), mc_samples=0)
     detector.report = {"cv_dev_auroc": auroc(out_of_fold, wrong.astype(bool)), "kind": kind, "folds": folds,

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from serve.ports import free_port
+from tests_helpers import Callers, clock  # noqa: F401 (the cluster tests import them from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -235,52 +236,3 @@ def grpcjs(target: str, calls: list[dict[str, Any]], timeout_s: float = 180,
     return {result["name"]: result for result in map(json.loads, done.stdout.splitlines())}
 
 
-class Callers:
-    """``count`` threads calling Recognize through our Python client (its own channel each, retrying
-    what did not run within the call's deadline) until stopped; every answer's model and every
-    failure, with wall-clock start and end times."""
-
-    def __init__(self, count: int, target: str, text: str = "John Smith visited Paris yesterday .",
-                 timeout_s: float = 30.0, pause_s: float = 0.0) -> None:
-        import threading
-
-        self.count, self.target, self.text, self.timeout_s, self.pause_s = count, target, text, timeout_s, pause_s
-        self.answers: list[tuple[float, float, str, int]] = []  # (start, end, model, entities)
-        self.failures: list[tuple[float, float, str, str]] = []  # (start, end, status code, details)
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._call, daemon=True) for _ in range(count)]
-
-    def _call(self) -> None:
-        from clients.client import LinkNERClient, LinkNERError
-
-        with LinkNERClient(self.target, timeout_s=self.timeout_s) as client:
-            while not self._stop.is_set():
-                started = time.time()
-                try:
-                    result = client.recognize(self.text, policy="none")
-                    self.answers.append((started, time.time(), result.model, len(result.entities)))
-                except LinkNERError as error:
-                    self.failures.append((started, time.time(), error.code.name, error.details))
-                if self.pause_s:
-                    time.sleep(self.pause_s)
-
-    def __enter__(self) -> "Callers":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(self.timeout_s + 5)
-
-    def report(self) -> str:
-        """The failures (at most 10) with their wall-clock times, for an assertion message."""
-        lines = [f"{clock(start)} +{end - start:.2f}s {code}: {details}"
-                 for start, end, code, details in self.failures[:10]]
-        return f"{len(self.failures)} failed calls of {len(self.failures) + len(self.answers)}:\n" + "\n".join(lines)
-
-
-def clock(wall: float) -> str:
-    """``HH:MM:SS.mmm`` of a wall-clock time (local), as Ray's logs print it."""
-    return time.strftime("%H:%M:%S", time.localtime(wall)) + f"{wall % 1:.3f}"[1:]

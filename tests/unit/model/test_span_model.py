@@ -294,7 +294,7 @@ def test_main_job_finishes_an_unfinished_default_model(tmp_path, monkeypatch):
         (folder / name).write_bytes(b"x")
     write_metadata(folder, {"training": {"epoch": 1, "last_epoch": 1, "completed": False}})
     calls = []
-    monkeypatch.setattr(training, "ensure_trained", lambda *args: calls.append(args) or args[0])
+    monkeypatch.setattr(training, "ensure_trained", lambda *args, **kwargs: calls.append(args) or args[0])
     assert ensure_model(folder, tmp_path, None, None) == folder
     assert calls and calls[0][0] == folder
     write_metadata(folder, {"training": {"epoch": 1, "completed": True}})

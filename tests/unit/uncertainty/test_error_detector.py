@@ -130,6 +130,17 @@ def detector_checkpoint(tiny_checkpoint, toy_train, toy_dev, tmp_path_factory):
     return folder
 
 
+def test_dev_spans_in_too_few_documents_are_a_clear_error_not_a_crash(tiny_checkpoint, toy_train, toy_dev):
+    """A model that predicts spans in fewer dev documents than folds (an early or weak one) gets a
+    DetectorError saying so (the main job then offers no ``learned`` estimator)."""
+    from linkner.uncertainty.detector import DetectorError
+
+    predictor = SpanPredictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    with pytest.raises(DetectorError, match="too few to fit an error detector"):
+        fit_on_dev(predictor, tiny_checkpoint, toy_train, toy_dev, [0] * len(toy_dev), "trees", folds=3,
+                   progress=False)
+
+
 @pytest.mark.slow  # 25-90 s on 2 cores: not in the quick subset
 def test_the_main_job_fits_a_missing_detector_once(tiny_checkpoint, toy_train, toy_dev, tmp_path, capsys):
     """A fresh checkpoint gets its detector from the main job (fitted on dev), and a valid one is kept."""
