@@ -155,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         early = training.wait_for_snapshot() if training else None
         if training and early is None:
             training.wait()  # it ended before a snapshot: the model is finished (or training failed)
+        if early:
+            training.pause()  # the snapshot's preparation and start-up have the cores
         config = _prepare(args, application, checkpoint=early)  # no Ray: model, detector, LLM, calibration
     except ServeConfigError as error:
         raise SystemExit(str(error)) from None
@@ -178,8 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"serving the early model {describe_snapshot(early)} while {training.model} finishes "
               "training in the background", file=sys.stderr)
     _sample_if_possible(target, args.text, server)
+    if not args.once:
+        print(f"try: .venv/bin/linkner-client --target {target} recognize \"Angela Merkel visited Paris.\"\n"
+              "stop: Ctrl-C", file=sys.stderr)
     if training and early:
         signal.signal(signal.SIGTERM, lambda *_: (training.stop(), _shutdown(), sys.exit(0)))
+        training.resume()  # at a lower priority than the service
         try:
             _roll_over(args, serve_config, application, training)
         except BaseException:
@@ -189,8 +195,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.once:
         _shutdown()
         return 0
-    print(f"try: .venv/bin/linkner-client --target {target} recognize \"Angela Merkel visited Paris.\"\n"
-          "stop: Ctrl-C", file=sys.stderr)
     signal.signal(signal.SIGTERM, lambda *_: (_shutdown(), sys.exit(0)))
     try:
         while True:
@@ -221,7 +225,9 @@ def _train_in_background(args: argparse.Namespace, application: dict[str, Any]) 
     print(f"{model} is not trained yet: training it in the background; the service starts on a snapshot of its "
           f"first epoch ({model.name}-early) and rolls over to the finished model when training ends",
           file=sys.stderr)
-    return BackgroundTraining(model, args.data_dir, args.threads, args.epochs).start()
+    training = BackgroundTraining(model, args.data_dir, args.threads, args.epochs).start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # exit hooks stop training (paused or not)
+    return training
 
 
 def _roll_over(args: argparse.Namespace, serve_config: dict[str, Any], application: dict[str, Any],

@@ -1,14 +1,17 @@
 """Training the default model in a child process, so that the main job can serve an early snapshot
 of it (the first epoch's checkpoint, copied to ``<model>-early``) while the remaining epochs run.
 
-The child runs at a lower CPU priority: while the main job prepares and serves the snapshot, those
-come first; when they are idle, training has the cores."""
+The main job pauses the child while it prepares and starts the snapshot (calibration asks the LLM
+on every core), then lets it go on at the lowest CPU priority, below Ray's workers (which run at nice 15): requests
+to the service come first; when it is idle, training has the cores."""
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from linkner.uncertainty.detector import DETECTOR_FILE
 
 EARLY_SUFFIX = "-early"
 NOT_COPIED = (STATE_FILE, DETECTOR_FILE, "demonstrations-")  # the trainer's state; what the weights derive
-TRAINING_NICENESS = 10  # CFS weight 110 against 1024: about a tenth of a contended core
+TRAINING_NICENESS = 19  # the lowest priority: below Ray's workers (nice 15), which serve the calls
 
 
 def early_snapshot_path(model: str | Path) -> Path:
@@ -82,6 +85,7 @@ class BackgroundTraining:
         if not is_checkpoint(self.model):
             shutil.rmtree(self.snapshot, ignore_errors=True)
         self.process.start()
+        atexit.register(self.stop)  # before multiprocessing's own exit hook, which would wait on a paused child
         return self
 
     def wait_for_snapshot(self, poll_s: float = 1.0) -> Path | None:
@@ -91,6 +95,16 @@ class BackgroundTraining:
                 return self.snapshot
             time.sleep(poll_s)
         return self.snapshot if snapshot_epoch(self.snapshot) is not None and self.process.exitcode == 0 else None
+
+    def pause(self) -> None:
+        """Stop the child's CPU use (SIGSTOP) until :meth:`resume`."""
+        if self.process.is_alive():
+            os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused child go on (SIGCONT)."""
+        if self.process.is_alive():
+            os.kill(self.process.pid, signal.SIGCONT)
 
     def wait(self) -> None:
         """Wait for training to end; SystemExit when it failed."""
@@ -102,6 +116,7 @@ class BackgroundTraining:
         """Stop training (it resumes after its last finished epoch on the next run)."""
         if self.process.is_alive():
             self.process.terminate()
+            self.resume()  # a paused child handles SIGTERM once it runs again
             self.process.join(timeout=30)
 
     def remove_snapshot(self) -> None:

@@ -51,11 +51,29 @@ def test_the_model_trains_in_a_child_at_lower_priority_with_a_snapshot_of_its_fi
     assert training.process.is_alive()  # the rest of the epochs go on meanwhile
     lowered = min(19, os.getpriority(os.PRIO_PROCESS, 0) + TRAINING_NICENESS)
     assert os.getpriority(os.PRIO_PROCESS, training.process.pid) == lowered
+    training.pause()
+    assert process_state(training.process.pid) == "T"  # stopped: no CPU while the snapshot is prepared
+    training.resume()
+    assert process_state(training.process.pid) != "T"
     training.wait()
     assert is_finished_checkpoint(model) and read_metadata(model)["training"]["last_epoch"] >= 2
     assert snapshot_epoch(snapshot) == 1  # taken once, not replaced by later epochs
     training.remove_snapshot()
     assert not snapshot.exists()
+
+
+def process_state(pid: int) -> str:
+    """The state letter of a process (R, S, T for stopped, ...) from /proc."""
+    stat = open(f"/proc/{pid}/stat", encoding="utf-8").read()
+    return stat[stat.rindex(")") + 2]
+
+
+def test_a_paused_training_is_stopped_when_the_main_job_exits(tmp_path):
+    """A paused child still ends with stop() (the main job's exit hook), not left stopped forever."""
+    training = BackgroundTraining(tmp_path / "model", tmp_path / "no-data", epochs=2).start()
+    training.pause()
+    training.stop()
+    assert not training.process.is_alive()
 
 
 def test_a_training_that_fails_is_an_error_naming_the_model(tmp_path):
