@@ -193,8 +193,9 @@ class Trainer:
         """Train; with ``resume``, continue after the last finished epoch saved in ``output``.
 
         When the run ends by its own rules (epochs done, early stopping, time budget), the
-        checkpoint's metadata records ``training.completed: true`` and why it ``stopped``; an
-        interrupted run leaves ``completed: false``, so :func:`ensure_trained` resumes it."""
+        checkpoint's metadata records ``training.completed: true`` and why it ``stopped``, and the
+        trainer's resumable state (optimizer included, about three times the weights) is deleted;
+        an interrupted run leaves ``completed: false``, so :func:`ensure_trained` resumes it."""
         state = self._load_state() if resume else None
         start_epoch = state["epoch"] if state else 0
         best_f1 = state["best_f1"] if state else -1.0
@@ -235,6 +236,7 @@ class Trainer:
                 stopped = "early_stopping"
                 break
         self._update_training_metadata(completed=True, stopped=stopped)
+        (self.output / STATE_FILE).unlink(missing_ok=True)  # a finished run has nothing to resume
         return TrainResult(
             output=str(self.output),
             best_dev_f1=best_f1,
