@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two commands of a new user:
 #   ./run.sh         set up, then run the main job
-#   ./run.sh test    set up, then run the test suite (--fast: the quick subset, a few minutes)
+#   ./run.sh test    set up, then run the test suite (--fast: the quick subset, about 2 minutes)
 set -euo pipefail
 cd "$(dirname "$0")"
 what=main
