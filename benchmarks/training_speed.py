@@ -1,10 +1,9 @@
 """Where a training step's time goes, and what the training settings buy: the default model's
 training steps on CoNLL-2003 train sentences, split into batch encoding (tokenizer, span
 enumeration), forward, loss, backward, gradient clipping and the optimizer step, plus one epoch's
-augmentation and one dev evaluation; for the shipped settings (a cheaper dropout mask, fused
-AdamW), for those with the encoder's sub-word table frozen as well (an option, not the default: it
-cost dev F1), and for PyTorch's plain dropout and per-parameter AdamW loop, in turn, the same
-batches for each.
+augmentation and one dev evaluation; for the shipped settings (fused AdamW), for those with the
+encoder's sub-word table frozen as well (an option, not the default: it cost dev F1), and for
+AdamW's per-parameter loop, in turn, the same batches for each.
 
     python -m benchmarks.training_speed [--steps 40] [--threads 2] [--rounds 2]
 """
@@ -23,9 +22,9 @@ PHASES = ("encode", "forward", "loss", "backward", "clip", "optimizer")
 SETTINGS = {
     "shipped": {},
     "sub-word table frozen too (not the default)": {"freeze_word_embeddings": True},
-    "before (plain dropout, AdamW loop)": {"plain_dropout": True, "fused": False},
+    "before (AdamW loop)": {"fused": False},
 }
-BEFORE = "before (plain dropout, AdamW loop)"
+BEFORE = "before (AdamW loop)"
 
 
 def parse_args():
@@ -42,18 +41,11 @@ def trainer_for(settings: dict[str, Any], train, dev, threads: int):
 
     import torch
 
-    from linkner.model import training
     from linkner.model.training import TrainConfig, Trainer
 
     config = TrainConfig(threads=threads, progress=False,
                          freeze_word_embeddings=settings.get("freeze_word_embeddings", False))
-    replace = training.use_mask_dropout
-    if settings.get("plain_dropout"):
-        training.use_mask_dropout = lambda module: 0
-    try:
-        trainer = Trainer(config, train, dev, tempfile.mkdtemp(prefix="linkner-train-speed-"))
-    finally:
-        training.use_mask_dropout = replace
+    trainer = Trainer(config, train, dev, tempfile.mkdtemp(prefix="linkner-train-speed-"))
     if settings.get("fused") is False:
         groups = [{"params": group["params"], "lr": group["lr"]} for group in trainer.optimizer.param_groups]
         trainer.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay, foreach=False, fused=False)

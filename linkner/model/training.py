@@ -22,7 +22,6 @@ from linkner.evaluation.scores import entity_scores
 from linkner.model.batching import SpanBatcher
 from linkner.model.checkpoint import save_checkpoint
 from linkner.model.config import Objective, SpanModelConfig
-from linkner.model.dropout import use_mask_dropout
 from linkner.model.metadata import STATE_FILE, is_checkpoint, read_metadata, unfinished_training, write_metadata
 from linkner.model.span_model import SpanNER, span_loss
 from linkner.model.predictor import SpanPredictor, pick_device
@@ -151,7 +150,6 @@ class Trainer:
             objective=config.objective,
         )
         self.model = SpanNER(self.model_config, encoder).to(self.device)
-        use_mask_dropout(self.model)  # the same masks in distribution, drawn for a fraction of the cost
         if config.freeze_word_embeddings:
             self.model.encoder.get_input_embeddings().weight.requires_grad_(False)
         limit = subword_limit(encoder.config, self.model_config.max_subwords)
