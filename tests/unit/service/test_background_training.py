@@ -19,14 +19,17 @@ def test_a_snapshot_is_a_finished_copy_without_the_trainers_state_or_what_the_we
     model = shutil.copytree(tiny_checkpoint, tmp_path / "model")
     (model / STATE_FILE).write_bytes(b"state")
     (model / "error_detector.json").write_text("{}")
+    (model / "demonstrations-0123456789abcdef-0123456789abcdef.pt").write_bytes(b"derived")
     (model / "runtime").mkdir(exist_ok=True)  # other tests may have exported the shared checkpoint's encoder
     (model / "runtime" / "encoder.onnx").write_bytes(b"derived")
     snapshot = early_snapshot_path(model)
     assert snapshot == tmp_path / "model-early"
 
     write_snapshot(model, snapshot, epoch=1)
+    derived = (STATE_FILE, "error_detector.json", "runtime", "demonstrations-")  # other tests may have left more
     assert sorted(path.name for path in snapshot.iterdir()) == sorted(
-        path.name for path in model.iterdir() if path.name not in (STATE_FILE, "error_detector.json", "runtime"))
+        path.name for path in model.iterdir() if not path.name.startswith(derived))
+    assert {"model.safetensors", "metadata.json", "tokenizer.json"} <= {path.name for path in snapshot.iterdir()}
     assert (snapshot / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()
     assert is_finished_checkpoint(snapshot) and unfinished_training(snapshot) is None
     assert snapshot_epoch(snapshot) == 1 and read_metadata(snapshot)["snapshot"]["of"] == str(model)
