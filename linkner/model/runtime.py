@@ -39,7 +39,7 @@ DEFAULT_RUNTIME: Runtime = "int8"
 RUNTIME_FOLDER = "runtime"  # beside the checkpoint's weights
 INT8_GRAPH = "encoder-int8.onnx"
 INT8_STAMP = "encoder-int8.json"
-GRAPH_FORMAT = 1  # bump when the export or the quantization settings change
+GRAPH_FORMAT = 2  # bump when the export or the quantization settings change (2: finite attention mask)
 INPUTS = ("input_ids", "position_ids", "attention_mask")
 
 
@@ -117,8 +117,11 @@ def ensure_int8_graph(checkpoint: str | Path, encoder: "nn.Module | None" = None
 
 def export_encoder(encoder: "nn.Module", path: Path) -> Path:
     """``encoder`` as an ONNX graph taking packed rows (ids, positions, a ``[R, 1, W, W]`` boolean
-    mask) and giving every position's last hidden state."""
+    mask) and giving every position's last hidden state; its attention mask made finite, without
+    the per-layer NaN guard (:mod:`linkner.model.onnx_mask`)."""
     import torch
+
+    from linkner.model.onnx_mask import finite_attention_mask
 
     class Rows(torch.nn.Module):
         def __init__(self) -> None:
@@ -139,6 +142,7 @@ def export_encoder(encoder: "nn.Module", path: Path) -> Path:
         torch.onnx.export(Rows().eval(), example, str(path), input_names=list(INPUTS), output_names=["states"],
                           dynamic_axes=axes, opset_version=17, dynamo=False)
     encoder.train(was_training)
+    finite_attention_mask(path)
     return path
 
 

@@ -75,3 +75,32 @@ def test_the_served_model_names_a_runtime_other_than_float32():
     info = {"checkpoint": "default@0123456789ab", "encoder": "default", "objective": "cross_entropy"}
     assert served_model_name({**info, "runtime": "eager"}) == "default@0123456789ab (default:cross_entropy)"
     assert served_model_name({**info, "runtime": "int8"}) == "default@0123456789ab (default:cross_entropy, int8)"
+
+
+def test_the_exported_graph_masks_with_a_finite_score_and_keeps_the_encoders_states(checkpoint, tmp_path):
+    import onnx
+    import onnxruntime
+
+    from linkner.model.checkpoint import load_checkpoint
+    from linkner.model.onnx_mask import finite_attention_mask
+    from linkner.model.packing import pack_inputs
+    from linkner.model.runtime import export_encoder
+
+    encoder = load_checkpoint(checkpoint)[0].encoder.eval()
+    graph = export_encoder(encoder, tmp_path / "encoder.onnx")
+    operators = [node.op_type for node in onnx.load(str(graph)).graph.node]
+    assert "IsNaN" not in operators and operators.count("Softmax") == encoder.config.num_hidden_layers
+    assert finite_attention_mask(graph) == 0  # already rewritten: nothing left to do, the graph unchanged
+
+    # three sentences of 5, 3 and 2 sub-words packed, each attending only to itself
+    ids = torch.tensor([[101, 7, 8, 9, 102], [101, 10, 102, 0, 0], [101, 102, 0, 0, 0]])
+    real = (ids != 0).long()
+    packed = pack_inputs(ids, real, row_tokens=6)
+    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    states = session.run(None, {"input_ids": packed.input_ids.numpy(), "position_ids": packed.position_ids.numpy(),
+                                "attention_mask": packed.attention_mask.numpy()})[0]
+    assert torch.from_numpy(states).isfinite().all()
+    with torch.no_grad():
+        expected = encoder(input_ids=ids, attention_mask=real).last_hidden_state[real.bool()]
+    found = torch.from_numpy(states).reshape(-1, states.shape[-1])[packed.token_index[real.bool()]]
+    assert torch.allclose(found, expected, atol=1e-4)
