@@ -2,9 +2,12 @@
 ONNX and quantized by ONNX Runtime), PyTorch's dynamic int8 with several choices of layers kept in
 float32, ONNX Runtime float32, and OpenVINO float32 where it is installed (the ``runtimes`` extra). For each: sentences/s of the in-process predictor on the same test
 sentences (packed rows, one thread and two), dev and test F1, AUROC of ``confidence`` and
-``learned`` on test, the worker's resident memory and its load time. Each runtime runs in a process
-of its own, twice in turn (the faster run counts), so memory and load time are its alone and the
-machine's other load falls on all of them alike.
+``learned`` on test, the worker's resident memory and its load time. Each runtime is scored in a
+process of its own, so memory and load time are its alone. Speed is measured side by side: every
+runtime loaded in one process (one per thread count), the test sentences in calls of 16 (as the
+served path makes them), each call run by every runtime in turn, the order rotating from call to
+call, twice over; so the machine's other load, which drifts over minutes on a shared host, falls on
+all of them alike.
 
 The runtime to ship is the fastest that beats float32 within 0.3 dev F1 and 0.01 ``learned`` AUROC
 of it (on test: the error detector is fitted on dev); the table says whether that is the shipped
@@ -38,6 +41,8 @@ TORCH_INT8: dict[str, tuple[str, ...]] = {
 EXPORTED = ("ONNX Runtime fp32", "OpenVINO fp32")  # the same exported graph, not quantized
 IN_TORCH = ("float32", SHIPPED, *TORCH_INT8)  # the runtimes also timed with 2 threads
 F1_TOLERANCE, AUROC_TOLERANCE = 0.003, 0.01  # what a runtime may lose against float32 on dev
+CALL_SENTENCES = 16  # sentences a predictor call holds while timed, as the served path's passes do
+PASSES = 2  # times over the test sentences, side by side
 
 
 def parse_args():
@@ -45,8 +50,8 @@ def parse_args():
                              quick="300 speed sentences, only float32 and the shipped int8, no dev")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads per run")
     parser.add_argument("--variant", help=argparse_hidden())
+    parser.add_argument("--side-by-side", help=argparse_hidden())
     parser.add_argument("--speed-threads", type=int, default=1, help=argparse_hidden())
-    parser.add_argument("--skip-quality", action="store_true", help=argparse_hidden())
     return parser.parse_args()
 
 
@@ -122,44 +127,61 @@ def exported_float(predictor, variant: str):
 
 
 def measure_variant(args) -> dict[str, Any]:
-    """Load ``args.variant``, time it on the test sentences and score it; what the parent reads."""
+    """Load ``args.variant`` and score it on one thread; what the parent reads."""
     import torch
 
     from linkner.data.readers import conll_documents, read_dataset
     from linkner.evaluation.scores import entity_scores, uncertainty_quality
     from linkner.uncertainty.fitting import wrong_labels
 
-    torch.set_num_threads(args.speed_threads)
+    torch.set_num_threads(1)
     started = time.perf_counter()
     predictor = load_variant(args.model, args.variant)
     load_s = time.perf_counter() - started
     test_path = args.data_dir / "test.txt"
     test, test_documents = read_dataset(test_path), conll_documents(test_path)
-    tokens = [sentence.tokens for sentence in test[: args.sentences]]
-    predictor.predict(tokens[:64])
-    best = float("inf")
-    for _ in range(2):
-        started = time.perf_counter()
-        predictor.predict(tokens)
-        best = min(best, time.perf_counter() - started)
-    result: dict[str, Any] = {"variant": args.variant, "threads": args.speed_threads, "load_s": load_s,
-                              "sentences_per_s": len(tokens) / best}
-    if not args.skip_quality:
-        estimators = [name for name in ("confidence", "learned") if name in predictor.estimators]
-        sets = {"test": (test, test_documents)}
-        if not args.quick:
-            dev_path = args.data_dir / "dev.txt"
-            sets["dev"] = (read_dataset(dev_path), conll_documents(dev_path))
-        for name, (data, documents) in sets.items():
-            predictions = predictor.predict([s.tokens for s in data], estimators, documents)
-            scores = entity_scores([s.entities for s in data], [[e.span for e in p] for p in predictions])
-            wrong = wrong_labels(data, predictions)
-            result[f"{name}_f1"] = scores.micro.f1
-            for estimator in estimators:
-                values = [e.uncertainty[estimator] for p in predictions for e in p]
-                result[f"{name}_auroc_{estimator}"] = uncertainty_quality(estimator, values, (wrong == 0).tolist()).auroc
+    result: dict[str, Any] = {"variant": args.variant, "load_s": load_s}
+    estimators = [name for name in ("confidence", "learned") if name in predictor.estimators]
+    sets = {"test": (test, test_documents)}
+    if not args.quick:
+        dev_path = args.data_dir / "dev.txt"
+        sets["dev"] = (read_dataset(dev_path), conll_documents(dev_path))
+    for name, (data, documents) in sets.items():
+        predictions = predictor.predict([s.tokens for s in data], estimators, documents)
+        scores = entity_scores([s.entities for s in data], [[e.span for e in p] for p in predictions])
+        wrong = wrong_labels(data, predictions)
+        result[f"{name}_f1"] = scores.micro.f1
+        for estimator in estimators:
+            values = [e.uncertainty[estimator] for p in predictions for e in p]
+            result[f"{name}_auroc_{estimator}"] = uncertainty_quality(estimator, values, (wrong == 0).tolist()).auroc
     result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def measure_side_by_side(args) -> dict[str, float]:
+    """Sentences/s of each of ``args.side_by_side``'s variants (a JSON list), all loaded here, on
+    ``args.speed_threads`` threads: each call of ``CALL_SENTENCES`` test sentences run by every
+    variant in turn, the order rotating from call to call, ``PASSES`` times over."""
+    import torch
+
+    from linkner.data.readers import read_dataset
+
+    torch.set_num_threads(args.speed_threads)
+    variants = json.loads(args.side_by_side)
+    predictors = {variant: load_variant(args.model, variant) for variant in variants}
+    tokens = [sentence.tokens for sentence in read_dataset(args.data_dir / "test.txt")[: args.sentences]]
+    calls = [tokens[start : start + CALL_SENTENCES] for start in range(0, len(tokens), CALL_SENTENCES)]
+    for predictor in predictors.values():  # warm
+        predictor.predict(calls[0])
+    seconds = dict.fromkeys(variants, 0.0)
+    for _ in range(PASSES):
+        for index, call in enumerate(calls):
+            turn = index % len(variants)
+            for variant in variants[turn:] + variants[:turn]:
+                started = time.perf_counter()
+                predictors[variant].predict(call)
+                seconds[variant] += time.perf_counter() - started
+    return {variant: PASSES * len(tokens) / spent for variant, spent in seconds.items()}
 
 
 # ------------------------------------------------------------------ the comparison
@@ -177,15 +199,15 @@ def available_variants(quick: bool) -> list[str]:
     return variants
 
 
-def run_variant(args, variant: str, threads: int, quality: bool) -> dict[str, Any]:
-    command = [sys.executable, "-m", "benchmarks.runtimes", "--variant", variant, "--speed-threads", str(threads),
+def run_child(args, task: list[str], threads: int, label: str) -> Any:
+    """Run this module in a child process for ``task`` (its hidden options) on ``threads``; what it prints."""
+    command = [sys.executable, "-m", "benchmarks.runtimes", *task, "--speed-threads", str(threads),
                "--model", str(args.model), "--data-dir", str(args.data_dir), "--sentences", str(args.sentences)]
-    command += [] if quality else ["--skip-quality"]
     command += ["--quick"] if args.quick else []
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"{variant} ({threads} threads) failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{label} ({threads} threads) failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -228,7 +250,7 @@ def markdown(report: dict[str, Any]) -> str:
                       plain(row.get("test_auroc_learned")), f"{row['rss_mb']:.0f}", f"{row['load_s']:.1f}"])
     table = markdown_table(headers, lines, "l" + "r" * (len(headers) - 1))
     note = (f"\n\nModel `{report['model']}`, {report['sentences']} CoNLL-2003 test sentences (packed rows), "
-            f"best of 2 runs in turn per runtime. Chosen (the fastest faster than float32 within {100 * F1_TOLERANCE:.1f} "
+            f"in calls of {CALL_SENTENCES}, every runtime in one process taking each call in turn ({PASSES} passes). Chosen (the fastest faster than float32 within {100 * F1_TOLERANCE:.1f} "
             f"dev F1 and {AUROC_TOLERANCE} test learned AUROC of it; the detector is fitted on dev): "
             f"{report['chosen_on_dev'] or 'none'}; shipped "
             f"(`ner.runtime: int8`): {report['shipped']}.")
@@ -240,21 +262,20 @@ def main() -> int:
     if args.variant:
         print(json.dumps(measure_variant(args)))
         return 0
+    if args.side_by_side:
+        print(json.dumps(measure_side_by_side(args)))
+        return 0
     variants = available_variants(args.quick)
     rows: dict[str, dict[str, Any]] = {}
-    for round_ in range(2):  # in turn, twice: the faster of the two counts
-        for variant in variants:
-            for threads in args.threads:
-                if threads > 1 and variant not in IN_TORCH:
-                    continue
-                quality = round_ == 0 and threads == args.threads[0]
-                print(f"round {round_ + 1}/2: {variant}, {threads} thread(s)", file=sys.stderr, flush=True)
-                result = run_variant(args, variant, threads, quality)
-                row = rows.setdefault(variant, {"speed": {}})
-                row["speed"][str(threads)] = max(row["speed"].get(str(threads), 0.0), result["sentences_per_s"])
-                for key, value in result.items():
-                    if key not in ("sentences_per_s", "threads", "variant") and (quality or key not in row):
-                        row[key] = value
+    for variant in variants:
+        print(f"scoring {variant}", file=sys.stderr, flush=True)
+        result = run_child(args, ["--variant", variant], 1, variant)
+        rows[variant] = {"speed": {}, **{key: value for key, value in result.items() if key != "variant"}}
+    for threads in args.threads:
+        timed = [variant for variant in variants if threads == 1 or variant in IN_TORCH]
+        print(f"timing {len(timed)} runtimes side by side, {threads} thread(s)", file=sys.stderr, flush=True)
+        for variant, speed in run_child(args, ["--side-by-side", json.dumps(timed)], threads, "timing").items():
+            rows[variant]["speed"][str(threads)] = speed
     report = {"model": args.model.name, "sentences": args.sentences, "threads": args.threads,
               "chosen_on_dev": choose_runtime(rows, args.threads[0]), "shipped": SHIPPED, "variants": rows}
     write_results(args.out, report, markdown(report))

@@ -67,8 +67,9 @@ def plan_batches(
 
 # Sub-words per packed encoder row (see ``SpanPredictor``'s ``pack_tokens``): long enough that the
 # encoder's matrix products run at full speed, short enough that attention across a row's sentences,
-# which the mask then throws away, stays cheap. A GPU takes longer rows.
-CPU_PACK_TOKENS = 256
+# which the mask then throws away, stays cheap (it stays in float32 when the matrix products run in
+# int8, so it weighs more there; docs/performance.md). A GPU takes longer rows.
+CPU_PACK_TOKENS = 128
 GPU_PACK_TOKENS = 512
 
 

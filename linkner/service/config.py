@@ -89,7 +89,7 @@ class NERConfig(_Deployed):
                              "float32 PyTorch as trained (docs/performance.md compares them)")
     mc_samples: int = Field(8, ge=2)
     pack_tokens: int | None = Field(None, ge=0, description="sub-words per packed encoder row: a forward pass "
-                                    "reads its sentences end to end, no padding; 0: padded batches; default: 256 "
+                                    "reads its sentences end to end, no padding; 0: padded batches; default: 128 "
                                     "on a CPU, 512 on a GPU")
     document_consistency: bool = Field(False, description="give every mention of a surface form in a request the "
                                        "label its mentions' summed probabilities favour (docs/quality.md)")

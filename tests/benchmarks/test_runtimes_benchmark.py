@@ -1,5 +1,5 @@
-"""The runtime comparison and the training-speed profile, run small: each runtime in a process of
-its own, scored and timed; the training phases of both settings timed on real batches."""
+"""The runtime comparison and the training-speed profile, run small: each runtime scored in a process
+of its own, then all timed side by side in one; the training phases of both settings timed on real batches."""
 
 from __future__ import annotations
 
