@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import inprocess
 from linkner.data.readers import write_dataset
+from linkner.model.packing import CPU_PACK_TOKENS
 from linkner.model.predictor import SpanPredictor
 
 
@@ -25,7 +26,7 @@ def test_rows_and_ratios_on_the_tiny_checkpoint(tiny_checkpoint, toy_dev) -> Non
     assert ratios["batched_over_one"] == pytest.approx(rows[2].sentences_per_s / rows[1].sentences_per_s)
     assert ratios["packed_over_padded"] == pytest.approx(rows[2].sentences_per_s / rows[3].sentences_per_s)
     table = inprocess.markdown(rows, ratios, "header")
-    assert "| batched over one |" in table and table.count("\n| encoder") == 1 and "packed rows of ~256" in table
+    assert "| batched over one |" in table and table.count("\n| encoder") == 1 and f"packed rows of ~{CPU_PACK_TOKENS}" in table
     rows, ratios = inprocess.run_benchmark(tiny_checkpoint, sentences, batch_size=4, repeats=1, pack_tokens=0)
     assert [row.name for row in rows] == ["encoder", "one", "batched"] and "packed_over_padded" not in ratios
 
