@@ -84,7 +84,10 @@ class PromptBuilder:
         definitions_text = "\n".join(f"{option.letter}. {option.name}: {spec.definition}"
                                      for option, spec in zip(self.options, specs))
         last = self.options[-1]
-        self.system = "You are an expert annotator of named entities in news text."
+        # long enough that, with the chat template, the text every span shares reaches 192 tokens
+        # for SmolLM2: six whole 32-token KV blocks, all reused from vLLM's prefix cache on CPU
+        self.system = ("You are an expert annotator of named entities in news text. "
+                       "Classify exactly the span you are asked about.")
         self.preamble = (
             "Classify a span of a sentence into one of these entity types.\n"
             f"{definitions_text}\n{last.letter}. {last.name}: {NON_ENTITY_DEFINITION}\n"

@@ -54,8 +54,9 @@ class VLLMSettings(BaseModel):
     dtype: str = Field("auto", description="'auto': float32 on a CPU without native bfloat16 (AVX512-BF16 or "
                        "AMX), else bfloat16; or any dtype vLLM takes")
     block_size: int | None = Field(None, ge=16, description="KV block size, the unit prefix caching reuses; None: "
-                                   f"{CPU_BLOCK_SIZE} on CPU (160 of the candidates form's 187 shared prompt tokens "
-                                   "cached, against 128 with vLLM's CPU default of 128), vLLM's default on GPU")
+                                   f"{CPU_BLOCK_SIZE} on CPU (the 192 prompt tokens every span shares with SmolLM2 are "
+                                   "six whole blocks, all cached; vLLM's CPU default of 128 caches 128), vLLM's "
+                                   "default on GPU")
     cpu_threads_bind: str = Field("nobind", description="VLLM_CPU_OMP_THREADS_BIND for the engine on CPU: 'nobind' "
                                   "runs cpu_threads threads the OS may move off a busy core; 'auto' pins vLLM's "
                                   "worker to the first core (and reserves the next), whatever else runs there")
