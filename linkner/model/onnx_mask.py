@@ -33,13 +33,16 @@ def finite_attention_mask(path: Path, mask_input: str = "attention_mask") -> int
                   if node.op_type == "Where" and node.input[0] == mask_input]
     if not mask_fills or any(fill is None or not _is_minus_infinity(fill) for fill in mask_fills):
         return 0
-    consumers = {name: [node for node in nodes if name in node.input] for node in nodes for name in node.output}
-    producers = {name: node for node in nodes for name in node.output}
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    softmax_outputs = {node.output[0] for node in nodes if node.op_type == "Softmax"}
     guards = []
     for node in nodes:
-        if node.op_type != "IsNaN" or producers.get(node.input[0], node).op_type != "Softmax":
+        if node.op_type != "IsNaN" or node.input[0] not in softmax_outputs:
             continue
-        wheres = consumers[node.output[0]]
+        wheres = consumers.get(node.output[0], [])
         if len(wheres) != 1 or wheres[0].op_type != "Where" or wheres[0].input[2] != node.input[0]:
             return 0
         guards.append((node, wheres[0]))
