@@ -7,7 +7,8 @@ every span. Options are shown with letters; backends score either the letters or
 A query may offer only some labels (``SpanQuery.options``: the local model's top candidates,
 filter-then-rerank). Its prompt then starts with a second fixed preamble that defines every type
 by name, without letters (so it is the same for every span and stays prefix-cached), and the
-question lists the offered options, lettered A.. in the order given, Non-entity last.
+question ("Entity type of SPAN:", kept short: every token after the shared preamble is computed
+for each span) lists the offered options, lettered A.. in the order given, Non-entity last.
 Demonstrations in that form answer with the type's name, since letters belong to each question.
 """
 
@@ -145,8 +146,7 @@ class PromptBuilder:
         if not listed:
             return f"Sentence: {' '.join(tokens)}\nSelect the entity type of \"{span}\" in this context. {how}"
         choices = "\n".join(f"{option.letter}. {option.name}" for option in options)
-        return (f"Sentence: {' '.join(tokens)}\nSelect the entity type of \"{span}\" in this context "
-                f"from these options:\n{choices}\n{how}")
+        return f"Sentence: {' '.join(tokens)}\nEntity type of \"{span}\":\n{choices}\n{how}"
 
     def _example(self, demo: Demonstration, mode: AnswerMode) -> str:
         answer = self.answer_text(self.option_for(demo.label), mode)

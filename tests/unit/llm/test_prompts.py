@@ -43,8 +43,8 @@ def test_candidate_options_are_lettered_in_the_given_order_with_non_entity_last(
         ("A", "organization", "ORG"), ("B", "location", "LOC"), ("C", NON_ENTITY, NON_ENTITY)]
     assert builder.options_for(QUERY) == builder.options  # no options: every label
     user = builder.messages(query, "letter")[-1]["content"]
-    question = user[user.index("Select the entity type"):]
-    assert question.endswith("from these options:\nA. organization\nB. location\nC. Non-entity\n"
+    question = user[user.index("Sentence: "):]
+    assert question.endswith("Entity type of \"Lima\":\nA. organization\nB. location\nC. Non-entity\n"
                              "Answer with one letter (A, B, C).")
     assert "person" not in question and "miscellaneous" not in question
     named = builder.messages(query, "choice")[-1]["content"]
