@@ -15,15 +15,20 @@ from linkner.telemetry import TelemetryConfig, setup_tracing, traced
 
 @serve.deployment
 class LLMPool:
-    async def __init__(self, config: LLMPoolConfig, telemetry: TelemetryConfig) -> None:
+    async def __init__(self, config: LLMPoolConfig, telemetry: TelemetryConfig,
+                       labels: list[str] | None = None) -> None:
         """Build the backend and start its engine now (vLLM takes tens of seconds on CPU), so the
-        replica is ready, or visibly failed, before it takes traffic."""
+        replica is ready, or visibly failed, before it takes traffic; with the model's ``labels``,
+        warm its prefix cache with the text every span shares."""
         setup_tracing(telemetry, "llm")
         self.settings = with_engine_tracing(config.llm, telemetry)
         self.backend = build_backend(self.settings)
         start = getattr(self.backend, "start", None)
         if start is not None:
             await start()
+        warm = getattr(self.backend, "warm", None)
+        if warm is not None and labels:
+            await warm(labels)
 
     async def __del__(self) -> None:
         """Ray Serve's shutdown hook: stop the engine (vLLM's processes and shared memory)."""

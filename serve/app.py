@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from linkner.model.metadata import is_checkpoint
+from linkner.model.metadata import checkpoint_labels, is_checkpoint
 from linkner.service.config import AppConfig
 from linkner.service.prepare import absolute_paths
 from linkner.telemetry import with_environment
@@ -123,7 +123,8 @@ def build_app(args: dict[str, Any] | AppConfig | None = None) -> Any:
         ingress = embedded_ingress_options(config)
     llm = None
     if config.llm_pool.enabled:
-        llm = LLMPool.options(name="llm", **config.llm_pool.deployment).bind(config.llm_pool, config.telemetry)
+        llm = LLMPool.options(name="llm", **config.llm_pool.deployment).bind(
+            config.llm_pool, config.telemetry, checkpoint_labels(config.ner.checkpoint))  # to warm its prefix cache
     # the ingress's own server admits calls (router.max_ongoing_requests): Ray's limit only needs to let them in
     ingress.update(max_ongoing_requests=config.router.max_ongoing_requests,
                    max_queued_requests=config.router.max_queued_requests)

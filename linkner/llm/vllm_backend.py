@@ -199,6 +199,15 @@ class VLLMBackend:
             with cpu_threads_env(self.settings):  # the engine's processes inherit it; this one keeps its own
                 self._shared.engine = AsyncLLM.from_engine_args(args)
 
+    async def warm(self, labels: Sequence[str], timeout_s: float = 120.0) -> None:
+        """Ask one made-up span in this backend's option form, so the text every span shares is in
+        the prefix cache before the first caller's spans arrive (a new replica computes it for each
+        span of its first call otherwise: seconds on CPU). Failures, or ``timeout_s`` passing, only
+        leave the cache cold."""
+        options = list(labels[: self.candidates]) if self.candidates else None
+        await self.classify([SpanQuery(tokens=["Warm", "up", "."], start=0, end=1, options=options)], labels,
+                            timeout_s)
+
     async def close(self) -> None:
         """Shut the engine down now (views from :meth:`with_mode` share it and are closed too), so
         nothing is left for vLLM's finaliser at interpreter exit."""

@@ -48,6 +48,14 @@ def is_finished_checkpoint(folder: str | Path) -> bool:
     return is_checkpoint(folder) and unfinished_training(folder) is None
 
 
+def checkpoint_labels(folder: str | Path) -> list[str] | None:
+    """The entity labels of the checkpoint at ``folder``, read from its config (None without one)."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    return list(json.loads(path.read_text(encoding="utf-8")).get("labels") or []) or None
+
+
 def weights_fingerprint(folder: str | Path) -> str:
     """SHA-256 of the checkpoint's weights file (``"no-weights"`` without one)."""
     path = Path(folder) / WEIGHTS_FILE

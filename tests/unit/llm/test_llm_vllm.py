@@ -185,6 +185,11 @@ def test_vllm_letter_mode_masks_to_the_letters_caches_the_preamble_and_runs_in_a
         backend._generate = spy
         try:
             answers = [(await backend.classify([query], LABELS, timeout_s=300))[0] for query in queries]
+            fresh = ["GENE", "DRUG", "DISEASE", "PROTEIN"]  # labels no span was asked with yet
+            warm_at = len(sent)
+            await backend.warm(fresh)
+            warmed = (await backend.classify([QUERIES[1]], fresh, timeout_s=300))[0]
+            warm_cached = [cached for _, cached in sent[warm_at:]]
             config = backend._shared.engine.vllm_config
             grammar = await backend._view(letter_constraint="grammar").classify(queries, LABELS, timeout_s=300)
             offside = backend._shared.tokenizer.encode("Z", add_special_tokens=False)[0]
@@ -197,11 +202,11 @@ def test_vllm_letter_mode_masks_to_the_letters_caches_the_preamble_and_runs_in_a
             backend._generate = off_letter
             refused = await backend.classify(queries[:1], LABELS, timeout_s=300)
             letters = {letter: single_token_id(backend._shared.tokenizer, letter) for letter in "ABCDE"}
-            return answers, config, grammar, refused, letters
+            return answers, config, grammar, refused, letters, warmed, warm_cached
         finally:
             await backend.close()
 
-    answers, config, grammar, refused, letters = asyncio.run(go())
+    answers, config, grammar, refused, letters, warmed, warm_cached = asyncio.run(go())
     for (params, _), query in zip(sent, queries):
         shown = len(offered(query))
         assert params.max_tokens == 1 and params.structured_outputs is None
@@ -212,6 +217,9 @@ def test_vllm_letter_mode_masks_to_the_letters_caches_the_preamble_and_runs_in_a
     assert config.cache_config.enable_prefix_caching
     # each later span of the candidates form reads at least a whole block of its preamble from the cache
     assert all(cached >= config.cache_config.block_size for _, cached in sent[1 : len(CANDIDATE_QUERIES)])
+    # warm(): the first real span of a new label set reads that set's whole preamble from the cache
+    block = config.cache_config.block_size
+    assert warmed.ok and len(warm_cached) == 2 and warm_cached[1] >= warm_cached[0] + block
     if on_cpu():
         assert config.cache_config.block_size == CPU_BLOCK_SIZE
         assert "VLLM_CPU_OMP_THREADS_BIND" not in os.environ  # set only for the engine's processes

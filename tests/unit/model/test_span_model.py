@@ -11,6 +11,7 @@ from linkner.model.batching import IGNORE_INDEX, SpanBatcher
 from linkner.model.casing import LOWER, NUMERIC, PUNCT, TITLE, UPPER, casing_class
 from linkner.model.checkpoint import CheckpointError, load_checkpoint, read_metadata
 from linkner.model.config import SpanModelConfig
+from linkner.model.metadata import checkpoint_labels
 from linkner.model.span_model import SpanNER, dirichlet_kl_to_uniform, span_loss
 from linkner.model.predictor import SpanPredictor
 from linkner.model.training import TrainConfig, Trainer
@@ -122,6 +123,9 @@ def test_checkpoint_round_trip_gives_identical_outputs(tiny_encoder, toy_train, 
     assert trainer.batcher.classes == batcher.classes and trainer.batcher.max_subwords == batcher.max_subwords
     saved = json.loads((tmp_path / "m" / "linkner_config.json").read_text())
     assert saved["labels"] == ["LOC", "ORG", "PER"] and saved["encoder_config"]["model_type"] == "bert"
+    # the labels the app reads without loading the model (to warm the LLM pool's prefix cache)
+    assert checkpoint_labels(tmp_path / "m") == loaded.config.labels == ["LOC", "ORG", "PER"]
+    assert checkpoint_labels(tmp_path / "none") is None
 
 
 def test_missing_checkpoint_says_how_to_train(tmp_path):
