@@ -13,8 +13,8 @@ import torch
 
 from linkner.model.encoders import encoder_from_config, load_tokenizer, offline_hub, subword_limit
 from linkner.model.batching import SpanBatcher
-from linkner.model.config import SpanModelConfig
-from linkner.model.metadata import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint, read_metadata, write_metadata
+from linkner.model.metadata import (CONFIG_FILE, WEIGHTS_FILE, is_checkpoint, read_metadata, read_model_config,
+                                    write_metadata)
 from linkner.model.span_model import SpanNER
 
 __all__ = ["CheckpointError", "is_checkpoint", "load_checkpoint", "read_metadata", "save_checkpoint",
@@ -53,7 +53,7 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
             f"{folder}: no LinkNER checkpoint here (expected {WEIGHTS_FILE} and {CONFIG_FILE}); "
             "train one with `linkner train --train TRAIN --dev DEV --output DIR`"
         )
-    config = SpanModelConfig.model_validate_json((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    config = read_model_config(folder)
     model = SpanNER(config, encoder_from_config(config.encoder_config))
     load_model(model, str(folder / WEIGHTS_FILE), device=str(device))
     model.to(device).eval()

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from linkner.model.config import SpanModelConfig
+
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "linkner_config.json"
@@ -48,12 +50,14 @@ def is_finished_checkpoint(folder: str | Path) -> bool:
     return is_checkpoint(folder) and unfinished_training(folder) is None
 
 
+def read_model_config(folder: str | Path) -> SpanModelConfig:
+    """The model config (``linkner_config.json``) of the checkpoint at ``folder``, without torch."""
+    return SpanModelConfig.model_validate_json((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+
+
 def checkpoint_labels(folder: str | Path) -> list[str] | None:
-    """The entity labels of the checkpoint at ``folder``, read from its config (None without one)."""
-    path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
-        return None
-    return list(json.loads(path.read_text(encoding="utf-8")).get("labels") or []) or None
+    """The entity labels of the checkpoint at ``folder`` (None without a config there)."""
+    return read_model_config(folder).labels if (Path(folder) / CONFIG_FILE).is_file() else None
 
 
 def weights_fingerprint(folder: str | Path) -> str:
