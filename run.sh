@@ -15,11 +15,12 @@ case "$what" in
     ;;
   test)
     scripts/setup.sh
+    # -X faulthandler: a crash prints every thread's stack, even one at interpreter exit after pytest's summary
     if [ "${1:-}" = "--fast" ]; then  # the quick subset: no Ray cluster, LLM engine, network or benchmark run
       shift
-      exec .venv/bin/python -m pytest -m "not slow" "$@"
+      exec .venv/bin/python -X faulthandler -m pytest -m "not slow" "$@"
     fi
-    exec .venv/bin/python -m pytest "$@"
+    exec .venv/bin/python -X faulthandler -m pytest "$@"
     ;;
   *)
     echo "usage: ./run.sh [main|test] [args...]   (options alone go to the main job)" >&2

@@ -114,8 +114,17 @@ def test_an_unreachable_collector_adds_no_latency(monkeypatch):
     """A collector that accepts connections and never answers (the worst case: a closed port fails
     fast): ending spans only queues them, and a full queue drops spans instead of waiting. The
     export to it blocks for its timeout (set to a minute here); the 3000 spans, far more than the
-    queue holds, must all end long before that (bounds sized for a loaded machine, not for speed)."""
+    queue holds, must all end long before that (bounds sized for a loaded machine, not for speed).
+    Nothing of it outlives the test: an export thread still retrying when the interpreter exits
+    calls into gRPC while it is torn down (the test process crashed at exit that way)."""
+    from linkner import telemetry
+
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "60")  # read by the OTLP exporter when built
+    exporters = []
+    real_exporter = telemetry.build_exporter
+    monkeypatch.setattr(telemetry, "build_exporter", lambda config: exporters.append(real_exporter(config))
+                        or exporters[-1])
+    threads_before = set(threading.enumerate())
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
     hole.listen(64)  # connections complete in the kernel; nobody ever reads them
@@ -145,9 +154,13 @@ def test_an_unreachable_collector_adds_no_latency(monkeypatch):
         connection, _ = hole.accept()  # the exporter did try the collector: it is waiting on it
         connection.close()
     finally:
-        if provider is not None:
-            threading.Thread(target=provider.shutdown, daemon=True).start()  # may wait on the black hole
         hole.close()
+        for exporter in exporters:
+            exporter.shutdown()  # cancels the export waiting on the hole and ends its retries
+        if provider is not None:
+            provider.shutdown()  # then the export thread ends: the provider joins it
+    left = [thread.name for thread in set(threading.enumerate()) - threads_before if thread.is_alive()]
+    assert not left, f"threads outlive the provider's shutdown: {left}"
 
 
 TRACER_LESS_PROCESS = """

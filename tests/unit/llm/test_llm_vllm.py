@@ -146,8 +146,11 @@ def test_vllm_engine_spans_join_the_callers_trace(smollm2, monkeypatch):
     saved = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     try:
         with OTLPReceiver() as receiver:
-            answers = asyncio.run(go(receiver.endpoint))
-            spans = receiver.wait_for(f"{trace_id:032x}", {"llm_request"}, timeout_s=30)
+            try:
+                answers = asyncio.run(go(receiver.endpoint))
+                spans = receiver.wait_for(f"{trace_id:032x}", {"llm_request"}, timeout_s=30)
+            finally:  # while its collector is up: an exporter left retrying a gone one outlives the test
+                trace.get_tracer_provider().shutdown()
     finally:
         if saved is None:
             os.environ.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
