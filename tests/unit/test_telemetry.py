@@ -116,14 +116,18 @@ def test_an_unreachable_collector_adds_no_latency(monkeypatch):
     export to it blocks for its timeout (set to a minute here); the 3000 spans, far more than the
     queue holds, must all end long before that (bounds sized for a loaded machine, not for speed).
     Nothing of it outlives the test: an export thread still retrying when the interpreter exits
-    calls into gRPC while it is torn down (the test process crashed at exit that way)."""
+    calls into gRPC while it is torn down (the likely cause of a crash of the test process at exit)."""
     from linkner import telemetry
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "60")  # read by the OTLP exporter when built
     exporters = []
     real_exporter = telemetry.build_exporter
-    monkeypatch.setattr(telemetry, "build_exporter", lambda config: exporters.append(real_exporter(config))
-                        or exporters[-1])
+
+    def keep_exporter(config: TelemetryConfig):
+        exporters.append(real_exporter(config))
+        return exporters[-1]
+
+    monkeypatch.setattr(telemetry, "build_exporter", keep_exporter)
     threads_before = set(threading.enumerate())
     hole = socket.socket()
     hole.bind(("127.0.0.1", 0))
